@@ -1,0 +1,165 @@
+"""The ``sqzdse`` command line: parses flags, calls the library, prints. Nothing else lives here."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from sqzdse import config as C
+
+
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    """Metaparameter flags; given with --preset they override the preset's values."""
+    g = p.add_argument_group("metaparameters (Section 5 of the paper)")
+    g.add_argument(
+        "--preset", choices=sorted(C.PRESETS), help="start from a released configuration (default: squeezenet_v1_0)"
+    )
+    g.add_argument("--base-e", type=int, help="expand filters of fire2 (v1.0: 128)")
+    g.add_argument("--incr-e", type=int, help="expand filters added every FREQ Fire modules (v1.0: 128)")
+    g.add_argument("--freq", type=int, help="Fire modules per width step (v1.0: 2)")
+    g.add_argument("--pct3x3", type=float, help="share of 3x3 expand filters, 0..1 (v1.0: 0.5)")
+    g.add_argument("--sr", type=float, help="squeeze ratio s/e, > 0 (v1.0: 0.125)")
+    g.add_argument("--bypass", choices=C.BYPASSES, help="macroarchitecture of Section 6 (default: none)")
+    g.add_argument(
+        "--stem", choices=sorted(C.STEMS), help="conv1: v1_0 = 96x7x7/2, v1_1 = 64x3x3/2, small = 64x3x3/1 pad 1"
+    )
+    g.add_argument("--pool-after", help="comma-separated layers followed by a 3x3/2 max pool (v1.0: conv1,fire4,fire8)")
+    g.add_argument("--num-classes", type=int, help="classes of conv10 (v1.0: 1000)")
+    g.add_argument("--input-size", type=int, help="input height = width in pixels (v1.0: 227)")
+    g.add_argument("--in-channels", type=int, help="input channels (v1.0: 3)")
+    g.add_argument("--dropout", type=float, help="dropout rate on fire9's output (v1.0: 0.5)")
+
+
+def config_from_args(args: argparse.Namespace, **defaults) -> C.SqueezeNetConfig:
+    """The configuration the flags describe; `defaults` (e.g. from a dataset) sit under the flags."""
+    base = C.from_preset(args.preset or "squeezenet_v1_0")
+    fields = {k: v for k, v in defaults.items() if v is not None}
+    for name in ("base_e", "incr_e", "freq", "pct3x3", "sr", "bypass", "num_classes", "dropout"):
+        if getattr(args, name, None) is not None:
+            fields[name] = getattr(args, name)
+    if args.stem:
+        fields["stem"] = C.STEMS[args.stem]
+    if args.pool_after is not None:
+        fields["pool_after"] = tuple(x for x in args.pool_after.split(",") if x)
+    h, w, c = fields.get("input_shape", base.input_shape)
+    if args.input_size is not None:
+        h = w = args.input_size
+    if args.in_channels is not None:
+        c = args.in_channels
+    fields["input_shape"] = (h, w, c)
+    return dataclasses.replace(base, **fields)
+
+
+# (header, width): negative widths align left.
+COLUMNS = [("layer", -12), ("output size", 12), ("filter/stride", -15), ("s1x1", 6), ("e1x1", 6), ("e3x3", 6),
+           ("bypass", -10), ("params", 11), ("MACs", 15)]  # fmt: skip
+
+
+def _row(cells) -> str:
+    return " ".join(f"{c:<{-w}}" if w < 0 else f"{c:>{w}}" for c, (_, w) in zip(cells, COLUMNS, strict=True))
+
+
+def format_table(s: dict) -> str:
+    """The summary as a Table-1-like text table."""
+    head = _row([h for h, _ in COLUMNS])
+    lines = [head, "-" * len(head)]
+    for r in s["layers"]:
+        lines.append(
+            _row(
+                [
+                    r["name"],
+                    "x".join(map(str, r["output"])),
+                    r.get("filter", ""),
+                    *(str(r.get(k, "")) for k in ("s1x1", "e1x1", "e3x3")),
+                    " " + {"identity": "simple", "conv": "1x1 conv"}.get(r.get("bypass"), ""),
+                    f"{r['params']:,}" if r["params"] else "",
+                    f"{r['macs']:,}" if r["macs"] else "",
+                ]
+            )
+        )
+    lines.append("-" * len(head))
+    lines.append(
+        f"total: {s['params']:,} parameters, {s['bytes']:,} bytes at {s['bits']} bits ({s['bytes'] / 2**20:.2f} MiB), "
+        f"{s['macs']:,} MACs per image, {s['activation_bytes'] / 2**20:.1f} MiB of float32 activations per image"
+    )
+    return "\n".join(lines)
+
+
+def cmd_model_summary(args) -> int:
+    from sqzdse.cost import summary
+
+    cfg = config_from_args(args)
+    s = summary(cfg, bits=args.bits)
+    if args.json:
+        print(json.dumps({"config": C.to_dict(cfg), **s}, indent=1))
+    else:
+        print(format_table(s))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from sqzdse.predict import predict_files
+    from sqzdse.weights import load_pretrained
+
+    cfg = config_from_args(args)
+    if cfg != C.squeezenet_v1_0():
+        raise C.ConfigError("predict: the released weights are for --preset squeezenet_v1_0 with no overrides")
+    model = load_pretrained(args.weights)
+    records = predict_files(model, args.images, top=args.top)
+    if args.json:
+        print(json.dumps(records, indent=1))
+    else:
+        for rec in records:
+            print(rec["image"])
+            for t in rec["top"]:
+                print(f"  {t['prob']:7.2%}  {t['class_id']:4d}  {t['name']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sqzdse",
+        description="Design-space exploration of SqueezeNet's Fire-module metaparameters (Iandola et al. 2016).",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    model = sub.add_parser("model", help="inspect a configuration").add_subparsers(dest="model_command", required=True)
+    ms = model.add_parser(
+        "summary",
+        help="per-layer table like the paper's Table 1: shapes, widths, parameters, MACs",
+        description="Print the layer plan of a configuration with its parameter count, bytes and MACs. "
+        "Example: sqzdse model summary --preset squeezenet_v1_0 --sr 0.25 (the paper's SR = 0.25 point).",
+    )
+    add_config_args(ms)
+    ms.add_argument("--bits", type=int, default=32, help="bits per weight for the byte count (default 32)")
+    ms.add_argument("--json", action="store_true", help="print JSON: params, bytes, macs, layers, config")
+    ms.set_defaults(func=cmd_model_summary)
+
+    pr = sub.add_parser(
+        "predict",
+        help="classify images with the released Deep-Compression SqueezeNet v1.0 weights",
+        description="Apply Caffe's preprocessing (resize 256, centre 227 crop, BGR, mean subtraction) and print "
+        "the top-K ImageNet classes of each image.",
+    )
+    add_config_args(pr)
+    pr.add_argument("--weights", required=True, help="compressed_SqueezeNet.net (the released Deep-Compression file)")
+    pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
+    pr.add_argument("--top", type=int, default=5, help="classes to print per image (default 5)")
+    pr.add_argument("--json", action="store_true", help="print a JSON list, one record per image in argument order")
+    pr.set_defaults(func=cmd_predict)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (C.ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"sqzdse: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

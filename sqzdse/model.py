@@ -1,0 +1,106 @@
+"""SqueezeNet in Flax NNX: one Fire module and a network that loops over the layer plan.
+
+Layer names follow the Caffe prototxts (``conv1``, ``fire2/squeeze1x1`` ->
+``fire2.squeeze1x1``, ..., ``conv10``) so released weights map one-to-one.
+Layout is NHWC; kernels are HWIO.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from sqzdse.config import SqueezeNetConfig
+from sqzdse.plan import POOL_KERNEL, POOL_STRIDE, FireSpec, layer_plan
+
+# Caffe's "xavier" filler is uniform in +-sqrt(3 / fan_in) (filler.hpp, default FAN_IN).
+xavier = jax.nn.initializers.variance_scaling(1.0, "fan_in", "uniform")
+# conv10: weight_filler { type: "gaussian" mean: 0.0 std: 0.01 }.
+gaussian_001 = jax.nn.initializers.normal(0.01)
+
+
+def conv(cin, cout, kernel, *, stride=1, pad=0, init=xavier, dtype=None, rngs) -> nnx.Conv:
+    return nnx.Conv(
+        cin,
+        cout,
+        (kernel, kernel),
+        strides=stride,
+        padding=((pad, pad), (pad, pad)),
+        kernel_init=init,
+        dtype=dtype,
+        rngs=rngs,
+    )
+
+
+def max_pool_ceil(x: jax.Array) -> jax.Array:
+    """3x3/2 max pool with Caffe's ceil-mode output size (pads the bottom/right with -inf)."""
+    _, h, w, _ = x.shape
+    extra = [(-(-(n - POOL_KERNEL) // POOL_STRIDE)) * POOL_STRIDE + POOL_KERNEL - n for n in (h, w)]
+    return jax.lax.reduce_window(
+        x,
+        -jnp.inf,
+        jax.lax.max,
+        (1, POOL_KERNEL, POOL_KERNEL, 1),
+        (1, POOL_STRIDE, POOL_STRIDE, 1),
+        ((0, 0), (0, extra[0]), (0, extra[1]), (0, 0)),
+    )
+
+
+class Fire(nnx.Module):
+    """squeeze1x1 -> ReLU -> concat(expand1x1, expand3x3) -> ReLU, with an optional bypass."""
+
+    def __init__(self, spec: FireSpec, *, dtype=None, rngs: nnx.Rngs):
+        s = spec.squeeze
+        self.squeeze1x1 = conv(spec.in_channels, s, 1, dtype=dtype, rngs=rngs)
+        # pct3x3 = 0 or 1 leaves one branch with no filters: it is absent, not empty.
+        self.expand1x1 = conv(s, spec.e1x1, 1, dtype=dtype, rngs=rngs) if spec.e1x1 else None
+        self.expand3x3 = conv(s, spec.e3x3, 3, pad=1, dtype=dtype, rngs=rngs) if spec.e3x3 else None
+        # Section 6 complex bypass: a 1x1 conv where in and out channels differ.
+        self.bypass1x1 = (
+            conv(spec.in_channels, spec.out_channels, 1, dtype=dtype, rngs=rngs) if spec.bypass == "conv" else None
+        )
+        self.identity = spec.bypass == "identity"
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        s = nnx.relu(self.squeeze1x1(x))
+        # Caffe's concat order: expand1x1 first, then expand3x3.
+        branches = [b for b in (self.expand1x1, self.expand3x3) if b is not None]
+        y = jnp.concatenate([nnx.relu(b(s)) for b in branches], axis=-1)
+        if self.bypass1x1 is not None:
+            y = y + self.bypass1x1(x)
+        elif self.identity:
+            y = y + x  # SqueezeNet-Residual: Eltwise SUM of the Fire's input and its concat
+        return y
+
+
+class SqueezeNet(nnx.Module):
+    """conv1 -> Fire x 8 (pools per plan) -> dropout -> conv10 -> ReLU -> global average pool."""
+
+    def __init__(self, cfg: SqueezeNetConfig, *, dtype=None, rngs: nnx.Rngs):
+        self.cfg = cfg
+        plan = layer_plan(cfg)
+        self.plan = plan
+        st = cfg.stem
+        self.conv1 = conv(
+            cfg.input_shape[2], st.filters, st.kernel, stride=st.stride, pad=st.pad, dtype=dtype, rngs=rngs
+        )
+        for spec in plan.fires:
+            setattr(self, spec.name, Fire(spec, dtype=dtype, rngs=rngs))
+        self.drop9 = nnx.Dropout(cfg.dropout)
+        self.conv10 = conv(
+            plan.conv10_in, plan.conv10_out, 1, pad=plan.conv10_pad, init=gaussian_001, dtype=dtype, rngs=rngs
+        )
+
+    def __call__(self, x: jax.Array, *, train: bool = False, dropout_rng: jax.Array | None = None) -> jax.Array:
+        """Class scores (N, num_classes): the input to Caffe's SoftmaxWithLoss (after conv10's ReLU)."""
+        x = nnx.relu(self.conv1(x))
+        if self.plan.stem_pool:
+            x = max_pool_ceil(x)
+        for spec in self.plan.fires:
+            x = getattr(self, spec.name)(x)
+            if spec.pool_after:
+                x = max_pool_ceil(x)
+        x = self.drop9(x, deterministic=not train, rngs=dropout_rng)
+        x = nnx.relu(self.conv10(x))  # relu_conv10: ReLU follows conv10 too
+        return jnp.mean(x, axis=(1, 2), dtype=jnp.float32)  # pool10: global average

@@ -1,0 +1,107 @@
+"""The layer plan: the one place where metaparameters become layer widths and shapes.
+
+Pure Python, no JAX: ``layer_plan(cfg)`` is what the network loops over, what the
+cost accounting reads for MACs, and what ``model summary`` prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from sqzdse.config import FIRE_NAMES, ConfigError, round_half_up
+
+POOL_KERNEL, POOL_STRIDE = 3, 2  # every max pool in both prototxts is 3x3/2
+
+
+@dataclasses.dataclass(frozen=True)
+class FireSpec:
+    """One Fire module: squeeze 1x1 -> [expand 1x1 | expand 3x3] (Table 1's s1x1, e1x1, e3x3)."""
+
+    name: str
+    in_channels: int
+    squeeze: int
+    e1x1: int
+    e3x3: int
+    bypass: str  # "none", "identity" (simple) or "conv" (complex: a 1x1 conv on the bypass)
+    hw: tuple[int, int]  # spatial size in and out (Fire keeps it)
+    pool_after: bool
+
+    @property
+    def out_channels(self) -> int:
+        return self.e1x1 + self.e3x3
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """conv1 (+ pool) -> fire2..fire9 -> dropout -> conv10 -> ReLU -> global average pool."""
+
+    input_shape: tuple[int, int, int]
+    stem_hw: tuple[int, int]  # conv1's output size
+    stem_pool: bool
+    fires: tuple[FireSpec, ...]
+    conv10_in: int
+    conv10_out: int
+    conv10_pad: int
+    conv10_hw: tuple[int, int]
+
+
+def conv_out(size: int, kernel: int, stride: int, pad: int) -> int:
+    """Caffe (and XLA) convolution output size: floor((size + 2 pad - kernel) / stride) + 1."""
+    return (size + 2 * pad - kernel) // stride + 1
+
+
+def pool_out(size: int) -> int:
+    """Caffe pooling rounds up: ceil((size - kernel) / stride) + 1 (pooling_layer.cpp, pad 0)."""
+    return math.ceil((size - POOL_KERNEL) / POOL_STRIDE) + 1
+
+
+def layer_plan(cfg) -> Plan:
+    """Expand metaparameters into the per-layer plan; raises ConfigError for impossible sizes."""
+
+    def too_small(where, hw):
+        return ConfigError(
+            f"input_shape={cfg.input_shape}: too small, {where} gets a {hw[0]}x{hw[1]} input;"
+            f" use a larger input or fewer pools (pool_after={cfg.pool_after})"
+        )
+
+    def pool(hw, where):
+        if min(hw) < POOL_KERNEL:
+            raise too_small(where, hw)
+        return tuple(pool_out(x) for x in hw)
+
+    st = cfg.stem
+    hw = tuple(conv_out(x, st.kernel, st.stride, st.pad) for x in cfg.input_shape[:2])
+    if min(hw) < 1:
+        raise too_small("conv1", cfg.input_shape[:2])
+    stem_hw = hw
+    if "conv1" in cfg.pool_after:
+        hw = pool(hw, "pool1")
+    fires = []
+    channels = st.filters
+    for i, name in enumerate(FIRE_NAMES):
+        e = cfg.expand(i)
+        e3 = round_half_up(cfg.pct3x3 * e)
+        s = round_half_up(cfg.sr * e)
+        if channels == e and cfg.bypass != "none":
+            bypass = "identity"  # Section 6: only where input and output channels match
+        elif cfg.bypass == "complex":
+            bypass = "conv"
+        else:
+            bypass = "none"
+        pooled = name in cfg.pool_after
+        fires.append(FireSpec(name, channels, s, e - e3, e3, bypass, hw, pooled))
+        if pooled:
+            hw = pool(hw, f"pool{name[4:]}")
+        channels = e
+    p = cfg.conv10_pad
+    return Plan(
+        input_shape=tuple(cfg.input_shape),
+        stem_hw=stem_hw,
+        stem_pool="conv1" in cfg.pool_after,
+        fires=tuple(fires),
+        conv10_in=channels,
+        conv10_out=cfg.num_classes,
+        conv10_pad=p,
+        conv10_hw=(hw[0] + 2 * p, hw[1] + 2 * p),
+    )

@@ -1,0 +1,27 @@
+"""Shared fixtures: the public reference data beside the project (../shared/reference)."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = Path(os.environ.get("SQZDSE_REFERENCE", ROOT.parent / "shared" / "reference"))
+
+
+@pytest.fixture(scope="session")
+def reference() -> Path:
+    if not REFERENCE.is_dir():
+        pytest.fail(f"reference data not found at {REFERENCE}; set SQZDSE_REFERENCE to shared/reference")
+    return REFERENCE
+
+
+@pytest.fixture(scope="session")
+def paper_numbers(reference) -> dict:
+    return json.loads((reference / "paper_numbers.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def caffe_layers(reference) -> dict:
+    return json.loads((reference / "caffe" / "derived_layer_table.json").read_text())["versions"]

@@ -1,0 +1,79 @@
+"""The command line: every --help answers, summary tables and JSON, clear errors."""
+
+import json
+
+import pytest
+
+from sqzdse.cli import build_parser, main
+
+
+@pytest.mark.parametrize("argv", [[], ["model"], ["model", "summary"], ["predict"]])
+def test_every_help_answers(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--help"])
+    assert e.value.code == 0
+    assert "usage: sqzdse" in capsys.readouterr().out
+
+
+def test_all_subcommands_have_help():
+    # Walk the parser so a new subcommand without help text fails here.
+    def walk(p):
+        for a in p._actions:
+            if a.__class__.__name__ == "_SubParsersAction":
+                for name, sub in a.choices.items():
+                    assert any(c.dest == name and c.help for c in a._choices_actions), name
+                    yield from walk(sub)
+        yield p
+
+    assert len(list(walk(build_parser()))) >= 3
+
+
+def test_summary_table(capsys):
+    assert main(["model", "summary", "--preset", "squeezenet_v1_0"]) == 0
+    out = capsys.readouterr().out
+    assert "fire2" in out and "55x55x128" in out and "11,920" in out
+    assert "total: 1,248,424 parameters" in out
+
+
+def test_summary_json_and_overrides(capsys):
+    # The paper's SR = 0.25 point: 1,967,080 parameters (fig3_model_sizes_derived).
+    assert main(["model", "summary", "--preset", "squeezenet_v1_0", "--sr", "0.25", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["params"] == 1_967_080 and s["bytes"] == 4 * 1_967_080
+    assert s["config"]["sr"] == 0.25 and s["config"]["base_e"] == 128
+    assert {"macs", "layers"} <= set(s) and s["layers"][1]["name"] == "conv1"
+
+
+def test_summary_flags_without_preset(capsys):
+    argv = [
+        "model",
+        "summary",
+        "--base-e",
+        "64",
+        "--incr-e",
+        "32",
+        "--freq",
+        "3",
+        "--pct3x3",
+        "0.25",
+        "--bypass",
+        "simple",
+        "--num-classes",
+        "10",
+        "--input-size",
+        "32",
+        "--stem",
+        "small",
+        "--json",
+    ]
+    assert main(argv) == 0
+    s = json.loads(capsys.readouterr().out)
+    fires = [r for r in s["layers"] if r["name"].startswith("fire")]
+    assert [f["e1x1"] + f["e3x3"] for f in fires] == [64, 64, 64, 96, 96, 96, 128, 128]
+    assert fires[0]["e3x3"] == 16 and s["layers"][-1]["output"] == [1, 1, 10]
+
+
+def test_invalid_metaparameter_is_a_clear_error(capsys):
+    assert main(["model", "summary", "--pct3x3", "1.5"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sqzdse: error: pct3x3=1.5: must be in [0, 1]") and "Traceback" not in err

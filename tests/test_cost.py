@@ -1,0 +1,82 @@
+"""Cost accounting: sizes from the parameter tree, MACs cross-checked against XLA."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+from flax import nnx
+
+from sqzdse import config as C
+from sqzdse.cost import model_bytes, summary
+from sqzdse.model import SqueezeNet
+
+
+def xla_conv_macs(cfg) -> int:
+    """XLA's own count: cost analysis of every convolution in the traced model, compiled alone.
+
+    XLA counts 2 flops per multiply-accumulate that touches the input (taps on
+    zero padding excluded); bias adds are separate ops, so a lone convolution's
+    flops are exactly 2 x its MACs.
+    """
+    model = SqueezeNet(cfg, rngs=nnx.Rngs(0))
+    graph, state = nnx.split(model)
+    x = jnp.zeros((1, *cfg.input_shape))
+    jaxpr = jax.make_jaxpr(lambda s, x: nnx.merge(graph, s)(x))(state, x)
+    total = 0
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name != "conv_general_dilated":
+            continue
+        lhs, rhs = (v.aval for v in eqn.invars)
+        conv = jax.jit(lambda a, b, p=eqn.params: jax.lax.conv_general_dilated_p.bind(a, b, **p))
+        flops = conv.lower(jnp.zeros(lhs.shape, lhs.dtype), jnp.zeros(rhs.shape, rhs.dtype)).compile().cost_analysis()
+        total += int(round(flops["flops"])) // 2
+    return total
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        C.squeezenet_v1_0(),  # conv10 pad 1: 15x15 outputs, 13x13 of them see data
+        C.squeezenet_v1_1(),
+        C.squeezenet_complex_bypass(),
+        C.squeezenet_small(pct3x3=0.25, sr=0.5),
+        C.squeezenet_small(input_shape=(32, 32, 3), freq=3, incr_e=64),
+    ],
+)
+def test_macs_equal_xla_cost_analysis(cfg):
+    assert summary(cfg)["macs"] == xla_conv_macs(cfg)
+
+
+def test_whole_forward_flops_are_dominated_by_the_counted_macs():
+    # The whole compiled forward adds bias, ReLU, pooling and concat work on top.
+    cfg = C.squeezenet_v1_0()
+    model = SqueezeNet(cfg, rngs=nnx.Rngs(0))
+    graph, state = nnx.split(model)
+    f = jax.jit(lambda s, x: nnx.merge(graph, s)(x))
+    flops = f.lower(state, jnp.zeros((1, *cfg.input_shape))).compile().cost_analysis()["flops"]
+    assert 1.0 < flops / (2 * summary(cfg)["macs"]) < 1.02
+
+
+def test_sizes_come_from_the_parameter_tree():
+    cfg = C.squeezenet_small()
+    model = SqueezeNet(cfg, rngs=nnx.Rngs(0))
+    leaves = jax.tree.leaves(nnx.state(model, nnx.Param))
+    s = summary(cfg)
+    assert s["params"] == sum(x.size for x in leaves)
+    assert s["bytes"] == sum(x.nbytes for x in leaves)  # float32
+    assert summary(cfg, bits=8)["bytes"] == s["params"]
+    assert model_bytes(3, bits=6) == 3  # 18 bits round up to 3 bytes
+
+
+def test_v1_0_size_is_the_papers_4_8_mb():
+    s = summary(C.squeezenet_v1_0())
+    assert s["params"] == 1_248_424 and s["bytes"] == 4 * 1_248_424
+    assert round(s["bytes"] / 2**20, 1) == 4.8  # Table 2: "4.8MB"
+
+
+def test_activation_memory_counts_every_layer_output():
+    s = summary(C.squeezenet_small())
+    by_name = {r["name"]: r for r in s["layers"]}
+    # conv1: 28x28x64 outputs; fire2: its 28x28... no: pooled to 14x14 -> 14*14*(16 + 128).
+    assert by_name["conv1"]["activations"] == 28 * 28 * 64
+    assert by_name["fire2"]["activations"] == 14 * 14 * (16 + 128)
+    assert s["activation_bytes"] == 4 * sum(r["activations"] for r in s["layers"])
