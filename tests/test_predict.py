@@ -1,0 +1,77 @@
+"""ImageNet prediction with the released weights on scikit-image's photos (a tabby cat, an espresso)."""
+
+import numpy as np
+import pytest
+import skimage.data
+from conftest import REFERENCE
+from PIL import Image
+
+from sqzdse.predict import imagenet_labels, imagenet_synsets, predict_files, preprocess
+from sqzdse.weights import load_pretrained
+
+NET = REFERENCE / "caffe" / "SqueezeNet_compressed" / "compressed_SqueezeNet.net"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_pretrained(NET)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    d = tmp_path_factory.mktemp("photos")
+    cat, coffee = str(d / "chelsea.png"), str(d / "coffee.jpg")
+    Image.fromarray(skimage.data.chelsea()).save(cat)
+    Image.fromarray(skimage.data.coffee()).save(coffee, quality=95)
+    return cat, coffee
+
+
+@pytest.fixture(scope="module")
+def records(model, photos):
+    # Three images, one repeated: argument order and batching in a single forward.
+    cat, coffee = photos
+    return predict_files(model, [coffee, cat, coffee], top=5)
+
+
+def test_labels_from_tfds():
+    labels, synsets = imagenet_labels(), imagenet_synsets()
+    assert len(labels) == len(set(synsets)) == 1000
+    assert labels[281] == "tabby, tabby cat" and labels[967] == "espresso"
+    assert synsets[0] == "n01440764" and synsets[281] == "n02123045"
+
+
+def test_preprocess_is_caffe_bgr_minus_mean():
+    x = preprocess(np.full((300, 400, 3), (123, 117, 104), np.uint8))  # RGB = the BGR mean reversed
+    assert x.shape == (227, 227, 3) and x.dtype == np.float32
+    np.testing.assert_array_equal(x, 0.0)
+    red = preprocess(Image.new("RGB", (64, 64), (255, 0, 0)))
+    np.testing.assert_array_equal(red[0, 0], [-104.0, -117.0, 255.0 - 123.0])
+    # Centre crop of the 256x256 resize: rows 14..240 keep a 256-row gradient's middle.
+    ramp = np.repeat(np.arange(256, dtype=np.uint8)[:, None, None], 3, axis=2).repeat(256, axis=1)
+    np.testing.assert_array_equal(preprocess(ramp)[[0, -1], 0, 0], [14.0 - 104.0, 240.0 - 104.0])
+
+
+def test_cat_and_espresso(records, photos):
+    cat, coffee = photos
+    assert [r["image"] for r in records] == [coffee, cat, coffee]
+    assert 281 <= records[1]["top"][0]["class_id"] <= 285  # tabby .. Egyptian cat
+    assert records[0]["top"][0]["class_id"] == 967
+    assert records[0]["top"][0]["name"] == "espresso"
+    assert records[0] == records[2]
+
+
+def test_probabilities_sorted_and_bounded(records):
+    for r in records:
+        probs = [t["prob"] for t in r["top"]]
+        assert len(probs) == 5 and probs == sorted(probs, reverse=True)
+        assert all(p > 0 for p in probs) and sum(probs) <= 1.0 + 1e-6
+        assert len({t["class_id"] for t in r["top"]}) == 5
+
+
+def test_unreadable_files_are_clear_errors(model, tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.jpg"):
+        predict_files(model, [str(tmp_path / "missing.jpg")])
+    junk = tmp_path / "junk.png"
+    junk.write_text("not an image")
+    with pytest.raises(ValueError, match="junk.png"):
+        predict_files(model, [str(junk)])
