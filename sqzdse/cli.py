@@ -118,6 +118,70 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    """Training-budget flags; unset ones come from the preset's default recipe (sqzdse.train.default_recipe)."""
+    from sqzdse.train import OPTIMIZERS, SCHEDULES
+
+    g = p.add_argument_group("training (defaults: Caffe's solver for ImageNet stems, the small-input recipe otherwise)")
+    g.add_argument("--dataset", default="fashion_mnist", help="fashion_mnist, mnist, cifar10, cifar100, imagenette, "
+                   "imagenet2012 (default fashion_mnist)")  # fmt: skip
+    g.add_argument(
+        "--data-dir", help="tensorflow-datasets directory (default $SQZDSE_DATA_DIR or ~/tensorflow_datasets)"
+    )
+    g.add_argument("--no-download", action="store_true", help="fail instead of downloading a missing dataset")
+    g.add_argument("--epochs", type=float, help="passes over the training split (fractions allowed)")
+    g.add_argument("--batch-size", type=int, help="images per forward pass")
+    g.add_argument("--iter-size", type=int, help="micro-batches accumulated per update (Caffe's iter_size)")
+    g.add_argument("--optimizer", choices=OPTIMIZERS)
+    g.add_argument("--lr", type=float, help="base learning rate")
+    g.add_argument("--momentum", type=float, help="SGD momentum / Adam beta1")
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--schedule", choices=SCHEDULES, help="learning-rate decay after warm-up")
+    g.add_argument("--power", type=float, help="poly decay power")
+    g.add_argument("--warmup-epochs", type=float, help="linear learning-rate warm-up")
+    g.add_argument("--seed", type=int, help="seeds initialisation, data order, augmentation and dropout (default 0)")
+    g.add_argument("--train-limit", type=int, help="train on the first N training images only")
+    g.add_argument("--val-size", type=int, help="images carved from the training split for validation")
+    g.add_argument("--eval-limit", type=int, help="evaluate on the first N validation and test images only")
+    g.add_argument("--init", choices=("caffe", "msra"), help="caffe: the prototxts' fillers; msra: He for every conv")
+    g.add_argument("--dtype", choices=("float32", "bfloat16"), help="compute dtype (parameters stay float32)")
+    g.add_argument("--checkpoint-every", type=int, help="also checkpoint every N updates (default: each epoch)")
+
+
+TRAIN_FIELDS = ("dataset", "epochs", "batch_size", "iter_size", "optimizer", "lr", "momentum", "weight_decay",
+                "schedule", "power", "warmup_epochs", "seed", "train_limit", "val_size", "eval_limit", "init", "dtype",
+                "checkpoint_every")  # fmt: skip
+
+
+def train_config_from_args(args, cfg: C.SqueezeNetConfig):
+    from sqzdse.train import default_recipe
+
+    return default_recipe(cfg, **{k: getattr(args, k) for k in TRAIN_FIELDS if getattr(args, k, None) is not None})
+
+
+def cmd_train(args) -> int:
+    from sqzdse import data as D
+    from sqzdse.train import train_and_evaluate
+
+    ds = D.load(args.dataset, data_dir=args.data_dir, val_size=args.val_size, download=not args.no_download)
+    cfg = config_from_args(args, input_shape=ds.info.image_shape, num_classes=ds.info.num_classes)
+    if args.preset is None and args.stem is None and ds.info.family == "small":
+        cfg = dataclasses.replace(cfg, stem=C.STEM_SMALL, conv10_pad=0)  # no preset named: fit the small input
+    tc = train_config_from_args(args, cfg)
+    print(f"training {cfg} on {ds.info.name} with {tc}", file=sys.stderr)
+    r = train_and_evaluate(cfg, tc, args.workdir, dataset=ds, progress=not args.no_progress)
+    r.pop("state")
+    if args.json:
+        print(json.dumps(r, indent=1))
+    else:
+        keys = ("status", "reason", "val_top1", "val_top5", "test_top1", "test_top5", "params", "bytes", "macs",
+                "updates", "train_seconds", "compile_seconds", "wall_seconds")  # fmt: skip
+        for k in keys:
+            v = r[k]
+            print(f"{k:>16}: {v:.4f}" if isinstance(v, float) else f"{k:>16}: {v}")
+    return 0 if r["status"] == "completed" else 3
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="sqzdse",
@@ -149,6 +213,21 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--top", type=int, default=5, help="classes to print per image (default 5)")
     pr.add_argument("--json", action="store_true", help="print a JSON list, one record per image in argument order")
     pr.set_defaults(func=cmd_predict)
+
+    tr = sub.add_parser(
+        "train",
+        help="train one configuration: progress bar, per-epoch metrics, checkpoints, final summary",
+        description="Train a configuration on a dataset. With --workdir, metrics go to WORKDIR/metrics.jsonl, the "
+        "summary to WORKDIR/summary.json, and orbax checkpoints let the same command resume a killed run. A run whose "
+        "loss becomes NaN stops with status 'diverged' (exit code 3). Example: sqzdse train --preset squeezenet_small "
+        "--dataset fashion_mnist --epochs 2 --workdir runs/fmnist",
+    )
+    add_config_args(tr)
+    add_train_args(tr)
+    tr.add_argument("--workdir", help="where metrics, summary and checkpoints go (resumes a run found there)")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tr.add_argument("--json", action="store_true", help="print the summary as JSON")
+    tr.set_defaults(func=cmd_train)
     return p
 
 
@@ -156,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (C.ConfigError, FileNotFoundError, ValueError) as e:
+    except (C.ConfigError, FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"sqzdse: error: {e}", file=sys.stderr)
         return 2
 

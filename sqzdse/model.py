@@ -18,6 +18,10 @@ from sqzdse.plan import POOL_KERNEL, POOL_STRIDE, FireSpec, layer_plan
 xavier = jax.nn.initializers.variance_scaling(1.0, "fan_in", "uniform")
 # conv10: weight_filler { type: "gaussian" mean: 0.0 std: 0.01 }.
 gaussian_001 = jax.nn.initializers.normal(0.01)
+# Caffe's "msra" filler (He et al.): gaussian with variance 2 / fan_in, for ReLU networks.
+msra = jax.nn.initializers.variance_scaling(2.0, "fan_in", "normal")
+# (conv1 + Fire convolutions, conv10) per initialisation scheme.
+INITS = {"caffe": (xavier, gaussian_001), "msra": (msra, msra)}
 
 
 def conv(cin, cout, kernel, *, stride=1, pad=0, init=xavier, dtype=None, rngs) -> nnx.Conv:
@@ -50,16 +54,15 @@ def max_pool_ceil(x: jax.Array) -> jax.Array:
 class Fire(nnx.Module):
     """squeeze1x1 -> ReLU -> concat(expand1x1, expand3x3) -> ReLU, with an optional bypass."""
 
-    def __init__(self, spec: FireSpec, *, dtype=None, rngs: nnx.Rngs):
+    def __init__(self, spec: FireSpec, *, init=xavier, dtype=None, rngs: nnx.Rngs):
         s = spec.squeeze
-        self.squeeze1x1 = conv(spec.in_channels, s, 1, dtype=dtype, rngs=rngs)
+        kw = dict(init=init, dtype=dtype, rngs=rngs)
+        self.squeeze1x1 = conv(spec.in_channels, s, 1, **kw)
         # pct3x3 = 0 or 1 leaves one branch with no filters: it is absent, not empty.
-        self.expand1x1 = conv(s, spec.e1x1, 1, dtype=dtype, rngs=rngs) if spec.e1x1 else None
-        self.expand3x3 = conv(s, spec.e3x3, 3, pad=1, dtype=dtype, rngs=rngs) if spec.e3x3 else None
+        self.expand1x1 = conv(s, spec.e1x1, 1, **kw) if spec.e1x1 else None
+        self.expand3x3 = conv(s, spec.e3x3, 3, pad=1, **kw) if spec.e3x3 else None
         # Section 6 complex bypass: a 1x1 conv where in and out channels differ.
-        self.bypass1x1 = (
-            conv(spec.in_channels, spec.out_channels, 1, dtype=dtype, rngs=rngs) if spec.bypass == "conv" else None
-        )
+        self.bypass1x1 = conv(spec.in_channels, spec.out_channels, 1, **kw) if spec.bypass == "conv" else None
         self.identity = spec.bypass == "identity"
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -77,20 +80,21 @@ class Fire(nnx.Module):
 class SqueezeNet(nnx.Module):
     """conv1 -> Fire x 8 (pools per plan) -> dropout -> conv10 -> ReLU -> global average pool."""
 
-    def __init__(self, cfg: SqueezeNetConfig, *, dtype=None, rngs: nnx.Rngs):
+    def __init__(self, cfg: SqueezeNetConfig, *, init: str = "caffe", dtype=None, rngs: nnx.Rngs):
+        """init: "caffe" (the prototxts' fillers: xavier, gaussian 0.01 for conv10) or "msra" (He, every conv)."""
+        if init not in INITS:
+            raise ValueError(f"init={init!r}: must be one of {', '.join(INITS)}")
         self.cfg = cfg
         plan = layer_plan(cfg)
         self.plan = plan
         st = cfg.stem
-        self.conv1 = conv(
-            cfg.input_shape[2], st.filters, st.kernel, stride=st.stride, pad=st.pad, dtype=dtype, rngs=rngs
-        )
+        body, head = INITS[init]
+        c = cfg.input_shape[2]
+        self.conv1 = conv(c, st.filters, st.kernel, stride=st.stride, pad=st.pad, init=body, dtype=dtype, rngs=rngs)
         for spec in plan.fires:
-            setattr(self, spec.name, Fire(spec, dtype=dtype, rngs=rngs))
+            setattr(self, spec.name, Fire(spec, init=body, dtype=dtype, rngs=rngs))
         self.drop9 = nnx.Dropout(cfg.dropout)
-        self.conv10 = conv(
-            plan.conv10_in, plan.conv10_out, 1, pad=plan.conv10_pad, init=gaussian_001, dtype=dtype, rngs=rngs
-        )
+        self.conv10 = conv(plan.conv10_in, plan.conv10_out, 1, pad=plan.conv10_pad, init=head, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array, *, train: bool = False, dropout_rng: jax.Array | None = None) -> jax.Array:
         """Class scores (N, num_classes): the input to Caffe's SoftmaxWithLoss (after conv10's ReLU)."""

@@ -10,6 +10,16 @@ ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = Path(os.environ.get("SQZDSE_REFERENCE", ROOT.parent / "shared" / "reference"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory):
+    """Tests build the same small configurations again and again: compile each once per session."""
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax-cache")))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
 @pytest.fixture(scope="session")
 def reference() -> Path:
     if not REFERENCE.is_dir():

@@ -1,0 +1,452 @@
+"""Training and evaluation: pure, jitted steps and one ``train_and_evaluate`` loop.
+
+Everything configuration-dependent is bound before ``jax.jit``; the learning rate,
+momentum and weight decay travel as arrays in the train state, so a new value
+does not recompile. A run in ``workdir`` checkpoints with orbax and, started
+again with the same arguments, resumes where it stopped and ends with the same
+result as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import itertools
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx, struct
+
+from sqzdse import __version__
+from sqzdse import config as C
+from sqzdse.cost import summary as cost_summary
+from sqzdse.model import INITS, SqueezeNet
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("poly", "cosine", "constant")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """One training run's budget and recipe (the model's metaparameters live in SqueezeNetConfig)."""
+
+    dataset: str = "fashion_mnist"
+    epochs: float = 2.0  # may be fractional: 0.5 = half an epoch of steps
+    batch_size: int = 128  # per forward pass (Caffe: batch_size)
+    iter_size: int = 1  # gradient accumulation (Caffe: iter_size); an update sees batch_size * iter_size images
+    optimizer: str = "adam"  # "sgd" (Caffe: momentum, lr folded into the velocity), "adam", "adamw"
+    lr: float = 2e-3  # base learning rate
+    momentum: float = 0.9  # SGD momentum / Adam b1
+    weight_decay: float = 5e-4  # L2 added to the gradient (Caffe's weight_decay); decoupled for adamw
+    schedule: str = "cosine"  # "poly" (Caffe: lr * (1 - it/max_iter)^power), "cosine", "constant"
+    power: float = 1.0  # poly decay power
+    warmup_epochs: float = 0.5  # linear warm-up from 0
+    seed: int = 0
+    train_limit: int | None = None  # use only the first N training images (quick runs)
+    val_size: int | None = None  # images carved from the training split for validation (default: data's)
+    eval_limit: int | None = None  # evaluate on the first N images of val and test
+    init: str = "caffe"  # "caffe": the prototxts' fillers (xavier; gaussian 0.01 on conv10); "msra": He
+    dtype: str = "float32"  # compute dtype ("bfloat16" keeps float32 parameters)
+    checkpoint_every: int = 0  # also checkpoint every N updates (0: at epoch ends only)
+
+    def __post_init__(self):
+        for name, lo in (("batch_size", 1), ("iter_size", 1), ("checkpoint_every", 0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise C.ConfigError(f"{name}={v!r}: must be an integer >= {lo}")
+        if not self.epochs > 0:
+            raise C.ConfigError(f"epochs={self.epochs!r}: must be > 0")
+        if not self.lr > 0:
+            raise C.ConfigError(f"lr={self.lr!r}: must be > 0")
+        if not 0 <= self.momentum < 1:
+            raise C.ConfigError(f"momentum={self.momentum!r}: must be in [0, 1)")
+        if self.weight_decay < 0 or self.warmup_epochs < 0:
+            raise C.ConfigError("weight_decay and warmup_epochs must be >= 0")
+        choices = dict(optimizer=OPTIMIZERS, schedule=SCHEDULES, init=INITS, dtype=("float32", "bfloat16"))
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise C.ConfigError(f"{name}={getattr(self, name)!r}: must be one of {', '.join(allowed)}")
+
+
+def caffe_solver(**overrides) -> TrainConfig:
+    """SqueezeNet_v1.0/solver.prototxt: SGD momentum 0.9, base_lr 0.04, poly power 1, weight decay 2e-4,
+    batch 32 x iter_size 16 (effective 512). ImageNet presets default to this."""
+    defaults = dict(
+        optimizer="sgd", lr=0.04, momentum=0.9, weight_decay=2e-4, schedule="poly", power=1.0,
+        warmup_epochs=0.0, batch_size=32, iter_size=16,
+    )  # fmt: skip
+    return TrainConfig(**{**defaults, **overrides})
+
+
+def small_input_recipe(**overrides) -> TrainConfig:
+    """The default for the small-input presets (28-32 px): see README "Training recipe" for how it was chosen."""
+    return TrainConfig(**overrides)
+
+
+def default_recipe(cfg: C.SqueezeNetConfig, **overrides) -> TrainConfig:
+    """Caffe's solver for the ImageNet stems, the small-input recipe otherwise."""
+    return small_input_recipe(**overrides) if cfg.stem == C.STEM_SMALL else caffe_solver(**overrides)
+
+
+# --------------------------------------------------------------------------- state and steps
+
+
+@struct.dataclass
+class TrainState:
+    step: jax.Array  # optimizer updates done
+    params: Any  # nnx.State of the model's parameters
+    opt_state: Any
+    rng: jax.Array  # dropout keys fold in the update count
+    hparams: dict  # the schedule's lr, warmup_steps, total_steps, power: arrays, not compile-time constants
+
+
+def _optimizer(tc: TrainConfig) -> optax.GradientTransformation:
+    def caffe_sgd(learning_rate, momentum, weight_decay):
+        # Caffe's SGDSolver: v = momentum * v + lr * (grad + wd * w); w -= v (lr inside the velocity).
+        return optax.chain(
+            optax.add_decayed_weights(weight_decay),
+            optax.scale_by_learning_rate(learning_rate),
+            optax.trace(decay=momentum),
+        )
+
+    def adam(learning_rate, momentum, weight_decay):
+        return optax.chain(optax.add_decayed_weights(weight_decay), optax.adam(learning_rate, b1=momentum))
+
+    def adamw(learning_rate, momentum, weight_decay):
+        return optax.adamw(learning_rate, b1=momentum, weight_decay=weight_decay)
+
+    factory = {"sgd": caffe_sgd, "adam": adam, "adamw": adamw}[tc.optimizer]
+    return optax.inject_hyperparams(factory)(learning_rate=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
+
+
+def learning_rate(step, hp: dict, schedule: str):
+    """Learning rate at update `step` (traceable: `hp` holds arrays)."""
+    step = jnp.asarray(step, jnp.float32)
+    progress = jnp.clip((step - hp["warmup_steps"]) / jnp.maximum(hp["total_steps"] - hp["warmup_steps"], 1), 0, 1)
+    decay = {
+        "poly": lambda: (1 - progress) ** hp["power"],
+        "cosine": lambda: 0.5 * (1 + jnp.cos(jnp.pi * progress)),
+        "constant": lambda: jnp.ones_like(progress),
+    }[schedule]()
+    warm = jnp.where(hp["warmup_steps"] > 0, jnp.minimum((step + 1) / jnp.maximum(hp["warmup_steps"], 1), 1), 1)
+    return hp["lr"] * decay * warm
+
+
+def create_train_state(cfg: C.SqueezeNetConfig, tc: TrainConfig, total_steps: int, steps_per_epoch: int):
+    """Initialise the model (seeded) and the optimizer; returns (graphdef, state)."""
+    dtype = jnp.bfloat16 if tc.dtype == "bfloat16" else None
+    model = SqueezeNet(cfg, init=tc.init, dtype=dtype, rngs=nnx.Rngs(tc.seed))
+    graphdef, params = nnx.split(model, nnx.Param)
+    tx = _optimizer(tc)
+    hparams = dict(
+        lr=jnp.float32(tc.lr),
+        warmup_steps=jnp.float32(round(tc.warmup_epochs * steps_per_epoch)),
+        total_steps=jnp.float32(total_steps),
+        power=jnp.float32(tc.power),
+    )
+    rng = jax.random.key_data(jax.random.key(tc.seed))
+    state = TrainState(step=jnp.int32(0), params=params, opt_state=tx.init(params), rng=rng, hparams=hparams)
+    return graphdef, state
+
+
+def _metrics(logits, labels) -> dict:
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
+    return dict(
+        loss=loss,
+        top1=(jnp.argmax(logits, -1) == labels).astype(jnp.float32),
+        top5=jnp.any(top5 == labels[:, None], axis=-1).astype(jnp.float32),
+    )
+
+
+def make_train_step(graphdef, tc: TrainConfig) -> Callable:
+    """``train_step(state, images, labels) -> (state, metrics)``.
+
+    images: (iter_size, batch_size, H, W, C). The gradients of the micro-batches
+    are averaged (Caffe's iter_size) before one update, so any batch_size x
+    iter_size with the same product gives the same update. Two jitted pure
+    functions do the work: one accumulates a micro-batch's gradient, one applies
+    the update. (A ``lax.scan`` over micro-batches would be one function, but
+    XLA's CPU backend runs convolutions inside a loop ~20x slower.) Dropout keys
+    derive from the seed, the update count and the micro-batch, so a resumed run
+    draws the same masks.
+    """
+    tx = _optimizer(tc)
+
+    def loss_fn(params, x, y, key):
+        logits = nnx.merge(graphdef, params)(x, train=True, dropout_rng=key)
+        m = _metrics(logits, y)
+        return m["loss"].mean(), jax.tree.map(jnp.mean, m)
+
+    @functools.partial(jax.jit, donate_argnums=1)
+    def accumulate(state: TrainState, acc, x, y, i):
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step), i)
+        grads, m = jax.grad(loss_fn, has_aux=True)(state.params, x, y, key)
+        return jax.tree.map(jnp.add, acc, grads), m
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def apply(state: TrainState, acc):
+        grads = jax.tree.map(lambda g: g / tc.iter_size, acc)
+        lr = learning_rate(state.step, state.hparams, tc.schedule)
+        opt_state = state.opt_state._replace(hyperparams={**state.opt_state.hyperparams, "learning_rate": lr})
+        updates, opt_state = tx.update(grads, opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), lr
+
+    zeros = jax.jit(lambda params: jax.tree.map(jnp.zeros_like, params))
+
+    def train_step(state: TrainState, images, labels):
+        acc, metrics = zeros(state.params), []
+        for i in range(images.shape[0]):
+            acc, m = accumulate(state, acc, images[i], labels[i], i)
+            metrics.append(m)
+        state, lr = apply(state, acc)
+        return state, {**jax.tree.map(lambda *v: sum(v) / len(v), *metrics), "lr": lr}
+
+    return train_step
+
+
+@contextlib.contextmanager
+def compile_timer():
+    """Seconds JAX spends tracing, lowering and compiling inside the block (``with compile_timer() as t: ... t[0]``)."""
+    total = [0.0]
+
+    def listener(event: str, seconds: float, **_):
+        if event.startswith("/jax/core/compile/"):
+            total[0] += seconds
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield total
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def make_eval_step(graphdef) -> Callable:
+    """``eval_step(params, images, labels, mask) -> summed metrics``, jitted; mask drops padding."""
+
+    def eval_step(params, images, labels, mask):
+        logits = nnx.merge(graphdef, params)(images)
+        m = _metrics(logits, labels)
+        return {k: jnp.sum(v * mask) for k, v in m.items()} | {"count": jnp.sum(mask)}
+
+    return jax.jit(eval_step)
+
+
+def evaluate(eval_step, params, batches, batch_size: int) -> dict:
+    """Mean loss / top-1 / top-5 over an iterator of (images, labels); the last batch is padded."""
+    totals = None
+    for x, y in batches:
+        n = len(y)
+        mask = np.zeros(batch_size, np.float32)
+        mask[:n] = 1
+        if n < batch_size:
+            x = np.concatenate([x, np.zeros((batch_size - n, *x.shape[1:]), x.dtype)])
+            y = np.concatenate([y, np.zeros(batch_size - n, y.dtype)])
+        out = eval_step(params, x, y, mask)
+        totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
+    if totals is None:
+        return {}
+    totals = jax.device_get(totals)
+    count = float(totals.pop("count"))
+    return {k: float(v) / count for k, v in totals.items()}
+
+
+# --------------------------------------------------------------------------- the run
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def _checkpointer(workdir: str):
+    import orbax.checkpoint as ocp
+
+    options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
+    return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")), options=options)
+
+
+def _restore(manager, state: TrainState) -> TrainState:
+    import orbax.checkpoint as ocp
+
+    step = manager.latest_step()
+    if step is None:
+        return state
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+
+
+def _save(manager, state: TrainState) -> None:
+    import orbax.checkpoint as ocp
+
+    manager.save(int(state.step), args=ocp.args.StandardSave(state), force=True)
+    manager.wait_until_finished()
+
+
+def train_and_evaluate(
+    cfg: C.SqueezeNetConfig,
+    tc: TrainConfig,
+    workdir: str | None = None,
+    *,
+    dataset=None,
+    on_epoch: Callable[[dict], None] | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train `cfg` under `tc`; returns the run summary (also written to ``workdir/summary.json``).
+
+    dataset: a ``sqzdse.data.Dataset`` (default: ``data.load(tc.dataset)``).
+    on_epoch: called with each epoch's record (a sweep reports to Optuna and may raise to prune).
+    The summary's ``status`` is "completed" or "diverged" (a NaN/inf loss stops the run, recorded).
+    """
+    from sqzdse import data as D
+
+    t_start = time.perf_counter()
+    ds = dataset if dataset is not None else D.load(tc.dataset, val_size=tc.val_size)
+    if tuple(cfg.input_shape) != tuple(ds.info.image_shape) or cfg.num_classes != ds.info.num_classes:
+        raise C.ConfigError(
+            f"input_shape={cfg.input_shape}, num_classes={cfg.num_classes}: the dataset {ds.info.name} has"
+            f" images {ds.info.image_shape} and {ds.info.num_classes} classes"
+        )
+    micro = tc.batch_size
+    per_update = micro * tc.iter_size
+    updates_per_epoch = ds.steps_per_epoch("train", per_update, limit=tc.train_limit)
+    if updates_per_epoch < 1:
+        raise C.ConfigError(f"batch_size x iter_size = {per_update}: larger than the training split")
+    total_updates = max(1, math.ceil(tc.epochs * updates_per_epoch))
+    n_epochs = math.ceil(total_updates / updates_per_epoch)
+
+    graphdef, state = create_train_state(cfg, tc, total_updates, updates_per_epoch)
+    train_step = make_train_step(graphdef, tc)
+    eval_step = make_eval_step(graphdef)
+
+    manager = _checkpointer(workdir) if workdir else None
+    if manager is not None:
+        _claim_workdir(workdir, cfg, tc)
+        state = _restore(manager, state)
+    start = int(state.step)
+    history = _read_history(workdir, start, updates_per_epoch)
+
+    status, reason, train_s, test = "completed", None, 0.0, {}
+    with compile_timer() as compiled, _progress(total_updates, start, progress) as bar:
+        try:
+            for epoch in range(start // updates_per_epoch, n_epochs):
+                first = epoch * updates_per_epoch
+                steps = min(updates_per_epoch, total_updates - first)
+                batches = ds.batches("train", per_update, seed=tc.seed, epoch=epoch, train=True, limit=tc.train_limit)
+                batches = itertools.islice(batches, int(state.step) - first, steps)  # resume mid-epoch
+                t_epoch, seen, sums = time.perf_counter(), 0, None
+                for x, y in batches:
+                    x = x.reshape(tc.iter_size, micro, *x.shape[1:])
+                    y = y.reshape(tc.iter_size, micro)
+                    state, m = train_step(state, x, y)
+                    loss = float(m["loss"])  # a host sync per update; an update is >= 100 ms of work here
+                    if not math.isfinite(loss):
+                        raise Diverged(f"training loss became {loss} at update {int(state.step)}")
+                    sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
+                    seen += 1
+                    if bar is not None:
+                        rate = seen * per_update / (time.perf_counter() - t_epoch)
+                        bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}", acc=f"{float(m['top1']):.3f}",
+                                        img_s=f"{rate:.0f}")  # fmt: skip
+                        bar.update(1)
+                    if manager is not None and tc.checkpoint_every and int(state.step) % tc.checkpoint_every == 0:
+                        _save(manager, state)
+                epoch_s = time.perf_counter() - t_epoch
+                train_s += epoch_s
+                train_m = {k: float(v) / max(seen, 1) for k, v in jax.device_get(sums or {}).items()}
+                val = evaluate(eval_step, state.params, ds.batches("val", micro, seed=0, train=False,
+                                                                   limit=tc.eval_limit), micro)  # fmt: skip
+                record = dict(
+                    epoch=epoch + 1, step=int(state.step), lr=train_m.pop("lr", None),
+                    train_loss=train_m.get("loss"), train_top1=train_m.get("top1"),
+                    val_loss=val.get("loss"), val_top1=val.get("top1"), val_top5=val.get("top5"),
+                    seconds=epoch_s, images_per_s=seen * per_update / epoch_s if epoch_s else None,
+                )  # fmt: skip
+                if manager is not None:
+                    _save(manager, state)
+                    with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+                        f.write(json.dumps(record) + "\n")
+                history.append(record)
+                if on_epoch is not None:
+                    on_epoch(record)
+        except Diverged as e:
+            status, reason = "diverged", str(e)
+        if status == "completed":
+            test = evaluate(eval_step, state.params, ds.batches("test", micro, seed=0, train=False,
+                                                                limit=tc.eval_limit), micro)  # fmt: skip
+    cost = cost_summary(cfg)
+    last = history[-1] if history else {}
+    result = dict(
+        status=status,
+        reason=reason,
+        val_top1=last.get("val_top1") if status == "completed" else None,
+        val_top5=last.get("val_top5") if status == "completed" else None,
+        test_top1=test.get("top1"),
+        test_top5=test.get("top5"),
+        test_loss=test.get("loss"),
+        params=cost["params"],
+        bytes=cost["bytes"],
+        macs=cost["macs"],
+        epochs=tc.epochs,
+        updates=int(state.step),
+        train_seconds=train_s,
+        compile_seconds=compiled[0],
+        wall_seconds=time.perf_counter() - t_start,
+        history=history,
+        config=C.to_dict(cfg),
+        train_config=dataclasses.asdict(tc),
+        version=__version__,
+    )
+    if workdir:
+        with open(os.path.join(workdir, "summary.json"), "w") as f:
+            json.dump(result, f, indent=1)
+    result["state"] = (graphdef, state)
+    return result
+
+
+def _claim_workdir(workdir: str, cfg: C.SqueezeNetConfig, tc: TrainConfig) -> None:
+    """Record the run's configuration; refuse to resume a different run from the same workdir."""
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, "run.json")
+    run = dict(config=C.to_dict(cfg), train_config=dataclasses.asdict(tc))
+    if os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+        if old != json.loads(json.dumps(run)):
+            raise C.ConfigError(
+                f"workdir={workdir!r} holds a run of a different configuration ({path}); use a new workdir"
+            )
+    else:
+        with open(path, "w") as f:
+            json.dump(run, f, indent=1)
+
+
+def _read_history(workdir: str | None, step: int, updates_per_epoch: int) -> list[dict]:
+    """Epoch records of a resumed run, up to the restored checkpoint (later lines are dropped)."""
+    path = os.path.join(workdir, "metrics.jsonl") if workdir else None
+    if not path or not os.path.exists(path):
+        return []
+    with open(path) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    kept = [r for r in records if r["step"] <= step]
+    if len(kept) != len(records):
+        with open(path, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in kept)
+    return kept
+
+
+def _progress(total: int, done: int, enabled: bool):
+    if not enabled:
+        return contextlib.nullcontext()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=done, unit="update", dynamic_ncols=True, leave=True)

@@ -1,0 +1,180 @@
+"""The training engine on a tiny SqueezeNet and synthetic data: learning, accumulation, resume, divergence."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from sqzdse import config as C
+from sqzdse import data as D
+from sqzdse import train as T
+from sqzdse.cli import main
+
+# A tiny member of the design space: 16x16x1 input, 16..64 expand filters, 4..16 squeeze.
+TINY = C.squeezenet_small(base_e=16, incr_e=16, sr=0.25, input_shape=(16, 16, 1), stem=C.Stem(16, 3, 1, 1))
+
+
+def synthetic(n_train=192, n_test=64, seed=0):
+    """A learnable 4-class problem: each class lights a different quadrant."""
+    rng = np.random.default_rng(seed)
+
+    def make(n):
+        y = rng.integers(0, 4, n)
+        x = rng.integers(0, 60, (n, 16, 16, 1))
+        for i, k in enumerate(y):
+            r, c = divmod(int(k), 2)
+            x[i, r * 8 : r * 8 + 8, c * 8 : c * 8 + 8] += 150
+        return x.astype(np.uint8), y.astype(np.int64)
+
+    # No flips: mirroring would swap the quadrants, i.e. the labels.
+    return D.from_arrays("synthetic", make(n_train), make(n_test), num_classes=4, val_size=32, flip=False)
+
+
+@pytest.fixture(scope="module")
+def ds():
+    return synthetic()
+
+
+def tiny(**kw):
+    return C.SqueezeNetConfig(**{**C.to_dict(TINY), "stem": TINY.stem, "pool_after": TINY.pool_after,
+                                 "input_shape": TINY.input_shape, "num_classes": 4, **kw})  # fmt: skip
+
+
+def run(ds, workdir=None, cfg=None, **kw):
+    tc = T.TrainConfig(**{"batch_size": 16, "epochs": 2, "warmup_epochs": 0, "init": "msra", **kw})
+    return T.train_and_evaluate(cfg or tiny(), tc, workdir, dataset=ds, progress=False)
+
+
+def params_of(result):
+    return jax.tree.leaves(result["state"][1].params)
+
+
+def test_step_learns_a_fixed_batch(ds):
+    cfg = tiny()
+    tc = T.TrainConfig(batch_size=32, lr=3e-3, schedule="constant", warmup_epochs=0, init="msra")
+    graphdef, state = T.create_train_state(cfg, tc, total_steps=40, steps_per_epoch=40)
+    step = T.make_train_step(graphdef, tc)
+    x, y = next(ds.batches("train", 32, seed=0, train=False))
+    losses = []
+    for _ in range(40):
+        state, m = step(state, x[None], y[None])
+        losses.append(float(m["loss"]))
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_iter_size_accumulation_equals_one_big_batch(ds, optimizer):
+    """Caffe's iter_size: 8 x 4 and 32 x 1 give the same parameters after several updates."""
+    cfg = tiny(dropout=0.0)
+    common = dict(optimizer=optimizer, lr=0.01, schedule="poly", warmup_epochs=0, weight_decay=2e-4)
+    results = []
+    for micro, k in ((32, 1), (8, 4)):
+        tc = T.TrainConfig(batch_size=micro, iter_size=k, **common)
+        graphdef, state = T.create_train_state(cfg, tc, total_steps=5, steps_per_epoch=5)
+        step = T.make_train_step(graphdef, tc)
+        for x, y in ds.batches("train", 32, seed=1, epoch=0, train=True, limit=160):
+            state, _ = step(state, x.reshape(k, micro, 16, 16, 1), y.reshape(k, micro))
+        results.append(jax.tree.leaves(state.params))
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
+
+
+def test_same_seed_same_result_other_seed_differs(ds):
+    a, b, c = run(ds, epochs=1), run(ds, epochs=1), run(ds, epochs=1, seed=1)
+    for x, y in zip(params_of(a), params_of(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert a["history"] == b["history"] or all(
+        {k: v for k, v in ha.items() if k not in ("seconds", "images_per_s")}
+        == {k: v for k, v in hb.items() if k not in ("seconds", "images_per_s")}
+        for ha, hb in zip(a["history"], b["history"], strict=True)
+    )
+    assert not np.array_equal(params_of(a)[0], params_of(c)[0])
+
+
+def test_learns_synthetic_task(ds):
+    r = run(ds, epochs=10, lr=5e-3)
+    assert r["status"] == "completed" and r["test_top1"] > 0.5, r["history"]  # chance: 0.25
+    assert set(r) >= {"val_top1", "val_top5", "test_top1", "params", "bytes", "macs", "train_seconds",
+                      "compile_seconds", "wall_seconds"}  # fmt: skip
+
+
+KILLED_WORKER = """
+import sys, time
+sys.path.insert(0, {tests!r})
+from test_train import synthetic, tiny
+from sqzdse import train as T
+
+class Slow:  # the same data, slowly, so the parent can kill -9 mid-epoch
+    def __init__(self, ds):
+        self.ds, self.info, self.steps_per_epoch = ds, ds.info, ds.steps_per_epoch
+    def batches(self, *a, **k):
+        for b in self.ds.batches(*a, **k):
+            time.sleep(0.25)
+            yield b
+
+tc = T.TrainConfig(batch_size=16, epochs=3, warmup_epochs=0, init="msra", checkpoint_every=13)
+T.train_and_evaluate(tiny(), tc, {workdir!r}, dataset=Slow(synthetic()), progress=False)
+"""
+
+
+def test_killed_run_resumes_to_the_same_result(ds, tmp_path):
+    """kill -9 after the mid-epoch checkpoint at update 13 (of 10 per epoch), rerun: same result."""
+    full = run(ds, tmp_path / "full", epochs=3, checkpoint_every=13)
+    workdir = tmp_path / "killed"
+    script = KILLED_WORKER.format(tests=str(Path(__file__).parent), workdir=str(workdir))
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.time() + 120
+    while not (workdir / "checkpoints" / "13").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # let orbax finish the checkpoint it is writing
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the worker ended before it could be killed"
+    assert [json.loads(line)["epoch"] for line in (workdir / "metrics.jsonl").read_text().splitlines()] == [1]
+    resumed = run(ds, workdir, epochs=3, checkpoint_every=13)
+    for x, y in zip(params_of(full), params_of(resumed), strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert resumed["test_top1"] == full["test_top1"] and resumed["updates"] == full["updates"] == 30
+    assert [r["val_top1"] for r in resumed["history"]] == [r["val_top1"] for r in full["history"]]
+    assert json.loads((workdir / "summary.json").read_text())["status"] == "completed"
+
+
+def test_resume_refuses_a_different_configuration(ds, tmp_path):
+    run(ds, tmp_path, epochs=1)
+    with pytest.raises(C.ConfigError, match="different configuration"):
+        run(ds, tmp_path, epochs=1, lr=0.5)
+
+
+def test_divergence_is_recorded_not_raised(ds, tmp_path):
+    r = run(ds, tmp_path, optimizer="sgd", lr=1e8, schedule="constant")
+    assert r["status"] == "diverged" and "nan" in r["reason"].lower() or "inf" in r["reason"].lower()
+    assert r["test_top1"] is None
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "diverged"
+
+
+def test_invalid_train_config():
+    with pytest.raises(C.ConfigError, match="iter_size=0"):
+        T.TrainConfig(iter_size=0)
+    with pytest.raises(C.ConfigError, match="optimizer='rmsprop'"):
+        T.TrainConfig(optimizer="rmsprop")
+
+
+def test_recipes():
+    assert T.default_recipe(C.squeezenet_v1_0()) == T.caffe_solver()
+    caffe = T.caffe_solver()  # SqueezeNet_v1.0/solver.prototxt
+    assert (caffe.lr, caffe.momentum, caffe.weight_decay, caffe.batch_size * caffe.iter_size) == (0.04, 0.9, 2e-4, 512)
+    assert T.default_recipe(C.squeezenet_small()) == T.small_input_recipe()
+
+
+def test_missing_dataset_is_one_clear_message(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SQZDSE_DEBIAN_FASHION_MNIST", str(tmp_path / "nothing"))
+    code = main(["train", "--dataset", "fashion_mnist", "--data-dir", str(tmp_path), "--no-download"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "fashion_mnist" in err and "apt-get install dataset-fashion-mnist" in err
