@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 
 from sqzdse import config as C
@@ -143,7 +144,11 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--train-limit", type=int, help="train on the first N training images only")
     g.add_argument("--val-size", type=int, help="images carved from the training split for validation")
     g.add_argument("--eval-limit", type=int, help="evaluate on the first N validation and test images only")
-    g.add_argument("--init", choices=("caffe", "msra"), help="caffe: the prototxts' fillers; msra: He for every conv")
+    g.add_argument(
+        "--init",
+        choices=("caffe", "msra"),
+        help="caffe: the prototxts' fillers; msra: He for conv1 and the Fire modules",
+    )
     g.add_argument("--dtype", choices=("float32", "bfloat16"), help="compute dtype (parameters stay float32)")
     g.add_argument("--checkpoint-every", type=int, help="also checkpoint every N updates (default: each epoch)")
 
@@ -180,6 +185,79 @@ def cmd_train(args) -> int:
             v = r[k]
             print(f"{k:>16}: {v:.4f}" if isinstance(v, float) else f"{k:>16}: {v}")
     return 0 if r["status"] == "completed" else 3
+
+
+def cmd_sweep_run(args) -> int:
+    from sqzdse import sweep as S
+
+    spec = S.load_spec(args.file)
+    url = args.storage or S.default_storage(spec)
+    if args.workers > 1:
+        return _spawn_workers(args, url)
+    n = S.run_worker(spec, url, runs_dir=args.runs_dir, max_trials=args.max_trials, progress=not args.no_progress,
+                     log=lambda msg: print(msg, file=sys.stderr, flush=True))  # fmt: skip
+    st = S.status(url, spec.name)
+    print(f"{spec.name}: ran {n} trials here; storage {url} holds {st['trials']} ({_states(st)})")
+    return 0
+
+
+def _spawn_workers(args, url: str) -> int:
+    """N worker processes on this machine, each one JAX thread pool, sharing the storage."""
+    import subprocess
+
+    argv = [sys.executable, "-m", "sqzdse.cli", "sweep", "run", args.file, "--storage", url, "--runs-dir",
+            args.runs_dir, "--workers", "1", "--no-progress"]  # fmt: skip
+    if args.max_trials:
+        argv += ["--max-trials", str(args.max_trials)]
+    env = {**os.environ, "SQZDSE_THREADS": str(max(1, (os.cpu_count() or 1) // args.workers))}
+    procs = [subprocess.Popen(argv, env=env) for _ in range(args.workers)]
+    return max(p.wait() for p in procs)
+
+
+def _states(st: dict) -> str:
+    return ", ".join(f"{n} {s.lower()}" for s, n in sorted(st["states"].items())) or "no trials"
+
+
+def cmd_sweep_status(args) -> int:
+    from sqzdse import sweep as S
+
+    url, study = _storage_of(args)
+    st = S.status(url, study)
+    if args.json:
+        print(json.dumps(st, indent=1))
+        return 0
+    print(f"study {st['study']} in {url}: {st['trials']} trials ({_states(st)})")
+    b = st["best"]
+    if b:
+        meta = " ".join(f"{k}={b[k]}" for k in S.METAPARAMETERS)
+        print(f"best val_top1 {b['val_top1']:.4f} (test {b['test_top1']:.4f}, {b['bytes']:,} bytes): trial "
+              f"{b['number']}: {meta} seed={b['seed']}")  # fmt: skip
+    return 0
+
+
+def _storage_of(args) -> tuple[str, str | None]:
+    from sqzdse import sweep as S
+
+    if args.file:
+        spec = S.load_spec(args.file)
+        return args.storage or S.default_storage(spec), args.study or spec.name
+    if not args.storage:
+        raise C.ConfigError("give a sweep FILE or --storage URL")
+    return args.storage, args.study
+
+
+def cmd_sweep_export(args) -> int:
+    from sqzdse import sweep as S
+
+    url, study = _storage_of(args)
+    rows = S.export_rows(url, S.resolve_study(url, study))
+    if args.output:
+        with open(args.output, "w", newline="") as f:
+            S.write_rows(rows, args.format, f)
+        print(f"wrote {len(rows)} trials to {args.output}", file=sys.stderr)
+    else:
+        S.write_rows(rows, args.format, sys.stdout)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -228,6 +306,46 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--no-progress", action="store_true", help="no progress bar")
     tr.add_argument("--json", action="store_true", help="print the summary as JSON")
     tr.set_defaults(func=cmd_train)
+
+    sw = sub.add_parser("sweep", help="Optuna sweeps over the design space: run, status, export")
+    sws = sw.add_subparsers(dest="sweep_command", required=True)
+    run = sws.add_parser(
+        "run",
+        help="work on a sweep until it is done (start as many as you like, on any machines, on one storage)",
+        description="Run the trials of a sweep file (sweeps/*.toml). Workers on one --storage share the work: a grid "
+        "runs each point once; a killed worker's trial is retried (resuming its checkpoint); rerunning a finished "
+        "or interrupted sweep continues it. Default storage: sqlite:///runs/NAME.db (no server). Many machines: "
+        "--storage postgresql+psycopg2://USER:PASS@HOST/DB on every machine.",
+    )
+    run.add_argument("file", help="sweep file (TOML), e.g. sweeps/smoke.toml")
+    run.add_argument("--storage", help="Optuna storage URL (default sqlite:///runs/NAME.db)")
+    run.add_argument("--runs-dir", default="runs", help="trial workdirs and the JAX compilation cache (default runs)")
+    run.add_argument("--max-trials", type=int, help="stop this worker after N trials")
+    run.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
+    run.add_argument("--no-progress", action="store_true", help="no per-trial progress bar")
+    run.set_defaults(func=cmd_sweep_run)
+    for name, func, helptext in (("status", cmd_sweep_status, "progress of a sweep: trials per state, the best"),
+                                 ("export", cmd_sweep_export, "one row per trial as CSV or JSON")):  # fmt: skip
+        q = sws.add_parser(name, help=helptext, description=helptext + ". Give a sweep FILE or --storage URL.")
+        q.add_argument("file", nargs="?", help="sweep file (its default storage and study)")
+        q.add_argument("--storage", help="Optuna storage URL")
+        q.add_argument("--study", help="study name (optional when the storage holds one)")
+        if name == "export":
+            q.add_argument("--format", choices=("csv", "json"), default="csv")
+            q.add_argument("-o", "--output", help="write here instead of standard output")
+        else:
+            q.add_argument("--json", action="store_true", help="print JSON")
+        q.set_defaults(func=func)
+
+    from sqzdse.plots import add_plot_arguments, run_plot
+    from sqzdse.report import add_report_arguments, run_report
+
+    pl = sub.add_parser("plot", help="figures from sweep results: sr, pct3x3, frontier, bypass, edf, curves")
+    add_plot_arguments(pl)
+    pl.set_defaults(func=run_plot)
+    rp = sub.add_parser("report", help="one Markdown or HTML page per study: spec, trials, Pareto set, figures")
+    add_report_arguments(rp)
+    rp.set_defaults(func=run_report)
     return p
 
 

@@ -15,7 +15,10 @@ def compilation_cache(tmp_path_factory):
     """Tests build the same small configurations again and again: compile each once per session."""
     import jax
 
-    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax-cache")))
+    cache = str(tmp_path_factory.mktemp("jax-cache"))
+    # The environment reaches the worker processes the sweep tests start.
+    os.environ.update(JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    jax.config.update("jax_compilation_cache_dir", cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 

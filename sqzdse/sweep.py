@@ -1,0 +1,556 @@
+"""Sweeps: a declarative TOML file becomes an Optuna study whose trials are training runs.
+
+Stages, as in pycls: ``load_spec`` (validate the file), ``run_worker`` (any number
+of processes, on any number of machines, on one storage), ``export_rows``
+(collect), then ``sqzdse plot`` / ``sqzdse report`` (analyse; they never train).
+
+Safety: a grid is enqueued once, by the worker that creates the study, and
+workers claim waiting trials atomically, so every grid point runs exactly once.
+Workers send heartbeats; a trial whose worker died (kill -9) goes stale, is
+marked FAIL and re-enqueued, and its retry resumes from the dead worker's
+checkpoint (a trial's workdir is keyed by its configuration and seed). A
+diverged or broken trial is recorded as FAIL with its reason; the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import os
+import time
+import tomllib
+import warnings
+from typing import Any
+
+import numpy as np
+
+from sqzdse import __version__
+from sqzdse import config as C
+from sqzdse.train import TrainConfig
+
+METAPARAMETERS = ("base_e", "incr_e", "freq", "pct3x3", "sr", "bypass")
+INT_PARAMS = ("base_e", "incr_e", "freq")
+SAMPLERS = ("grid", "random", "tpe", "nsga2")
+PRUNERS = ("none", "median", "hyperband")
+# objective -> direction
+OBJECTIVES = {"val_top1": "maximize", "val_top5": "maximize", "bytes": "minimize", "params": "minimize",
+              "macs": "minimize"}  # fmt: skip
+TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
+DEFAULT_RUNS = "runs"
+
+
+class SpecError(ValueError):
+    """An invalid sweep file; the message names the key and what is allowed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Dim:
+    """One search-space axis: a fixed value, a categorical list, or a (log) range with an optional step."""
+
+    name: str
+    choices: tuple | None = None
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    log: bool = False
+
+    def grid(self) -> list:
+        if self.choices is not None:
+            return list(self.choices)
+        if self.step is None:
+            raise SpecError(f"space.{self.name}: a grid needs a list or a range with a step")
+        n = int(round((self.high - self.low) / self.step))
+        values = [self.low + i * self.step for i in range(n + 1)]
+        return [int(v) if self.name in INT_PARAMS else round(v, 10) for v in values]
+
+    def suggest(self, trial):
+        if self.choices is not None:
+            if len(self.choices) == 1:
+                return self.choices[0]
+            return trial.suggest_categorical(self.name, list(self.choices))
+        if self.name in INT_PARAMS:
+            return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepSpec:
+    """A parsed, validated sweep file."""
+
+    name: str
+    preset: str
+    model: dict  # fixed metaparameter overrides (applied before the space)
+    space: tuple[Dim, ...]
+    train: dict  # TrainConfig fields
+    sampler: str = "grid"
+    objectives: tuple[str, ...] = ("val_top1",)
+    pruner: str = "none"
+    n_trials: int | None = None  # for adaptive samplers; a grid's size is the grid's
+    seeds: tuple[int, ...] = (0,)
+    max_bytes: int | None = None  # accuracy under a size budget: larger models are not trained
+    heartbeat_interval: int = 10
+    grace_period: int = 120
+    max_retry: int = 3
+    source: str = ""
+
+    @property
+    def directions(self) -> list[str]:
+        return [OBJECTIVES[o] for o in self.objectives]
+
+    def grid_points(self) -> list[dict]:
+        """Every (metaparameters, seed) combination of a grid sweep, in file order."""
+        axes = [(d.name, d.grid()) for d in self.space] + [("seed", list(self.seeds))]
+        return [
+            dict(zip([a for a, _ in axes], combo, strict=True)) for combo in itertools.product(*(v for _, v in axes))
+        ]
+
+    def config(self, params: dict) -> C.SqueezeNetConfig:
+        meta = {k: params[k] for k in METAPARAMETERS if k in params}
+        return C.from_preset(self.preset, **{**self.model, **meta})
+
+
+def _fail(key: str, msg: str):
+    raise SpecError(f"{key}: {msg}")
+
+
+def load_spec(path: str) -> SweepSpec:
+    """Parse and validate a sweep file; every error names the key and what is allowed."""
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such sweep file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(f"{path}: not valid TOML: {e}") from None
+    return parse_spec(raw, source=path)
+
+
+def parse_spec(raw: dict, source: str = "") -> SweepSpec:
+    allowed = {"study", "model", "space", "train"}
+    for key in raw:
+        if key not in allowed:
+            _fail(key, f"unknown section; allowed: {', '.join(sorted(allowed))}")
+    study = dict(raw.get("study", {}))
+    name = study.pop("name", None)
+    if not isinstance(name, str) or not name:
+        _fail("study.name", "required, a non-empty string")
+    kw: dict[str, Any] = {}
+    for key, kind in (("sampler", SAMPLERS), ("pruner", PRUNERS)):
+        if key in study:
+            if study[key] not in kind:
+                _fail(f"study.{key}", f"{study[key]!r} is not one of {', '.join(kind)}")
+            kw[key] = study.pop(key)
+    if "objectives" in study:
+        objs = study.pop("objectives")
+        if not isinstance(objs, list) or not objs or any(o not in OBJECTIVES for o in objs):
+            _fail("study.objectives", f"{objs!r}: a non-empty list of {', '.join(OBJECTIVES)}")
+        kw["objectives"] = tuple(objs)
+    if "seeds" in study:
+        seeds = study.pop("seeds")
+        if isinstance(seeds, int) and not isinstance(seeds, bool):
+            seeds = list(range(seeds))
+        if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+            _fail("study.seeds", f"{seeds!r}: a number of seeds (>= 1) or a list of integer seeds")
+        kw["seeds"] = tuple(seeds)
+    for key in ("n_trials", "max_bytes", "heartbeat_interval", "grace_period", "max_retry"):
+        if key in study:
+            v = study.pop(key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if key == "max_retry" else 1):
+                _fail(f"study.{key}", f"{v!r}: a positive integer")
+            kw[key] = v
+    for key in study:
+        _fail(f"study.{key}", "unknown key; allowed: name, sampler, objectives, pruner, n_trials, seeds, max_bytes, "
+              "heartbeat_interval, grace_period, max_retry")  # fmt: skip
+
+    model = dict(raw.get("model", {}))
+    preset = model.pop("preset", "squeezenet_small")
+    if preset not in C.PRESETS:
+        _fail("model.preset", f"{preset!r} is not one of {', '.join(C.PRESETS)}")
+    model_fields = {f.name for f in dataclasses.fields(C.SqueezeNetConfig)} - {"stem", "pool_after", "input_shape"}
+    for key in model:
+        if key not in model_fields:
+            _fail(f"model.{key}", f"unknown; allowed: preset, {', '.join(sorted(model_fields))}")
+
+    space = []
+    for key, value in raw.get("space", {}).items():
+        if key not in METAPARAMETERS:
+            _fail(f"space.{key}", f"unknown metaparameter; allowed: {', '.join(METAPARAMETERS)}")
+        space.append(_dim(key, value))
+
+    train = dict(raw.get("train", {}))
+    for key in train:
+        if key not in TRAIN_KEYS or key == "seed":
+            _fail(f"train.{key}", f"unknown; allowed: {', '.join(sorted(TRAIN_KEYS - {'seed'}))} (seeds go in [study])")
+    spec = SweepSpec(name=name, preset=preset, model=model, space=tuple(space), train=train, source=source, **kw)
+
+    if spec.sampler == "grid":
+        if any(d.choices is None and d.step is None for d in spec.space):
+            _fail("study.sampler", "'grid' needs every space entry to be a value, a list or a range with a step")
+    elif spec.n_trials is None:
+        _fail("study.n_trials", f"required with sampler {spec.sampler!r}")
+    if len(spec.objectives) > 1 and spec.pruner != "none":
+        _fail("study.pruner", "pruning needs a single objective")
+    # Fail now, not in trial 37: build the default configuration and training config.
+    try:
+        base = spec.config({d.name: (d.choices[0] if d.choices else d.low) for d in spec.space})
+        train_config(spec, base, seed=spec.seeds[0])
+    except C.ConfigError as e:
+        raise SpecError(f"{source or 'sweep'}: {e}") from None
+    return spec
+
+
+def _dim(key: str, value) -> Dim:
+    if isinstance(value, list):
+        if not value:
+            _fail(f"space.{key}", "an empty list")
+        return Dim(key, choices=tuple(value))
+    if isinstance(value, dict):
+        extra = set(value) - {"low", "high", "step", "log"}
+        if extra or "low" not in value or "high" not in value:
+            _fail(f"space.{key}", "a range is {low = .., high = .., step = .. (optional), log = true|false}")
+        low, high, step, log = value["low"], value["high"], value.get("step"), bool(value.get("log", False))
+        if key == "bypass":
+            _fail("space.bypass", 'bypass is categorical: give a list, e.g. ["none", "simple", "complex"]')
+        if not low < high:
+            _fail(f"space.{key}", f"low ({low}) must be < high ({high})")
+        if log and (low <= 0 or step is not None):
+            _fail(f"space.{key}", "a log range needs low > 0 and no step")
+        if step is not None and step <= 0:
+            _fail(f"space.{key}", f"step ({step}) must be > 0")
+        return Dim(key, low=low, high=high, step=step, log=log)
+    return Dim(key, choices=(value,))
+
+
+def train_config(spec: SweepSpec, cfg: C.SqueezeNetConfig, seed: int):
+    from sqzdse.train import default_recipe
+
+    return default_recipe(cfg, **{**spec.train, "seed": seed})
+
+
+# --------------------------------------------------------------------------- storage
+
+
+def default_storage(spec_or_name) -> str:
+    """The embedded default: an SQLite file under runs/ (no server)."""
+    name = spec_or_name.name if isinstance(spec_or_name, SweepSpec) else spec_or_name
+    return f"sqlite:///{DEFAULT_RUNS}/{name}.db"
+
+
+def open_storage(url: str, spec: SweepSpec | None = None):
+    """An Optuna storage with heartbeats (stale trials are failed and retried); clear errors for bad URLs."""
+    import optuna
+
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///") :]
+        if os.path.dirname(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+    hb = spec.heartbeat_interval if spec else 10
+    grace = spec.grace_period if spec else 120
+    retry = spec.max_retry if spec else 3
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry_stale = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retry)
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=kwargs,
+                heartbeat_interval=hb,
+                grace_period=grace,
+                heartbeat_stale_trial_callback=retry_stale,
+            )
+        except Exception as e:  # sqlalchemy raises many kinds: bad driver, refused connection, bad path
+            error = e
+            # Workers that start together race to create the tables; the losers retry.
+            if "UNIQUE constraint" not in str(e) and "already exists" not in str(e) and "locked" not in str(e):
+                break
+            time.sleep(0.5 * (attempt + 1))
+    raise StorageError(f"cannot open the storage {url!r}: {type(error).__name__}: {str(error).splitlines()[0]}")
+
+
+class StorageError(RuntimeError):
+    """The storage URL is malformed or unreachable."""
+
+
+def _sampler(spec: SweepSpec, seed: int = 0):
+    import optuna
+
+    constraints = _constraints if spec.max_bytes else None
+    if spec.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if spec.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, constraints_func=constraints, multivariate=True)
+    if spec.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints)
+    return optuna.samplers.RandomSampler(seed=seed)  # grid: every trial is enqueued, nothing is sampled
+
+
+def _constraints(trial) -> list[float]:
+    return [float(trial.user_attrs.get("over_budget", 0.0))]
+
+
+def _pruner(spec: SweepSpec):
+    import optuna
+
+    return {
+        "none": optuna.pruners.NopPruner(),
+        "median": optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
+        "hyperband": optuna.pruners.HyperbandPruner(min_resource=1),
+    }[spec.pruner]
+
+
+def open_study(spec: SweepSpec, storage_url: str):
+    """Create the study (enqueueing a grid once) or load it; returns the optuna Study."""
+    import optuna
+
+    storage = open_storage(storage_url, spec)
+    kw = dict(study_name=spec.name, storage=storage, sampler=_sampler(spec), pruner=_pruner(spec))
+    kw["directions"] = spec.directions
+    try:
+        study = optuna.create_study(load_if_exists=False, **kw)
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(**{k: v for k, v in kw.items() if k != "directions"})
+        if [d.name.lower() for d in study.directions] != spec.directions:
+            raise SpecError(f"study.objectives: the storage's study {spec.name!r} has other objectives") from None
+        _wait_for_grid(study, spec)
+        return study
+    study.set_user_attr("spec", _spec_record(spec))
+    if spec.sampler == "grid":
+        for point in spec.grid_points():
+            study.enqueue_trial(point)
+        study.set_user_attr("grid_size", len(spec.grid_points()))
+    return study
+
+
+def _wait_for_grid(study, spec: SweepSpec, timeout: float = 120.0) -> None:
+    """Another worker created the study a moment ago: wait until its grid is enqueued."""
+    if spec.sampler != "grid":
+        return
+    deadline = time.time() + timeout
+    while "grid_size" not in study.user_attrs:
+        if time.time() > deadline:
+            raise StorageError(f"study {spec.name!r} has no grid after {timeout:.0f} s: its creator died; "
+                               "delete the study and run again")  # fmt: skip
+        time.sleep(0.2)
+
+
+def _spec_record(spec: SweepSpec) -> dict:
+    d = dataclasses.asdict(spec)
+    d["space"] = {x.name: dataclasses.asdict(x) for x in spec.space}
+    return json.loads(json.dumps(d, default=list))
+
+
+# --------------------------------------------------------------------------- workers
+
+
+def _claim_waiting(study):
+    """Atomically take a WAITING (enqueued or retried) trial, or None (the storage's row lock decides)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    for t in study._storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,)):
+        if study._storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
+            return optuna.Trial(study, t._trial_id)
+    return None
+
+
+def _budget_used(study) -> int:
+    """Trials that count towards n_trials: all but the stale ones that were retried."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.system_attrs.get("failed_trial") for t in trials} - {None}
+    return sum(1 for t in trials if t._trial_id not in retried)
+
+
+def trial_key(cfg: C.SqueezeNetConfig, seed: int) -> str:
+    """Stable name of a (configuration, seed): a retried trial finds its predecessor's checkpoints."""
+    blob = json.dumps([C.to_dict(cfg), seed], sort_keys=True).encode()
+    return hashlib.sha1(blob).hexdigest()[:12]
+
+
+def run_worker(
+    spec: SweepSpec,
+    storage_url: str,
+    *,
+    runs_dir: str = DEFAULT_RUNS,
+    dataset=None,
+    max_trials: int | None = None,
+    progress: bool = False,
+    log=print,
+) -> int:
+    """Work on the study until it is done (or `max_trials` were run here); returns trials run here."""
+    import jax
+    import optuna
+    from optuna.storages import fail_stale_trials
+    from optuna.storages._heartbeat import get_heartbeat_thread
+
+    from sqzdse import data as D
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats, fail_stale_trials
+    if not jax.config.jax_compilation_cache_dir:  # seeds, retries and resumed sweeps reuse compiles
+        jax.config.update("jax_compilation_cache_dir", os.path.abspath(os.path.join(runs_dir, "jax-cache")))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    study = open_study(spec, storage_url)
+    if dataset is None:
+        dataset = D.load(spec.train.get("dataset", "fashion_mnist"), val_size=spec.train.get("val_size"))
+    done = 0
+    while max_trials is None or done < max_trials:
+        fail_stale_trials(study)  # a dead worker's trial becomes FAIL + a WAITING retry
+        trial = _claim_waiting(study)
+        if trial is None:
+            if spec.sampler == "grid" or _budget_used(study) >= (spec.n_trials or 0):
+                break
+            trial = study.ask()
+        with get_heartbeat_thread(trial._trial_id, study._storage):
+            state, values = _run_trial(spec, trial, dataset, runs_dir, progress, log)
+        study.tell(trial, values, state=state)
+        done += 1
+        jax.clear_caches()  # keep memory flat over a long sweep; the persistent cache keeps compiles
+    return done
+
+
+def _run_trial(spec: SweepSpec, trial, dataset, runs_dir: str, progress: bool, log):
+    """Train one trial; returns (TrialState, objective values or None). Never raises for a bad trial."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from sqzdse.cost import summary
+    from sqzdse.train import train_and_evaluate
+
+    try:
+        params = {d.name: d.suggest(trial) for d in spec.space}
+        seeds = [trial.suggest_categorical("seed", list(spec.seeds))] if spec.sampler == "grid" else list(spec.seeds)
+        cfg = spec.config(params)
+        cfg = dataclasses.replace(
+            cfg, input_shape=tuple(dataset.info.image_shape), num_classes=dataset.info.num_classes
+        )
+    except (C.ConfigError, ValueError) as e:
+        return _record_failure(trial, "invalid", str(e), log)
+    cost = summary(cfg)
+    meta = {k: getattr(cfg, k) for k in METAPARAMETERS}
+    for k, v in {**meta, "params": cost["params"], "bytes": cost["bytes"], "macs": cost["macs"],
+                 "seed": seeds[0] if len(seeds) == 1 else seeds, "version": __version__,
+                 "dataset": dataset.info.name}.items():  # fmt: skip
+        trial.set_user_attr(k, v)
+    if spec.max_bytes and cost["bytes"] > spec.max_bytes:
+        trial.set_user_attr("over_budget", float(cost["bytes"] - spec.max_bytes))
+        trial.set_user_attr("status", "pruned")
+        trial.set_user_attr("reason", f"{cost['bytes']} bytes > max_bytes {spec.max_bytes}: not trained")
+        return TrialState.PRUNED, None
+    trial.set_user_attr("over_budget", 0.0)
+    label = " ".join(f"{k}={v}" for k, v in meta.items())
+    results = []
+    try:
+        for seed in seeds:
+            tc = train_config(spec, cfg, seed)
+            workdir = os.path.join(runs_dir, spec.name, trial_key(cfg, seed))
+            log(f"[{spec.name}] trial {trial.number}: {label} seed={seed}")
+
+            def on_epoch(record, _seed=seed):
+                if spec.pruner != "none" and len(seeds) == 1:
+                    trial.report(record["val_top1"], record["epoch"])
+                    if trial.should_prune():
+                        raise optuna.TrialPruned(f"pruned after epoch {record['epoch']}")
+
+            r = train_and_evaluate(cfg, tc, workdir, dataset=dataset, on_epoch=on_epoch, progress=progress)
+            r.pop("state")
+            results.append(r)
+            if r["status"] != "completed":
+                return _record_failure(trial, r["status"], r["reason"], log, r)
+    except optuna.TrialPruned as e:
+        trial.set_user_attr("status", "pruned")
+        trial.set_user_attr("reason", str(e))
+        return TrialState.PRUNED, None
+    except Exception as e:  # a broken trial is a recorded failure, never a dead sweep
+        return _record_failure(trial, "failed", f"{type(e).__name__}: {e}", log)
+    agg = {k: float(np.mean([r[k] for r in results])) for k in ("val_top1", "val_top5", "test_top1", "test_top5")}
+    for k, v in agg.items():
+        trial.set_user_attr(k, v)
+    trial.set_user_attr("curve", [h["val_top1"] for h in results[0]["history"]])
+    trial.set_user_attr("train_seconds", sum(r["train_seconds"] for r in results))
+    trial.set_user_attr("compile_seconds", sum(r["compile_seconds"] for r in results))
+    trial.set_user_attr("status", "completed")
+    values = [agg.get(o, cost.get(o)) for o in spec.objectives]
+    log(f"[{spec.name}] trial {trial.number}: val_top1={agg['val_top1']:.4f} test_top1={agg['test_top1']:.4f}")
+    return TrialState.COMPLETE, values
+
+
+def _record_failure(trial, status: str, reason: str, log, result: dict | None = None):
+    from optuna.trial import TrialState
+
+    trial.set_user_attr("status", status)
+    trial.set_user_attr("reason", reason)
+    if result:
+        trial.set_user_attr("curve", [h["val_top1"] for h in result.get("history", [])])
+    log(f"trial {trial.number} {status}: {reason}")
+    return TrialState.FAIL, None
+
+
+# --------------------------------------------------------------------------- collect
+
+
+ROW_KEYS = ("study", "number", "state", *METAPARAMETERS, "seed", "params", "bytes", "macs", "val_top1", "val_top5",
+            "test_top1", "test_top5", "curve", "train_seconds", "compile_seconds", "status", "reason", "dataset",
+            "version")  # fmt: skip
+
+
+def export_rows(storage_url: str, study_name: str | None = None) -> list[dict]:
+    """One row per trial (all studies when `study_name` is None): state, metaparameters and results."""
+    import optuna
+
+    storage = open_storage(storage_url)
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    if study_name is not None:
+        if study_name not in names:
+            raise SpecError(f"study {study_name!r} not in {storage_url}; it holds: {', '.join(names) or 'none'}")
+        names = [study_name]
+    rows = []
+    for name in names:
+        study = optuna.load_study(study_name=name, storage=storage)
+        for t in study.get_trials(deepcopy=False):
+            row = {k: t.user_attrs.get(k, t.params.get(k)) for k in ROW_KEYS}
+            row.update(study=name, number=t.number, state=t.state.name)
+            if row["status"] is None and t.state.name == "FAIL":
+                row["status"], row["reason"] = "failed", "worker died (stale heartbeat); retried as a new trial"
+            rows.append(row)
+    return rows
+
+
+def resolve_study(storage_url: str, study_name: str | None) -> str:
+    """The study to act on: the given one, or the storage's only study."""
+    import optuna
+
+    names = [s.study_name for s in optuna.get_all_study_summaries(open_storage(storage_url))]
+    if study_name:
+        return study_name
+    if len(names) != 1:
+        raise SpecError(f"--study: the storage holds {len(names)} studies ({', '.join(names) or 'none'}); name one")
+    return names[0]
+
+
+def status(storage_url: str, study_name: str | None = None) -> dict:
+    """Progress of a study: trials per state, grid coverage, the best trial(s)."""
+    rows = export_rows(storage_url, resolve_study(storage_url, study_name))
+    states: dict[str, int] = {}
+    for r in rows:
+        states[r["state"]] = states.get(r["state"], 0) + 1
+    done = [r for r in rows if r["state"] == "COMPLETE"]
+    best = max(done, key=lambda r: r["val_top1"], default=None)
+    return dict(study=rows[0]["study"] if rows else study_name, trials=len(rows), states=states, best=best)
+
+
+def write_rows(rows: list[dict], fmt: str, out) -> None:
+    """CSV (curve as a JSON string) or JSON to a file object."""
+    if fmt == "json":
+        json.dump(rows, out, indent=1)
+        out.write("\n")
+        return
+    import csv
+
+    w = csv.DictWriter(out, fieldnames=list(ROW_KEYS))
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: json.dumps(v) if isinstance(v, list) else ("" if v is None else v) for k, v in r.items()})

@@ -1,0 +1,220 @@
+"""Sweeps: spec validation, end to end on the embedded storage, concurrent and killed workers, PostgreSQL."""
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from test_train import synthetic
+
+from sqzdse import sweep as S
+from sqzdse.cli import main
+
+SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
+
+# A tiny sweep: 16x16x1 synthetic images, 16..64 expand filters, one quick epoch.
+TINY_SPEC = {
+    "study": {"name": "tiny", "sampler": "grid", "seeds": [0]},
+    "model": {"preset": "squeezenet_small", "base_e": 16, "incr_e": 16},
+    "space": {"sr": [0.25, 0.5, 0.75]},
+    "train": {"dataset": "synthetic", "epochs": 1, "batch_size": 16, "init": "msra", "warmup_epochs": 0.0},
+}
+
+
+def spec(**study):
+    raw = json.loads(json.dumps(TINY_SPEC))
+    raw["study"].update(study)
+    return S.parse_spec(raw)
+
+
+@pytest.fixture(scope="module")
+def ds():
+    return synthetic()
+
+
+def completed_points(rows):
+    return sorted((r["sr"], r["seed"]) for r in rows if r["state"] == "COMPLETE")
+
+
+def test_three_trial_sweep_end_to_end(ds, tmp_path):
+    url = f"sqlite:///{tmp_path}/tiny.db"
+    s = spec()
+    assert S.run_worker(s, url, runs_dir=str(tmp_path), dataset=ds, log=lambda *_: None) == 3
+    rows = S.export_rows(url)
+    assert completed_points(rows) == [(0.25, 0), (0.5, 0), (0.75, 0)]
+    r = rows[0]
+    assert r["params"] > 0 and r["bytes"] == 4 * r["params"] and r["macs"] > 0
+    assert 0 <= r["val_top1"] <= 1 and 0 <= r["test_top1"] <= 1 and len(r["curve"]) == 1
+    assert r["status"] == "completed" and r["version"] and r["compile_seconds"] >= 0
+    # Rerunning a finished sweep runs nothing and keeps every result.
+    assert S.run_worker(s, url, runs_dir=str(tmp_path), dataset=ds, log=lambda *_: None) == 0
+    assert completed_points(S.export_rows(url)) == completed_points(rows)
+    # Export: CSV and JSON, the state and the metaparameters as columns.
+    out = io.StringIO()
+    S.write_rows(rows, "csv", out)
+    header = out.getvalue().splitlines()[0].split(",")
+    assert {"state", "sr", "pct3x3", "base_e", "bypass", "val_top1", "bytes"} <= set(header)
+    assert len(out.getvalue().splitlines()) == 4
+
+
+def test_diverged_trial_is_a_recorded_failure_and_the_sweep_goes_on(ds, tmp_path):
+    raw = json.loads(json.dumps(TINY_SPEC))
+    raw["space"] = {"sr": [0.25, 0.5]}
+    raw["train"].update(optimizer="sgd", lr=1e8, schedule="constant")
+    url = f"sqlite:///{tmp_path}/div.db"
+    S.run_worker(S.parse_spec(raw), url, runs_dir=str(tmp_path), dataset=ds, log=lambda *_: None)
+    rows = S.export_rows(url)
+    assert [r["state"] for r in rows] == ["FAIL", "FAIL"]
+    assert all(r["status"] == "diverged" and "loss became" in r["reason"] for r in rows)
+
+
+WORKER = """
+import sys, time
+sys.path.insert(0, {tests!r})
+from test_train import synthetic
+from test_sweep import spec
+from sqzdse import sweep as S
+
+class Slow:
+    def __init__(self, ds):
+        self.ds, self.info, self.steps_per_epoch = ds, ds.info, ds.steps_per_epoch
+    def batches(self, *a, **k):
+        for b in self.ds.batches(*a, **k):
+            time.sleep({delay})
+            yield b
+
+S.run_worker(spec(heartbeat_interval=1, grace_period=3), {url!r}, runs_dir={runs!r}, dataset=Slow(synthetic()))
+"""
+
+
+def worker(url, runs, delay=0.0):
+    code = WORKER.format(tests=str(Path(__file__).parent), url=url, runs=str(runs), delay=delay)
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def check_concurrent_workers(url, runs):
+    procs = [worker(url, runs), worker(url, runs)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    rows = S.export_rows(url, "tiny")
+    assert completed_points(rows) == [(0.25, 0), (0.5, 0), (0.75, 0)], rows  # each grid point exactly once
+    assert len(rows) == 3
+
+
+def check_killed_worker(url, runs, ds):
+    p = worker(url, runs, delay=0.3)
+    deadline = time.time() + 300
+    while time.time() < deadline and p.poll() is None:
+        if any(r["state"] == "RUNNING" for r in _rows(url)):
+            break
+        time.sleep(0.2)
+    time.sleep(2.0)  # mid-trial: compiling or training
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert p.returncode == -signal.SIGKILL
+    assert any(r["state"] == "RUNNING" for r in S.export_rows(url, "tiny"))
+    time.sleep(4)  # grace_period: the dead worker's heartbeat goes stale
+    S.run_worker(spec(heartbeat_interval=1, grace_period=3), url, runs_dir=str(runs), dataset=ds, log=lambda *_: None)
+    rows = S.export_rows(url, "tiny")
+    assert completed_points(rows) == [(0.25, 0), (0.5, 0), (0.75, 0)]  # nothing lost, nothing twice
+    failed = [r for r in rows if r["state"] == "FAIL"]
+    assert len(failed) == 1 and "worker died" in failed[0]["reason"]
+    assert not [r for r in rows if r["state"] in ("RUNNING", "WAITING")]
+
+
+def _rows(url):
+    try:
+        return S.export_rows(url, "tiny")
+    except S.SpecError:  # the worker has not created the study yet
+        return []
+
+
+def test_two_concurrent_workers_cover_the_grid_once(tmp_path):
+    check_concurrent_workers(f"sqlite:///{tmp_path}/grid.db", tmp_path)
+
+
+def test_killed_worker_is_detected_and_its_trial_retried(ds, tmp_path):
+    check_killed_worker(f"sqlite:///{tmp_path}/kill.db", tmp_path, ds)
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh database on the PostgreSQL server .ci/run starts (SQZDSE_TEST_POSTGRES_URL)."""
+    url = os.environ.get("SQZDSE_TEST_POSTGRES_URL")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("CI must set SQZDSE_TEST_POSTGRES_URL (see .ci/run)")
+        pytest.skip("no PostgreSQL server: run `export SQZDSE_TEST_POSTGRES_URL=$(bash .ci/postgres)`")
+    import sqlalchemy
+
+    name = f"sqzdse_{uuid.uuid4().hex[:8]}"
+    engine = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as c:
+        c.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
+    yield url.rsplit("/", 1)[0] + "/" + name
+    engine.dispose()
+    with sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT").connect() as c:
+        c.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+def test_postgres_concurrent_workers(postgres_url, tmp_path):
+    check_concurrent_workers(postgres_url, tmp_path)
+
+
+def test_postgres_killed_worker(postgres_url, tmp_path, ds):
+    check_killed_worker(postgres_url, tmp_path, ds)
+
+
+@pytest.mark.parametrize(
+    "patch, message",
+    [
+        ({"study": {"sampler": "bayes"}}, "study.sampler: 'bayes' is not one of grid, random, tpe, nsga2"),
+        ({"space": {"sq": [0.5]}}, "space.sq: unknown metaparameter"),
+        ({"space": {"sr": {"low": 1.0, "high": 0.5}}}, "space.sr: low (1.0) must be < high (0.5)"),
+        ({"space": {"pct3x3": [1.5]}}, "pct3x3=1.5: must be in [0, 1]"),
+        ({"train": {"lr": -1}}, "lr=-1: must be > 0"),
+        ({"train": {"optimiser": "sgd"}}, "train.optimiser: unknown"),
+        ({"study": {"sampler": "tpe"}}, "study.n_trials: required with sampler 'tpe'"),
+        ({"study": {"objectives": ["accuracy"]}}, "study.objectives"),
+        ({"model": {"preset": "alexnet"}}, "model.preset: 'alexnet' is not one of"),
+    ],
+)
+def test_invalid_sweep_file_names_the_key(patch, message):
+    raw = json.loads(json.dumps(TINY_SPEC))
+    for section, values in patch.items():
+        raw[section].update(values)
+    if "sq" in patch.get("space", {}):
+        del raw["space"]["sr"]
+    with pytest.raises(S.SpecError) as e:
+        S.parse_spec(raw)
+    assert message in str(e.value)
+
+
+def test_invalid_toml_file(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[study]\nname = \n")
+    assert main(["sweep", "run", str(bad)]) == 2
+    assert "not valid TOML" in capsys.readouterr().err
+
+
+def test_unreachable_storage_is_a_clear_error(capsys):
+    t = time.time()
+    code = main(["sweep", "export", "--storage", "postgresql+psycopg2://u:p@127.0.0.1:9/none", "--format", "csv"])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot open the storage" in err and "Traceback" not in err
+    assert time.time() - t < 30
+    assert main(["sweep", "export", "--storage", "nosuchdb://x"]) == 2
+
+
+@pytest.mark.parametrize("path", sorted(SWEEPS.glob("*.toml")), ids=lambda p: p.stem)
+def test_shipped_sweeps_are_valid(path):
+    s = S.load_spec(str(path))
+    assert s.name == path.stem
+    head = path.read_text().splitlines()[:30]
+    assert any("sqzdse sweep run" in line for line in head), "the header says the command"
