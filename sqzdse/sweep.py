@@ -255,7 +255,7 @@ def open_storage(url: str, spec: SweepSpec | None = None):
         retry_stale = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retry)
     for attempt in range(5):
         try:
-            return optuna.storages.RDBStorage(
+            return _rdb_storage(
                 url,
                 engine_kwargs=kwargs,
                 heartbeat_interval=hb,
@@ -269,6 +269,14 @@ def open_storage(url: str, spec: SweepSpec | None = None):
                 break
             time.sleep(0.5 * (attempt + 1))
     raise StorageError(f"cannot open the storage {url!r}: {type(error).__name__}: {str(error).splitlines()[0]}")
+
+
+def _rdb_storage(url, **kwargs):
+    import optuna
+
+    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 4.9; they are what we rely on
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(url, **kwargs)
 
 
 class StorageError(RuntimeError):
