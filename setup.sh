@@ -11,3 +11,4 @@ if command -v apt-get >/dev/null; then
   $SUDO apt-get install -y -qq --no-install-recommends dataset-fashion-mnist >/dev/null
 fi
 python3 -m pip install -q --disable-pip-version-check -e '.[dev]'
+if command -v pyenv >/dev/null; then pyenv rehash; fi  # expose the sqzdse console script
