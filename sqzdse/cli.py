@@ -350,6 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from sqzdse.runtime import backend_initialized, configure_cpu
+
+    if not backend_initialized():  # XLA:CPU flags and malloc settings must precede JAX's backend
+        configure_cpu()  # what they buy: benchmarks/README.md
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -2,7 +2,8 @@
 
 Layer names follow the Caffe prototxts (``conv1``, ``fire2/squeeze1x1`` ->
 ``fire2.squeeze1x1``, ..., ``conv10``) so released weights map one-to-one.
-Layout is NHWC; kernels are HWIO.
+Inputs are NHWC; inside, activations are (C, H, W, N), the layout in which sqzdse.ops makes
+every convolution one matrix product. Kernels are HWIO.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from sqzdse import ops
 from sqzdse.config import SqueezeNetConfig
-from sqzdse.plan import POOL_KERNEL, POOL_STRIDE, FireSpec, layer_plan
+from sqzdse.ops import max_pool_ceil
+from sqzdse.plan import FireSpec, layer_plan
 
 # Caffe's "xavier" filler is uniform in +-sqrt(3 / fan_in) (filler.hpp, default FAN_IN).
 xavier = jax.nn.initializers.variance_scaling(1.0, "fan_in", "uniform")
@@ -39,20 +42,6 @@ def conv(cin, cout, kernel, *, stride=1, pad=0, init=xavier, dtype=None, rngs) -
     )
 
 
-def max_pool_ceil(x: jax.Array) -> jax.Array:
-    """3x3/2 max pool with Caffe's ceil-mode output size (pads the bottom/right with -inf)."""
-    _, h, w, _ = x.shape
-    extra = [(-(-(n - POOL_KERNEL) // POOL_STRIDE)) * POOL_STRIDE + POOL_KERNEL - n for n in (h, w)]
-    return jax.lax.reduce_window(
-        x,
-        -jnp.inf,
-        jax.lax.max,
-        (1, POOL_KERNEL, POOL_KERNEL, 1),
-        (1, POOL_STRIDE, POOL_STRIDE, 1),
-        ((0, 0), (0, extra[0]), (0, extra[1]), (0, 0)),
-    )
-
-
 class Fire(nnx.Module):
     """squeeze1x1 -> ReLU -> concat(expand1x1, expand3x3) -> ReLU, with an optional bypass."""
 
@@ -68,12 +57,13 @@ class Fire(nnx.Module):
         self.identity = spec.bypass == "identity"
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        s = nnx.relu(self.squeeze1x1(x))
+        """x: (C, H, W, N), the layout sqzdse.ops computes convolutions in."""
+        s = nnx.relu(ops.conv(self.squeeze1x1, x))
         # Caffe's concat order: expand1x1 first, then expand3x3.
         branches = [b for b in (self.expand1x1, self.expand3x3) if b is not None]
-        y = jnp.concatenate([nnx.relu(b(s)) for b in branches], axis=-1)
+        y = jnp.concatenate([nnx.relu(ops.conv(b, s)) for b in branches], axis=0)
         if self.bypass1x1 is not None:
-            y = y + self.bypass1x1(x)
+            y = y + ops.conv(self.bypass1x1, x)
         elif self.identity:
             y = y + x  # SqueezeNet-Residual: Eltwise SUM of the Fire's input and its concat
         return y
@@ -100,7 +90,8 @@ class SqueezeNet(nnx.Module):
 
     def __call__(self, x: jax.Array, *, train: bool = False, dropout_rng: jax.Array | None = None) -> jax.Array:
         """Class scores (N, num_classes): the input to Caffe's SoftmaxWithLoss (after conv10's ReLU)."""
-        x = nnx.relu(self.conv1(x))
+        x = ops.to_chwn(x)  # NHWC in; (C, H, W, N) inside, where every conv is one matmul (sqzdse.ops)
+        x = nnx.relu(ops.conv(self.conv1, x))
         if self.plan.stem_pool:
             x = max_pool_ceil(x)
         for spec in self.plan.fires:
@@ -108,5 +99,5 @@ class SqueezeNet(nnx.Module):
             if spec.pool_after:
                 x = max_pool_ceil(x)
         x = self.drop9(x, deterministic=not train, rngs=dropout_rng)
-        x = nnx.relu(self.conv10(x))  # relu_conv10: ReLU follows conv10 too
-        return jnp.mean(x, axis=(1, 2), dtype=jnp.float32)  # pool10: global average
+        x = nnx.relu(ops.conv(self.conv10, x))  # relu_conv10: ReLU follows conv10 too
+        return jnp.mean(x, axis=(1, 2), dtype=jnp.float32).T  # pool10: global average -> (N, classes)

@@ -6,6 +6,7 @@ import pytest
 from flax import nnx
 
 from sqzdse import config as C
+from sqzdse import ops
 from sqzdse.cost import model_bytes, summary
 from sqzdse.model import SqueezeNet
 
@@ -20,7 +21,10 @@ def xla_conv_macs(cfg) -> int:
     model = SqueezeNet(cfg, rngs=nnx.Rngs(0))
     graph, state = nnx.split(model)
     x = jnp.zeros((1, *cfg.input_shape))
-    jaxpr = jax.make_jaxpr(lambda s, x: nnx.merge(graph, s)(x))(state, x)
+    # The model computes convolutions as matmuls (sqzdse.ops); trace each layer as a lax convolution instead.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ops, "conv", lambda layer, x: ops.to_chwn(layer(ops.to_chwn(x))))
+        jaxpr = jax.make_jaxpr(lambda s, x: nnx.merge(graph, s)(x))(state, x)
     total = 0
     for eqn in jaxpr.eqns:
         if eqn.primitive.name != "conv_general_dilated":
@@ -53,7 +57,8 @@ def test_whole_forward_flops_are_dominated_by_the_counted_macs():
     graph, state = nnx.split(model)
     f = jax.jit(lambda s, x: nnx.merge(graph, s)(x))
     flops = f.lower(state, jnp.zeros((1, *cfg.input_shape))).compile().cost_analysis()["flops"]
-    assert 1.0 < flops / (2 * summary(cfg)["macs"]) < 1.02
+    # + ~7%: the matmul convolutions (sqzdse.ops) also multiply the zero padding im2col reads.
+    assert 1.0 < flops / (2 * summary(cfg)["macs"]) < 1.1
 
 
 def test_sizes_come_from_the_parameter_tree():

@@ -135,12 +135,12 @@ def test_fire_concat_order_is_expand1x1_then_expand3x3():
     cfg = C.squeezenet_small()
     model = SqueezeNet(cfg, rngs=nnx.Rngs(0))
     fire = model.fire2
-    x = jax.random.normal(jax.random.key(1), (1, 5, 5, 64))
+    x = jax.random.normal(jax.random.key(1), (64, 5, 5, 1))  # (C, H, W, N): the layout inside the network
     y1 = fire(x)
     fire.expand3x3.bias[...] = fire.expand3x3.bias[...] + 100.0
     y2 = fire(x)
-    np.testing.assert_array_equal(y1[..., :64], y2[..., :64])  # expand1x1's 64 channels untouched
-    assert bool(jnp.all(y2[..., 64:] > y1[..., 64:]))
+    np.testing.assert_array_equal(y1[:64], y2[:64])  # expand1x1's 64 channels untouched
+    assert bool(jnp.all(y2[64:] > y1[64:]))
 
 
 def test_dropout_only_in_training_and_seeded():

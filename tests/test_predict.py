@@ -57,7 +57,11 @@ def test_cat_and_espresso(records, photos):
     assert 281 <= records[1]["top"][0]["class_id"] <= 285  # tabby .. Egyptian cat
     assert records[0]["top"][0]["class_id"] == 967
     assert records[0]["top"][0]["name"] == "espresso"
-    assert records[0] == records[2]
+    # The same photo twice in one batch: same classes; probabilities equal to float32 rounding (the
+    # GEMM convolutions of sqzdse.ops block over the batch axis, so position can move the last bit).
+    assert [t["class_id"] for t in records[0]["top"]] == [t["class_id"] for t in records[2]["top"]]
+    np.testing.assert_allclose([t["prob"] for t in records[0]["top"]], [t["prob"] for t in records[2]["top"]],
+                               rtol=1e-5)  # fmt: skip
 
 
 def test_probabilities_sorted_and_bounded(records):

@@ -1,0 +1,92 @@
+"""XLA:CPU settings for training on a few cores; call ``configure_cpu()`` before JAX starts its backend.
+
+XLA reads ``XLA_FLAGS`` once, when the first computation creates the CPU client,
+and its worker threads pick their malloc arena when they start, so both must be
+set before then (first thing in a CLI's ``main``). What each setting bought is
+measured in benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import shlex
+import warnings
+
+# name -> value; appended to XLA_FLAGS unless the user already set that flag.
+CPU_FLAGS = {
+    # XLA:CPU expands optimization barriers before fusion; keeping them lets sqzdse.ops.fence
+    # decide what is materialised (without it the pool's scatter loops recompute its winners).
+    "xla_disable_hlo_passes": "cse_barrier_expander",
+    # The older LLVM loop emitter instead of the MLIR fusion emitters: a SqueezeNet train
+    # step compiles ~30% faster (the sweep compiles every configuration), runs as fast.
+    "xla_cpu_use_fusion_emitters": "false",
+}
+
+
+def _flag_names(flags: str) -> set[str]:
+    return {tok.lstrip("-").split("=", 1)[0] for tok in shlex.split(flags) if tok.startswith("--")}
+
+
+def backend_initialized() -> bool:
+    """Whether JAX has already created its backends (XLA_FLAGS changes no longer apply)."""
+    from jax._src import xla_bridge
+
+    return xla_bridge.backends_are_initialized()
+
+
+# glibc mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc malloc reuse freed memory instead of returning it to the OS; False if not glibc.
+
+    Each XLA:CPU execution allocates its temporaries as one block (339 MB for a
+    SqueezeNet training step at batch 128) with posix_memalign from a worker
+    thread's arena, which glibc serves with a fresh mmap and unmaps on free: the
+    kernel then zero-fills 83,000 pages on every step (~130 ms of system time).
+    One arena, no mmap and no trimming keep that block mapped from step to step.
+    The cost: the process's RSS stays at its peak.
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    settings = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**30))
+    return all(mallopt(param, value) == 1 for param, value in settings)
+
+
+def configure_cpu(threads: int | None = None, *, keep_memory: bool = True) -> str:
+    """Append sqzdse's XLA:CPU flags to ``XLA_FLAGS`` (a flag the user set keeps the user's value).
+
+    Args:
+      threads: run XLA on this many cores (pins the process to the first `threads` of the
+        CPUs it may use; XLA sizes its thread pool from that). None: all of them.
+      keep_memory: see :func:`keep_freed_memory` (glibc only; elsewhere a no-op).
+    Returns:
+      The resulting XLA_FLAGS.
+    """
+    if backend_initialized():
+        warnings.warn(
+            "sqzdse.runtime.configure_cpu: JAX's backend is already initialised, so the XLA flags"
+            " do not apply to this process; call configure_cpu() before the first JAX computation",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    current = os.environ.get("XLA_FLAGS", "")
+    have = _flag_names(current)
+    extra = [f"--{name}={value}" for name, value in CPU_FLAGS.items() if name not in have]
+    flags = " ".join([current, *extra]).strip()
+    os.environ["XLA_FLAGS"] = flags
+    if keep_memory:
+        keep_freed_memory()
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads={threads}: must be >= 1")
+        cpus = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, cpus[:threads])
+    return flags

@@ -1,0 +1,196 @@
+"""sqzdse.ops: the pool's forward and gradient equal the reduce_window reference exactly; convs match lax."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from sqzdse import ops
+from sqzdse.plan import pool_out
+
+SIZES = [(28, 28), (14, 14), (7, 7), (3, 3), (4, 4), (13, 13), (111, 55), (55, 111), (8, 9), (6, 5)]
+
+
+def caffe_max_pool(x: np.ndarray) -> np.ndarray:
+    """pooling_layer.cpp, MAX, kernel 3, stride 2, pad 0: windows clipped at the bottom/right edge."""
+    n, h, w, c = x.shape
+    ho, wo = pool_out(h), pool_out(w)
+    y = np.empty((n, ho, wo, c), x.dtype)
+    for i in range(ho):
+        for j in range(wo):
+            y[:, i, j] = x[:, 2 * i : min(2 * i + 3, h), 2 * j : min(2 * j + 3, w)].max(axis=(1, 2))
+    return y
+
+
+def inputs(kind: str, shape, rng) -> np.ndarray:
+    x = rng.standard_normal(shape).astype(np.float32)
+    if kind == "relu":  # most of a ReLU'd map is exactly 0: ties everywhere
+        return np.maximum(x, 0)
+    if kind == "constant":
+        return np.full(shape, 0.5, np.float32)
+    if kind == "levels":  # three values: ties inside windows and across overlapping windows
+        return rng.integers(0, 3, shape).astype(np.float32)
+    if kind == "blocks":  # constant 4x4 regions
+        return np.repeat(np.repeat(x[:, ::4, ::4], 4, axis=1), 4, axis=2)[:, : shape[1], : shape[2]]
+    return x
+
+
+def cotangent(shape, rng) -> np.ndarray:
+    # Magnitudes 1e-6..1e6, so the result depends on the order in which overlapping windows add up.
+    return (rng.standard_normal(shape) * 10.0 ** rng.integers(-6, 7, shape)).astype(np.float32)
+
+
+def bits(a) -> np.ndarray:
+    return np.asarray(a, np.float32).view(np.uint32)
+
+
+@jax.jit
+def _ref_vjp(x, g):
+    return jax.vjp(ops.max_pool_ceil_reference, x)[1](g)[0]
+
+
+@jax.jit
+def _ops_vjp(x, g):
+    return jax.vjp(ops.max_pool_ceil, x)[1](g)[0]
+
+
+@pytest.mark.parametrize("hw", SIZES, ids=lambda hw: f"{hw[0]}x{hw[1]}")
+def test_pool_forward_is_caffe(hw):
+    rng = np.random.default_rng(0)
+    for kind in ("random", "relu", "levels"):
+        x = inputs(kind, (2, *hw, 3), rng)
+        y = np.asarray(jax.jit(ops.max_pool_ceil)(x))
+        np.testing.assert_array_equal(y, caffe_max_pool(x))
+        np.testing.assert_array_equal(y, np.asarray(ops.max_pool_ceil_reference(x)))
+
+
+@pytest.mark.parametrize("hw", SIZES, ids=lambda hw: f"{hw[0]}x{hw[1]}")
+def test_pool_gradient_is_select_and_scatter_bit_for_bit(hw):
+    rng = np.random.default_rng(hw[0] * 1000 + hw[1])
+    kinds = ("random", "relu", "constant", "levels", "blocks")
+    x = np.concatenate([inputs(kind, (2, *hw, 4), rng) for kind in kinds])  # 2 images of each kind
+    g = cotangent((len(x), pool_out(hw[0]), pool_out(hw[1]), 4), rng)
+    got, want = bits(_ops_vjp(x, g)), bits(_ref_vjp(x, g))
+    for i, kind in enumerate(kinds):
+        np.testing.assert_array_equal(got[2 * i : 2 * i + 2], want[2 * i : 2 * i + 2], err_msg=kind)
+
+
+def test_pool_gradient_eager_and_in_a_network():
+    """Outside jit, and composed with ReLU and a second pool (cotangents that are sums)."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, 15, 15, 5)).astype(np.float32)
+    g = cotangent((3, 7, 7, 5), rng)
+    eager = jax.vjp(ops.max_pool_ceil, x)[1](g)[0]
+    np.testing.assert_array_equal(bits(eager), bits(_ref_vjp(x, g)))
+
+    def net(pool, x):
+        y = pool(jax.nn.relu(x))
+        return jnp.sum(pool(y * y) * jnp.arange(5.0))
+
+    ref = jax.jit(jax.grad(lambda x: net(ops.max_pool_ceil_reference, x)))(x)
+    np.testing.assert_array_equal(bits(jax.jit(jax.grad(lambda x: net(ops.max_pool_ceil, x)))(x)), bits(ref))
+
+
+def test_pool_chwn_is_nhwc_transposed():
+    x = np.maximum(np.random.default_rng(2).standard_normal((4, 14, 14, 8)), 0).astype(np.float32)
+    g = cotangent((4, 7, 7, 8), np.random.default_rng(3))
+    y = ops.max_pool_ceil(ops.to_chwn(x))
+    np.testing.assert_array_equal(ops.to_chwn(y), ops.max_pool_ceil_reference(x))
+    dx = _ops_vjp(ops.to_chwn(x), ops.to_chwn(g))
+    np.testing.assert_array_equal(bits(ops.to_chwn(dx)), bits(_ref_vjp(x, g)))
+
+
+def lax_conv(x_nhwc, kernel, bias, stride, padding):
+    y = jax.lax.conv_general_dilated(x_nhwc, kernel, stride, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y + bias
+
+
+# (kernel, stride, padding): Fire's 1x1 and 3x3, v1.0's and v1.1's stems, v1.0's padded conv10.
+CONVS = [(1, 1, 0), (3, 1, 1), (7, 2, 0), (3, 2, 0), (1, 1, 1), (3, 1, 0)]
+
+
+@pytest.mark.parametrize("k,s,p", CONVS, ids=lambda v: str(v))
+def test_conv2d_matches_lax_value_and_gradients(k, s, p):
+    rng = np.random.default_rng(k * 10 + s + p)
+    x = rng.standard_normal((3, 11, 9, 5)).astype(np.float32)
+    kernel = rng.standard_normal((k, k, 5, 6)).astype(np.float32) / k
+    bias = rng.standard_normal(6).astype(np.float32)
+    pads = ((p, p), (p, p))
+
+    def f_ops(x, kernel, bias):
+        return ops.to_chwn(ops.conv2d(ops.to_chwn(x), kernel, bias, stride=s, padding=p))
+
+    def f_lax(x, kernel, bias):
+        return lax_conv(x, kernel, bias, (s, s), pads)
+
+    y = jax.jit(f_ops)(x, kernel, bias)
+    np.testing.assert_allclose(y, f_lax(x, kernel, bias), rtol=1e-5, atol=1e-5)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    got = jax.jit(lambda *a: jax.vjp(f_ops, *a)[1](g))(x, kernel, bias)
+    want = jax.vjp(f_lax, x, kernel, bias)[1](g)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_conv_applies_an_nnx_conv_layer():
+    layer = nnx.Conv(4, 6, (3, 3), strides=1, padding=((1, 1), (1, 1)), rngs=nnx.Rngs(0))
+    layer.bias[...] = jnp.arange(6.0)
+    x = np.random.default_rng(4).standard_normal((2, 7, 7, 4)).astype(np.float32)
+    got = nnx.jit(lambda layer, x: ops.to_chwn(ops.conv(layer, ops.to_chwn(x))))(layer, x)
+    np.testing.assert_allclose(got, nnx.jit(lambda layer, x: layer(x))(layer, x), rtol=1e-5, atol=1e-5)
+
+
+def test_fences_kept_under_configure_cpu():
+    """With runtime.configure_cpu's flags XLA keeps the fences, and the pool's gradient is still exact."""
+    code = textwrap.dedent(
+        """
+        from sqzdse import runtime
+        runtime.configure_cpu()
+        import jax, numpy as np
+        from sqzdse import ops
+        x = np.maximum(np.random.default_rng(0).standard_normal((2, 13, 13, 3)), 0).astype(np.float32)
+        g = np.random.default_rng(1).standard_normal((2, 6, 6, 3)).astype(np.float32)
+        f = jax.jit(lambda x, g: jax.vjp(ops.max_pool_ceil, x)[1](g)[0])
+        assert "opt-barrier" in f.lower(x, g).compile().as_text()
+        ref = jax.vjp(ops.max_pool_ceil_reference, x)[1](g)[0]
+        assert np.array_equal(np.asarray(f(x, g)).view(np.uint32), np.asarray(ref).view(np.uint32))
+        print("ok")
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+def test_conv2d_bfloat16_products_stay_close_to_float32():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((8, 9, 9, 4)).astype(np.float32)
+    kernel = rng.standard_normal((3, 3, 8, 16)).astype(np.float32) / 9
+
+    def loss(x, kernel, dtype):
+        return jnp.sum(jnp.sin(ops.conv2d(x, kernel, padding=1, compute_dtype=dtype)))
+
+    f = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)), static_argnums=2)
+    (v32, g32), (v16, g16) = f(x, kernel, jnp.float32), f(x, kernel, jnp.bfloat16)
+    assert g16[0].dtype == g16[1].dtype == jnp.float32  # only the products run in bf16
+    np.testing.assert_allclose(v16, v32, rtol=0.05, atol=0.5)
+    for a, b in zip(g16, g32, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0.05, atol=0.05 * float(np.abs(b).max()))
+
+
+def test_configure_cpu_appends_and_keeps_the_users_flags(monkeypatch):
+    from sqzdse import runtime
+
+    monkeypatch.setattr(runtime, "backend_initialized", lambda: False)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_use_fusion_emitters=true --xla_dump_to=/tmp/d")
+    flags = runtime.configure_cpu(keep_memory=False).split()
+    assert flags[:2] == ["--xla_cpu_use_fusion_emitters=true", "--xla_dump_to=/tmp/d"]  # the user's, untouched
+    assert "--xla_disable_hlo_passes=cse_barrier_expander" in flags
+    assert "--xla_cpu_use_fusion_emitters=false" not in flags
+    assert runtime.configure_cpu(keep_memory=False).split() == flags  # idempotent
