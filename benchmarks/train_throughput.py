@@ -46,27 +46,6 @@ def parse_shape(s: str) -> tuple[int, int, int]:
     return h, w, c
 
 
-def _compile_timer(jax):
-    """Seconds of JAX tracing + lowering + compiling inside the block (its monitoring events)."""
-    import contextlib
-
-    @contextlib.contextmanager
-    def timer():
-        total = [0.0]
-
-        def listener(event: str, seconds: float, **_):
-            if event.startswith("/jax/core/compile/"):
-                total[0] += seconds
-
-        jax.monitoring.register_event_duration_secs_listener(listener)
-        try:
-            yield total
-        finally:
-            jax.monitoring.unregister_event_duration_listener(listener)
-
-    return timer()
-
-
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
@@ -81,7 +60,6 @@ class JaxWorker:
         from sqzdse import runtime
 
         self.flags = runtime.configure_cpu(threads)
-        import jax
         import numpy as np
 
         from sqzdse import train as T
@@ -110,10 +88,10 @@ class JaxWorker:
         self.eval_step = T.make_eval_step(graphdef)
         self.i = 0
         # First-step compile time: what JAX spends tracing, lowering and compiling in the first call.
-        with _compile_timer(jax) as compiled:
+        with T.compile_timer() as compiled:
             self.train()
         self.compile_s = compiled[0]
-        with _compile_timer(jax) as compiled:
+        with T.compile_timer() as compiled:
             self.eval()
         self.eval_compile_s = compiled[0]
 
