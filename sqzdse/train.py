@@ -335,7 +335,7 @@ def train_and_evaluate(
         _claim_workdir(workdir, cfg, tc)
         state = _restore(manager, state)
     start = int(state.step)
-    history = _read_history(workdir, start, updates_per_epoch)
+    history = _read_history(workdir, start)
 
     status, reason, train_s, test = "completed", None, 0.0, {}
     with compile_timer() as compiled, _progress(total_updates, start, progress) as bar:
@@ -432,7 +432,7 @@ def _claim_workdir(workdir: str, cfg: C.SqueezeNetConfig, tc: TrainConfig) -> No
             json.dump(run, f, indent=1)
 
 
-def _read_history(workdir: str | None, step: int, updates_per_epoch: int) -> list[dict]:
+def _read_history(workdir: str | None, step: int) -> list[dict]:
     """Epoch records of a resumed run, up to the restored checkpoint (later lines are dropped)."""
     path = os.path.join(workdir, "metrics.jsonl") if workdir else None
     if not path or not os.path.exists(path):
