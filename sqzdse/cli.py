@@ -192,6 +192,8 @@ def cmd_sweep_run(args) -> int:
 
     spec = S.load_spec(args.file)
     url = args.storage or S.default_storage(spec)
+    if args.workers < 1:
+        raise ValueError(f"--workers {args.workers}: must be >= 1")
     if args.workers > 1:
         return _spawn_workers(args, url)
     n = S.run_worker(spec, url, runs_dir=args.runs_dir, max_trials=args.max_trials, progress=not args.no_progress,
@@ -209,8 +211,12 @@ def _spawn_workers(args, url: str) -> int:
             args.runs_dir, "--workers", "1", "--no-progress"]  # fmt: skip
     if args.max_trials:
         argv += ["--max-trials", str(args.max_trials)]
-    env = {**os.environ, "SQZDSE_THREADS": str(max(1, (os.cpu_count() or 1) // args.workers))}
-    procs = [subprocess.Popen(argv, env=env) for _ in range(args.workers)]
+    from sqzdse.runtime import worker_cpus
+
+    procs = []
+    for cpus in worker_cpus(args.workers):  # one disjoint set of cores per worker
+        env = {**os.environ, "SQZDSE_CPUS": ",".join(map(str, cpus))}
+        procs.append(subprocess.Popen(argv, env=env))
     return max(p.wait() for p in procs)
 
 
@@ -321,7 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--storage", help="Optuna storage URL (default sqlite:///runs/NAME.db)")
     run.add_argument("--runs-dir", default="runs", help="trial workdirs and the JAX compilation cache (default runs)")
     run.add_argument("--max-trials", type=int, help="stop this worker after N trials")
-    run.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
+    run.add_argument("--workers", type=int, default=1,
+                     help="worker processes on this machine, each pinned to its own share of the cores "
+                          "(default 1: one process using them all)")  # fmt: skip
     run.add_argument("--no-progress", action="store_true", help="no per-trial progress bar")
     run.set_defaults(func=cmd_sweep_run)
     for name, func, helptext in (("status", cmd_sweep_status, "progress of a sweep: trials per state, the best"),
@@ -350,12 +358,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sqzdse.runtime import backend_initialized, configure_cpu
+    from sqzdse.runtime import backend_initialized, configure_cpu, parse_cpus
 
-    if not backend_initialized():  # XLA:CPU flags and malloc settings must precede JAX's backend
-        configure_cpu()  # what they buy: benchmarks/README.md
     args = build_parser().parse_args(argv)
     try:
+        if not backend_initialized():  # XLA:CPU flags and malloc settings must precede JAX's backend
+            cpus = os.environ.get("SQZDSE_CPUS")  # set per worker by `sweep run --workers N`
+            configure_cpu(cpus=parse_cpus(cpus) if cpus else None)  # what they buy: benchmarks/README.md
         return args.func(args)
     except (C.ConfigError, FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"sqzdse: error: {e}", file=sys.stderr)

@@ -60,12 +60,47 @@ def keep_freed_memory() -> bool:
     return all(mallopt(param, value) == 1 for param, value in settings)
 
 
-def configure_cpu(threads: int | None = None, *, keep_memory: bool = True) -> str:
+def worker_cpus(workers: int, cpus: list[int] | None = None) -> list[list[int]]:
+    """Split the CPUs this process may use into `workers` contiguous, disjoint sets (one per worker).
+
+    With more workers than CPUs, workers share CPUs round-robin (one CPU each).
+    """
+    if workers < 1:
+        raise ValueError(f"workers={workers}: must be >= 1")
+    cpus = sorted(os.sched_getaffinity(0)) if cpus is None else sorted(cpus)
+    if workers >= len(cpus):
+        return [[cpus[i % len(cpus)]] for i in range(workers)]
+    size, extra = divmod(len(cpus), workers)
+    out, start = [], 0
+    for i in range(workers):
+        n = size + (i < extra)
+        out.append(cpus[start : start + n])
+        start += n
+    return out
+
+
+def parse_cpus(text: str) -> list[int]:
+    """``"0,1,4-7"`` -> [0, 1, 4, 5, 6, 7] (the format of taskset -c and of $SQZDSE_CPUS)."""
+    cpus: list[int] = []
+    try:
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            lo, _, hi = part.partition("-")
+            cpus.extend(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise ValueError(f"CPU list {text!r}: expected comma-separated CPU numbers or ranges, e.g. 0,1,4-7") from None
+    if not cpus:
+        raise ValueError(f"CPU list {text!r} names no CPU")
+    return cpus
+
+
+def configure_cpu(threads: int | None = None, *, cpus: list[int] | None = None, keep_memory: bool = True) -> str:
     """Append sqzdse's XLA:CPU flags to ``XLA_FLAGS`` (a flag the user set keeps the user's value).
 
     Args:
       threads: run XLA on this many cores (pins the process to the first `threads` of the
-        CPUs it may use; XLA sizes its thread pool from that). None: all of them.
+        CPUs it may use; XLA sizes its thread pool from the affinity mask). None: all of them.
+      cpus: pin the process to exactly these CPUs instead (a sweep's ``--workers N`` gives
+        each worker its own set through ``$SQZDSE_CPUS``).
       keep_memory: see :func:`keep_freed_memory` (glibc only; elsewhere a no-op).
     Returns:
       The resulting XLA_FLAGS.
@@ -87,6 +122,10 @@ def configure_cpu(threads: int | None = None, *, keep_memory: bool = True) -> st
     if threads is not None:
         if threads < 1:
             raise ValueError(f"threads={threads}: must be >= 1")
-        cpus = sorted(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, cpus[:threads])
+        cpus = sorted(os.sched_getaffinity(0))[:threads]
+    if cpus is not None:
+        try:
+            os.sched_setaffinity(0, cpus)
+        except OSError as e:
+            raise ValueError(f"cannot pin to CPUs {cpus}: {e.strerror}") from None
     return flags

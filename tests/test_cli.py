@@ -77,3 +77,30 @@ def test_invalid_metaparameter_is_a_clear_error(capsys):
     assert main(["model", "summary", "--pct3x3", "1.5"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("sqzdse: error: pct3x3=1.5: must be in [0, 1]") and "Traceback" not in err
+
+
+def test_sweep_workers_get_disjoint_cores(monkeypatch, tmp_path):
+    """`sweep run --workers 2` starts two worker processes, each pinned to its own cores."""
+    import subprocess
+
+    from sqzdse.runtime import worker_cpus
+
+    started, popen = [], subprocess.Popen
+
+    class FakeProcess:
+        def __new__(cls, argv, *args, **kwargs):
+            if "sqzdse.cli" not in argv:  # not a worker (ctypes.util looks up libc with a subprocess)
+                return popen(argv, *args, **kwargs)
+            started.append((argv, kwargs["env"]))
+            return super().__new__(cls)
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(subprocess, "Popen", FakeProcess)
+    spec = tmp_path / "s.toml"
+    spec.write_text('[study]\nname = "w"\n[space]\nsr = [0.125]\n[train]\ndataset = "fashion_mnist"\n')
+    assert main(["sweep", "run", str(spec), "--workers", "2", "--storage", f"sqlite:///{tmp_path}/w.db"]) == 0
+    assert [env["SQZDSE_CPUS"] for _, env in started] == [",".join(map(str, c)) for c in worker_cpus(2)]
+    assert all(argv[argv.index("--workers") + 1] == "1" for argv, _ in started)
+    assert main(["sweep", "run", str(spec), "--workers", "0"]) == 2

@@ -194,3 +194,32 @@ def test_configure_cpu_appends_and_keeps_the_users_flags(monkeypatch):
     assert "--xla_disable_hlo_passes=cse_barrier_expander" in flags
     assert "--xla_cpu_use_fusion_emitters=false" not in flags
     assert runtime.configure_cpu(keep_memory=False).split() == flags  # idempotent
+
+
+def test_worker_cpus_split_the_cores_disjointly():
+    from sqzdse.runtime import parse_cpus, worker_cpus
+
+    assert worker_cpus(2, [0, 1]) == [[0], [1]]
+    assert worker_cpus(2, [4, 0, 1, 2, 3]) == [[0, 1, 2], [3, 4]]
+    assert worker_cpus(3, [0, 1]) == [[0], [1], [0]]  # more workers than cores: shared round-robin
+    assert worker_cpus(1, [0, 1]) == [[0, 1]]
+    assert parse_cpus("0,2-4, 7") == [0, 2, 3, 4, 7]
+    for bad in ("", "a", "1-x"):
+        with pytest.raises(ValueError, match="CPU list"):
+            parse_cpus(bad)
+    with pytest.raises(ValueError, match="workers"):
+        worker_cpus(0)
+
+
+def test_cli_pins_itself_to_sqzdse_cpus():
+    """`sweep run --workers N` hands each worker its cores in $SQZDSE_CPUS; the CLI pins to them."""
+    cpu = min(os.sched_getaffinity(0))
+    code = "import os; from sqzdse.cli import main; main(['model', 'summary', '--preset', 'squeezenet_small']); " \
+           "print(sorted(os.sched_getaffinity(0)))"  # fmt: skip
+    env = {**os.environ, "SQZDSE_CPUS": str(cpu)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == f"[{cpu}]"
+    env["SQZDSE_CPUS"] = "nonsense"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert "sqzdse: error: CPU list 'nonsense'" in out.stderr
