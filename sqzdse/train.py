@@ -143,11 +143,30 @@ def learning_rate(step, hp: dict, schedule: str):
     return hp["lr"] * decay * warm
 
 
-def create_train_state(cfg: C.SqueezeNetConfig, tc: TrainConfig, total_steps: int, steps_per_epoch: int):
-    """Initialise the model (seeded) and the optimizer; returns (graphdef, state)."""
+def apply_mask(params, mask):
+    """Zero the parameters where `mask` (a tree of booleans shaped like `params`) is False; None keeps all."""
+    if mask is None:
+        return params
+    return jax.tree.map(lambda p, m: jnp.where(m, p, jnp.zeros_like(p)), params, mask)
+
+
+def create_train_state(
+    cfg: C.SqueezeNetConfig, tc: TrainConfig, total_steps: int, steps_per_epoch: int, *, init_params=None, mask=None
+):
+    """Initialise the model (seeded) and the optimizer; returns (graphdef, state).
+
+    init_params: start from these parameters (e.g. a trained run's) instead of the seeded initialisation.
+    mask: pruning mask (see ``apply_mask``) applied to the initial parameters.
+    """
     dtype = jnp.bfloat16 if tc.dtype == "bfloat16" else None
     model = SqueezeNet(cfg, init=tc.init, dtype=dtype, rngs=nnx.Rngs(tc.seed))
     graphdef, params = nnx.split(model, nnx.Param)
+    if init_params is not None:
+        shapes = lambda t: [np.shape(x) for x in jax.tree.leaves(t)]
+        if jax.tree.structure(init_params) != jax.tree.structure(params) or shapes(init_params) != shapes(params):
+            raise C.ConfigError("init_params: the parameters do not match the model of this configuration")
+        params = jax.tree.map(lambda x, p: jnp.array(x, p.dtype), init_params, params)  # a copy: steps donate it
+    params = apply_mask(params, mask)
     tx = _optimizer(tc)
     hparams = dict(
         lr=jnp.float32(tc.lr),
@@ -170,7 +189,7 @@ def _metrics(logits, labels) -> dict:
     )
 
 
-def make_train_step(graphdef, tc: TrainConfig) -> Callable:
+def make_train_step(graphdef, tc: TrainConfig, mask=None) -> Callable:
     """``train_step(state, images, labels) -> (state, metrics)``.
 
     images: (iter_size, batch_size, H, W, C). The gradients of the micro-batches
@@ -181,6 +200,9 @@ def make_train_step(graphdef, tc: TrainConfig) -> Callable:
     XLA's CPU backend runs convolutions inside a loop ~20x slower.) Dropout keys
     derive from the seed, the update count and the micro-batch, so a resumed run
     draws the same masks.
+
+    mask: a pruning mask (``apply_mask``) re-applied after every update, so pruned weights stay exactly 0
+    whatever the optimizer's momentum or weight decay would do to them.
     """
     tx = _optimizer(tc)
 
@@ -196,12 +218,12 @@ def make_train_step(graphdef, tc: TrainConfig) -> Callable:
         return jax.tree.map(jnp.add, acc, grads), m
 
     @functools.partial(jax.jit, donate_argnums=0)
-    def apply(state: TrainState, acc):
+    def apply(state: TrainState, acc, mask):
         grads = jax.tree.map(lambda g: g / tc.iter_size, acc)
         lr = learning_rate(state.step, state.hparams, tc.schedule)
         opt_state = state.opt_state._replace(hyperparams={**state.opt_state.hyperparams, "learning_rate": lr})
         updates, opt_state = tx.update(grads, opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        params = apply_mask(optax.apply_updates(state.params, updates), mask)
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), lr
 
     zeros = jax.jit(lambda params: jax.tree.map(jnp.zeros_like, params))
@@ -211,7 +233,7 @@ def make_train_step(graphdef, tc: TrainConfig) -> Callable:
         for i in range(images.shape[0]):
             acc, m = accumulate(state, acc, images[i], labels[i], i)
             metrics.append(m)
-        state, lr = apply(state, acc)
+        state, lr = apply(state, acc, mask)
         return state, {**jax.tree.map(lambda *v: sum(v) / len(v), *metrics), "lr": lr}
 
     return train_step
@@ -294,6 +316,31 @@ def _save(manager, state: TrainState) -> None:
     manager.wait_until_finished()
 
 
+def load_run(workdir: str) -> tuple[C.SqueezeNetConfig, TrainConfig, Any, Any]:
+    """(cfg, tc, graphdef, params) of the run in `workdir`, at its latest checkpoint.
+
+    A DSD run's top directory (``sqzdse train --dsd``) holds no run of its own: its last phase, ``redense``, is
+    loaded. Raises FileNotFoundError when there is no run or no checkpoint.
+    """
+    if not os.path.exists(os.path.join(workdir, "run.json")) and os.path.exists(
+        os.path.join(workdir, "redense", "run.json")
+    ):
+        workdir = os.path.join(workdir, "redense")
+    path = os.path.join(workdir, "run.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{workdir}: no training run here (no run.json)")
+    with open(path) as f:
+        run = json.load(f)
+    cfg, tc = C.from_dict(run["config"]), TrainConfig(**run["train_config"])
+    if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+        raise FileNotFoundError(f"{workdir}: the run has no checkpoint yet")
+    manager = _checkpointer(workdir)
+    if manager.latest_step() is None:
+        raise FileNotFoundError(f"{workdir}: the run has no checkpoint yet")
+    graphdef, state = create_train_state(cfg, tc, 1, 1)
+    return cfg, tc, graphdef, _restore(manager, state).params
+
+
 def train_and_evaluate(
     cfg: C.SqueezeNetConfig,
     tc: TrainConfig,
@@ -302,11 +349,15 @@ def train_and_evaluate(
     dataset=None,
     on_epoch: Callable[[dict], None] | None = None,
     progress: bool = True,
+    init_params=None,
+    mask=None,
 ) -> dict:
     """Train `cfg` under `tc`; returns the run summary (also written to ``workdir/summary.json``).
 
     dataset: a ``sqzdse.data.Dataset`` (default: ``data.load(tc.dataset)``).
     on_epoch: called with each epoch's record (a sweep reports to Optuna and may raise to prune).
+    init_params, mask: start from these parameters / hold this pruning mask (``create_train_state``,
+    ``make_train_step``); a resumed run takes its parameters from the checkpoint, the mask from the caller.
     The summary's ``status`` is "completed" or "diverged" (a NaN/inf loss stops the run, recorded).
     """
     from sqzdse import data as D
@@ -326,8 +377,8 @@ def train_and_evaluate(
     total_updates = max(1, math.ceil(tc.epochs * updates_per_epoch))
     n_epochs = math.ceil(total_updates / updates_per_epoch)
 
-    graphdef, state = create_train_state(cfg, tc, total_updates, updates_per_epoch)
-    train_step = make_train_step(graphdef, tc)
+    graphdef, state = create_train_state(cfg, tc, total_updates, updates_per_epoch, init_params=init_params, mask=mask)
+    train_step = make_train_step(graphdef, tc, mask)
     eval_step = make_eval_step(graphdef)
 
     manager = _checkpointer(workdir) if workdir else None
