@@ -174,6 +174,10 @@ def cmd_train(args) -> int:
         cfg = dataclasses.replace(cfg, stem=C.STEM_SMALL, conv10_pad=0)  # no preset named: fit the small input
     tc = train_config_from_args(args, cfg)
     print(f"training {cfg} on {ds.info.name} with {tc}", file=sys.stderr)
+    if args.dsd:
+        from sqzdse.compress import run_dsd
+
+        return run_dsd(args, cfg, tc, ds)
     r = train_and_evaluate(cfg, tc, args.workdir, dataset=ds, progress=not args.no_progress)
     r.pop("state")
     if args.json:
@@ -272,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Design-space exploration of SqueezeNet's Fire-module metaparameters (Iandola et al. 2016).",
     )
     sub = p.add_subparsers(dest="command", required=True)
+    from sqzdse.compress import add_compress_arguments, add_dsd_arguments, run_compress
 
     model = sub.add_parser("model", help="inspect a configuration").add_subparsers(dest="model_command", required=True)
     ms = model.add_parser(
@@ -311,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--workdir", help="where metrics, summary and checkpoints go (resumes a run found there)")
     tr.add_argument("--no-progress", action="store_true", help="no progress bar")
     tr.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_dsd_arguments(tr)
     tr.set_defaults(func=cmd_train)
 
     sw = sub.add_parser("sweep", help="Optuna sweeps over the design space: run, status, export")
@@ -347,6 +353,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     from sqzdse.plots import add_plot_arguments, run_plot
     from sqzdse.report import add_report_arguments, run_report
+
+    cp = sub.add_parser(
+        "compress",
+        help="Deep Compression of a trained run (or the released v1.0): prune, share weights, encode, report sizes",
+        description="Prune every conv by magnitude (default: the released model's per-layer densities), optionally "
+        "fine-tune with the mask held, share weights by k-means at --bits, store them sparsely with 4-bit relative "
+        "indices, optionally Huffman-code, write -o FILE and print the bytes per layer and part and the accuracy "
+        "before and after. Example: sqzdse compress runs/fmnist --bits 6 --huffman --finetune-epochs 1 -o fmnist.sqz",
+    )
+    add_compress_arguments(cp)
+    cp.set_defaults(func=run_compress)
 
     pl = sub.add_parser("plot", help="figures from sweep results: sr, pct3x3, frontier, bypass, edf, curves")
     add_plot_arguments(pl)

@@ -5,7 +5,9 @@ Plotting never trains (STYLE rule 8): everything here reads exported rows, one p
 chosen metric present are plotted; every figure says how many were plotted and how many skipped.
 
 Accuracies are stored as fractions and shown in percent; model size is ``bytes`` (float32 weights) in MiB,
-the unit in which the paper's "4.8MB" for SqueezeNet v1.0 is 1,248,424 x 4 / 2**20 = 4.76 (paper_numbers.json).
+the unit in which the paper's "4.8MB" for SqueezeNet v1.0 is 1,248,424 x 4 / 2**20 = 4.76 (paper_numbers.json),
+or, with ``size="compressed_bytes"`` (``--size compressed_bytes``), the Deep-Compression file a sweep with a
+``[compress]`` table recorded per trial (sqzdse.compress).
 
     sqzdse plot sr sweeps.csv -o sr.png --paper      # Figure 3a, this run beside the paper's anchor points
     sqzdse plot frontier a.json sqlite:///runs/b.db -o frontier.svg
@@ -34,9 +36,9 @@ if TYPE_CHECKING:
 
 # The export format of sqzdse.sweep, in its column order.
 FIELDS = ("study", "number", "state", "base_e", "incr_e", "freq", "pct3x3", "sr", "bypass", "seed", "params", "bytes",
-          "macs", "val_top1", "val_top5", "test_top1", "test_top5", "curve", "train_seconds", "compile_seconds",
-          "status", "reason", "version")  # fmt: skip
-INT_FIELDS = ("number", "base_e", "incr_e", "freq", "seed", "params", "bytes", "macs")
+          "compressed_bytes", "macs", "val_top1", "val_top5", "test_top1", "test_top5", "curve", "train_seconds",
+          "compile_seconds", "status", "reason", "version")  # fmt: skip
+INT_FIELDS = ("number", "base_e", "incr_e", "freq", "seed", "params", "bytes", "compressed_bytes", "macs")
 FLOAT_FIELDS = ("pct3x3", "sr", "val_top1", "val_top5", "test_top1", "test_top5", "train_seconds", "compile_seconds")
 METRICS = ("val_top1", "val_top5", "test_top1", "test_top5")
 KINDS = ("sr", "pct3x3", "frontier", "bypass", "edf", "curves")
@@ -48,6 +50,8 @@ FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
 PAPER_PROVENANCE = ("text", "derived")  # the only paper numbers a figure may show (reference/README.md)
 PAPER_LABEL = "paper (ImageNet top-5)"
 MIB = 2**20
+# size column -> what its MiB are of (axis labels)
+SIZES = {"bytes": "float32 weights", "compressed_bytes": "the compressed file"}
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _AXIS = {
     "sr": ("squeeze ratio SR = s1x1 / e", "a"),
@@ -233,10 +237,17 @@ def require_completed(rows: Sequence[dict], metric: str, what: str = "") -> tupl
     return kept, skipped
 
 
-def size_mib(row: dict) -> float | None:
-    """Model size in MiB of float32 weights (``bytes``; 4 x ``params`` where an export lacks bytes)."""
-    b = row.get("bytes")
-    if b is None and row.get("params") is not None:
+def check_size(size: str) -> None:
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
+
+
+def size_mib(row: dict, size: str = "bytes") -> float | None:
+    """Model size in MiB: of float32 weights (``bytes``; 4 x ``params`` where an export lacks bytes), or of the
+    compressed file (``compressed_bytes``; None where the sweep did not compress)."""
+    check_size(size)
+    b = row.get(size)
+    if b is None and size == "bytes" and row.get("params") is not None:
         b = 4 * row["params"]
     return None if b is None else b / MIB
 
@@ -452,7 +463,7 @@ def _study_names(rows: Sequence[dict]) -> str:
     return ", ".join(names[:4]) + (f" (+{len(names) - 4} more)" if len(names) > 4 else "")
 
 
-def _sweep_points(rows: Sequence[dict], param: str, metric: str):
+def _sweep_points(rows: Sequence[dict], param: str, metric: str, size: str = "bytes"):
     """Per value of `param`: (x, accuracies % per seed, mean size MiB)."""
     groups = defaultdict(list)
     for r in rows:
@@ -460,7 +471,7 @@ def _sweep_points(rows: Sequence[dict], param: str, metric: str):
     out = []
     for x in sorted(groups):
         acc = np.array([100.0 * r[metric] for r in groups[x]])
-        sizes = [size_mib(r) for r in groups[x] if size_mib(r) is not None]
+        sizes = [size_mib(r, size) for r in groups[x] if size_mib(r, size) is not None]
         out.append((x, acc, float(np.mean(sizes)) if sizes else float("nan")))
     return out
 
@@ -472,6 +483,7 @@ def plot_sweep(
     paper: bool = False,
     reference: str | os.PathLike | None = None,
     where: Mapping | None = None,
+    size: str = "bytes",
 ) -> Figure:
     """Accuracy (mean over trials, bars = min..max) and model size against one metaparameter (``sr`` or ``pct3x3``).
 
@@ -479,7 +491,9 @@ def plot_sweep(
       where: keep only rows with these values (e.g. ``{"pct3x3": 0.5}`` to hold the other axis fixed, as the
         paper does); metaparameters that still vary are named in the subtitle.
       paper: add a panel below with the paper's ImageNet numbers (``paper_fig3``), on axes of their own.
+      size: ``bytes`` (float32 weights) or ``compressed_bytes`` (``SIZES``) on the right axis.
     """
+    check_size(size)
     if param not in _AXIS:
         raise ValueError(f"plot_sweep: param={param!r}; choose one of {', '.join(_AXIS)}")
     xlabel, panel = _AXIS[param]
@@ -493,7 +507,7 @@ def plot_sweep(
         kept = [r for r in kept if r.get(param) is not None]
         if not kept:
             raise ValueError(f"no completed trials with a value of {param}")
-    pts = _sweep_points(kept, param, metric)
+    pts = _sweep_points(kept, param, metric, size)
     xs = np.array([p[0] for p in pts], dtype=float)
     means = np.array([p[1].mean() for p in pts])
     lo = means - np.array([p[1].min() for p in pts])
@@ -526,7 +540,7 @@ def plot_sweep(
     ax2.plot(
         xs, sizes, "s--", color=c_size, ms=5, lw=1.2, label="this run: mean model size (MiB, right axis)", gid="size"
     )
-    ax2.set_ylabel("model size (MiB of float32 weights)", color=c_size)
+    ax2.set_ylabel(f"model size (MiB of {SIZES[size]})", color=c_size)
     ax2.tick_params(axis="y", colors=c_size)
     ax2.set_ylim(bottom=0, top=max(sizes[np.isfinite(sizes)], default=1.0) * 1.15)
     ax.set_xticks(xs, [_short(x) for x in xs])
@@ -600,17 +614,27 @@ def _paper_panel(axp, panel: str, reference, xlabel: str) -> list:
 
 
 def plot_sr(
-    rows: Sequence[dict], metric: str = "val_top1", paper: bool = False, reference=None, where: Mapping | None = None
+    rows: Sequence[dict],
+    metric: str = "val_top1",
+    paper: bool = False,
+    reference=None,
+    where: Mapping | None = None,
+    size: str = "bytes",
 ) -> Figure:
     """The paper's Figure 3a: accuracy and model size vs squeeze ratio."""
-    return plot_sweep(rows, "sr", metric=metric, paper=paper, reference=reference, where=where)
+    return plot_sweep(rows, "sr", metric=metric, paper=paper, reference=reference, where=where, size=size)
 
 
 def plot_pct3x3(
-    rows: Sequence[dict], metric: str = "val_top1", paper: bool = False, reference=None, where: Mapping | None = None
+    rows: Sequence[dict],
+    metric: str = "val_top1",
+    paper: bool = False,
+    reference=None,
+    where: Mapping | None = None,
+    size: str = "bytes",
 ) -> Figure:
     """The paper's Figure 3b: accuracy and model size vs the share of 3x3 expand filters."""
-    return plot_sweep(rows, "pct3x3", metric=metric, paper=paper, reference=reference, where=where)
+    return plot_sweep(rows, "pct3x3", metric=metric, paper=paper, reference=reference, where=where, size=size)
 
 
 def group_by_study(rows_by_study) -> dict[str, list[dict]]:
@@ -623,7 +647,9 @@ def group_by_study(rows_by_study) -> dict[str, list[dict]]:
     return dict(groups)
 
 
-def plot_frontier(rows_by_study, metric: str = "val_top1", annotate: bool = True, max_labels: int = 40) -> Figure:
+def plot_frontier(
+    rows_by_study, metric: str = "val_top1", annotate: bool = True, max_labels: int = 40, size: str = "bytes"
+) -> Figure:
     """Accuracy vs model size (log) of every completed trial; per study the Pareto front as a step line.
 
     Args:
@@ -631,7 +657,9 @@ def plot_frontier(rows_by_study, metric: str = "val_top1", annotate: bool = True
       annotate: number the front points and name their metaparameters (``trial_label``) in a key beside the
         axes; labels next to the points would overlap wherever the front is dense.
       max_labels: key lines at most (the rest are counted, not named).
+      size: ``bytes`` (float32 weights) or ``compressed_bytes`` (``SIZES``) on the x axis.
     """
+    check_size(size)
     groups = group_by_study(rows_by_study)
     if not any(groups.values()):
         raise ValueError("no trial rows to plot")
@@ -644,14 +672,14 @@ def plot_frontier(rows_by_study, metric: str = "val_top1", annotate: bool = True
     n_kept, skipped_all, fronts = 0, Counter(), []
     for i, (name, rows) in enumerate(groups.items()):
         kept, skipped = completed(rows, metric)
-        sized = [r for r in kept if size_mib(r) is not None]
-        skipped["no size"] += len(kept) - len(sized)
+        sized = [r for r in kept if size_mib(r, size) is not None]
+        skipped[f"no {size}"] += len(kept) - len(sized)
         skipped_all.update(skipped)
         n_kept += len(sized)
         if not sized:
             continue
         color = f"C{i % 10}"
-        x = np.array([size_mib(r) for r in sized])
+        x = np.array([size_mib(r, size) for r in sized])
         y = np.array([100.0 * r[metric] for r in sized])
         front = pareto_front(np.column_stack([y, x]))
         ax.scatter(
@@ -670,11 +698,11 @@ def plot_frontier(rows_by_study, metric: str = "val_top1", annotate: bool = True
         fronts.append((name, color, [(sized[k], x[k], y[k]) for k in front]))
     if n_kept == 0:
         why = ", ".join(f"{n} {s}" for s, n in skipped_all.most_common() if n > 0)
-        raise ValueError(f"no completed trials with {metric} and a model size ({why})")
+        raise ValueError(f"no completed trials with {metric} and {size} ({why})")
     ax.set_xscale("log")
     ax.margins(x=0.08, y=0.1)
     _log_ticks(ax)
-    ax.set_xlabel("model size (MiB of float32 weights, log scale)")
+    ax.set_xlabel(f"model size (MiB of {SIZES[size]}, log scale)")
     ax.set_ylabel(metric_label(metric))
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="best", fontsize=8, framealpha=0.9)
@@ -742,8 +770,11 @@ def _log_ticks(ax) -> None:
     ax.tick_params(axis="x", which="minor", labelsize=8)
 
 
-def plot_bypass(rows: Sequence[dict], metric: str = "val_top1", where: Mapping | None = None) -> Figure:
+def plot_bypass(
+    rows: Sequence[dict], metric: str = "val_top1", where: Mapping | None = None, size: str = "bytes"
+) -> Figure:
     """The paper's Table 3 as a picture: vanilla / simple / complex bypass, per-seed points, mean and min-max."""
+    check_size(size)
     rows = _filter(rows, where)
     kept, skipped = require_completed(rows, metric)
     groups = {b: [r for r in kept if r.get("bypass") == b] for b in BYPASS_ORDER}
@@ -781,19 +812,19 @@ def plot_bypass(rows: Sequence[dict], metric: str = "val_top1", where: Mapping |
             fontsize=8,
             color=f"C{i}",
         )
-        sizes = sorted({round(s, 2) for s in (size_mib(r) for r in g) if s is not None})
-        size = (
+        sizes = sorted({round(s, 2) for s in (size_mib(r, size) for r in g) if s is not None})
+        size_text = (
             "size ?"
             if not sizes
             else f"{sizes[0]:.2f} MiB"
             if len(sizes) == 1
             else f"{sizes[0]:.2f}-{sizes[-1]:.2f} MiB"
         )
-        ticks.append(f"{BYPASS_NAMES.get(b, b)}\n{size}\n{len(acc)} trial{'s' if len(acc) != 1 else ''}")
+        ticks.append(f"{BYPASS_NAMES.get(b, b)}\n{size_text}\n{len(acc)} trial{'s' if len(acc) != 1 else ''}")
     ax.set_xticks(range(len(groups)), ticks)
     ax.set_xlim(-0.7, len(groups) - 0.3)
     ax.set_ylabel(metric_label(metric))
-    ax.set_xlabel("macroarchitecture (Section 6); model size of float32 weights")
+    ax.set_xlabel(f"macroarchitecture (Section 6); model size of {SIZES[size]}")
     ax.grid(alpha=0.3, axis="y")
     note = count_note(len(kept), skipped) + "; diamond: mean, bars: min-max, dots: one trial each"
     vary = _varying(kept, ("bypass", "seed"))
@@ -804,23 +835,30 @@ def plot_bypass(rows: Sequence[dict], metric: str = "val_top1", where: Mapping |
 
 
 def plot_edf(
-    rows: Sequence[dict], by: str = "study", normalize: bool = False, metric: str = "val_top1", bins: int = 10
+    rows: Sequence[dict],
+    by: str = "study",
+    normalize: bool = False,
+    metric: str = "val_top1",
+    bins: int = 10,
+    size: str = "bytes",
 ) -> Figure:
     """Error EDFs (Radosavovic et al. 2019): one curve per study or per value of a metaparameter.
 
     Args:
       by: ``study`` or a metaparameter column (``bypass``, ``sr``, ``pct3x3``, ...).
-      normalize: weight models so every curve has the same distribution of model size (``size_weights``).
+      normalize: weight models so every curve has the same distribution of model size (``size_weights``), the
+        size being ``bytes`` or ``compressed_bytes``.
     """
+    check_size(size)
     if by not in BY_CHOICES:
         raise ValueError(f"plot_edf: by={by!r}; choose one of {', '.join(BY_CHOICES)}")
     kept, skipped = require_completed(rows, metric)
     if normalize:
-        sized = [r for r in kept if size_mib(r) is not None]
-        skipped["no size"] += len(kept) - len(sized)
+        sized = [r for r in kept if size_mib(r, size) is not None]
+        skipped[f"no {size}"] += len(kept) - len(sized)
         kept = sized
         if not kept:
-            raise ValueError("normalize: no completed trial has a model size")
+            raise ValueError(f"normalize: no completed trial has {size}")
     groups = defaultdict(list)
     for r in kept:
         groups[r.get(by)].append(r)
@@ -828,7 +866,7 @@ def plot_edf(
     errors = {k: np.array([100.0 * (1.0 - r[metric]) for r in groups[k]]) for k in keys}
     weights = {k: None for k in keys}
     if normalize:
-        sizes = [size_mib(r) for k in keys for r in groups[k]]
+        sizes = [size_mib(r, size) for k in keys for r in groups[k]]
         names = [_group_name(by, k) for k in keys for _ in groups[k]]
         w = size_weights(sizes, names, bins=bins)
         split = np.cumsum([len(groups[k]) for k in keys])[:-1]
@@ -951,22 +989,24 @@ def make_plot(
     paper: bool = False,
     reference=None,
     bins: int = 10,
+    size: str = "bytes",
 ) -> Figure:
     """The figure of one KIND (``KINDS``) from rows; options that do not apply to the kind are ignored, except
-    ``paper``, which only ``sr`` and ``pct3x3`` can draw."""
+    ``paper``, which only ``sr`` and ``pct3x3`` can draw. `size` (``SIZES``) is the model size shown."""
     check_metric(metric)
+    check_size(size)
     if kind not in KINDS:
         raise ValueError(f"unknown plot kind {kind!r}; choose one of {', '.join(KINDS)}")
     if paper and kind not in ("sr", "pct3x3"):
         raise ValueError(f"--paper: the paper's anchor points exist for sr and pct3x3 plots only, not {kind}")
     if kind in ("sr", "pct3x3"):
-        return plot_sweep(rows, kind, metric=metric, paper=paper, reference=reference)
+        return plot_sweep(rows, kind, metric=metric, paper=paper, reference=reference, size=size)
     if kind == "frontier":
-        return plot_frontier(rows, metric=metric)
+        return plot_frontier(rows, metric=metric, size=size)
     if kind == "bypass":
-        return plot_bypass(rows, metric=metric)
+        return plot_bypass(rows, metric=metric, size=size)
     if kind == "edf":
-        return plot_edf(rows, by=by, normalize=normalize, metric=metric, bins=bins)
+        return plot_edf(rows, by=by, normalize=normalize, metric=metric, bins=bins, size=size)
     return plot_curves(rows, metric=metric)
 
 
@@ -1029,6 +1069,13 @@ def add_plot_arguments(p) -> None:
         "../shared/reference beside the repository)",
     )
     p.add_argument("--study", action="append", help="only this study (repeatable)")
+    p.add_argument(
+        "--size",
+        default="bytes",
+        choices=tuple(SIZES),
+        help="model size shown: bytes (float32 weights, default) or compressed_bytes (the Deep-Compression file "
+        "of a sweep with a [compress] table)",
+    )
 
 
 def run_plot(args) -> int:
@@ -1045,6 +1092,7 @@ def run_plot(args) -> int:
         paper=args.paper,
         reference=args.reference,
         bins=args.bins,
+        size=args.size,
     )
     save_figure(fig, out)
     print(f"wrote {out}")

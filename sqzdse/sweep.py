@@ -36,7 +36,9 @@ SAMPLERS = ("grid", "random", "tpe", "nsga2")
 PRUNERS = ("none", "median", "hyperband")
 # objective -> direction
 OBJECTIVES = {"val_top1": "maximize", "val_top5": "maximize", "bytes": "minimize", "params": "minimize",
-              "macs": "minimize"}  # fmt: skip
+              "macs": "minimize", "compressed_bytes": "minimize"}  # fmt: skip
+# [compress]: how a trial's compressed_bytes is measured (sqzdse.compress.compressed_size, no fine-tuning).
+COMPRESS_DEFAULTS = {"bits": 6, "density": "released", "huffman": True}
 TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
 DEFAULT_RUNS = "runs"
 
@@ -93,6 +95,7 @@ class SweepSpec:
     heartbeat_interval: int = 10
     grace_period: int = 120
     max_retry: int = 3
+    compress: dict | None = None  # bits, density, huffman: record compressed_bytes per trial (COMPRESS_DEFAULTS)
     source: str = ""
 
     @property
@@ -128,7 +131,7 @@ def load_spec(path: str) -> SweepSpec:
 
 
 def parse_spec(raw: dict, source: str = "") -> SweepSpec:
-    allowed = {"study", "model", "space", "train"}
+    allowed = {"study", "model", "space", "train", "compress"}
     for key in raw:
         if key not in allowed:
             _fail(key, f"unknown section; allowed: {', '.join(sorted(allowed))}")
@@ -183,6 +186,8 @@ def parse_spec(raw: dict, source: str = "") -> SweepSpec:
     for key in train:
         if key not in TRAIN_KEYS or key == "seed":
             _fail(f"train.{key}", f"unknown; allowed: {', '.join(sorted(TRAIN_KEYS - {'seed'}))} (seeds go in [study])")
+    if "compress" in raw or "compressed_bytes" in kw.get("objectives", ()):
+        kw["compress"] = _compress_settings(raw.get("compress", {}))
     spec = SweepSpec(name=name, preset=preset, model=model, space=tuple(space), train=train, source=source, **kw)
 
     if spec.sampler == "grid":
@@ -199,6 +204,29 @@ def parse_spec(raw: dict, source: str = "") -> SweepSpec:
     except C.ConfigError as e:
         raise SpecError(f"{source or 'sweep'}: {e}") from None
     return spec
+
+
+def _compress_settings(raw) -> dict:
+    """[compress]: bits (2-8), density ("released" or a fraction in (0, 1]), huffman (true/false)."""
+    from sqzdse.compress import check_bits, parse_density
+
+    if not isinstance(raw, dict):
+        _fail("compress", 'a table: bits = 6, density = "released" | 0.4, huffman = true')
+    for key in raw:
+        if key not in COMPRESS_DEFAULTS:
+            _fail(f"compress.{key}", f"unknown; allowed: {', '.join(COMPRESS_DEFAULTS)}")
+    out = {**COMPRESS_DEFAULTS, **raw}
+    try:
+        check_bits(out["bits"])
+    except ValueError as e:
+        _fail("compress.bits", str(e))
+    try:
+        parse_density(out["density"])
+    except ValueError as e:
+        _fail("compress.density", str(e))
+    if not isinstance(out["huffman"], bool):
+        _fail("compress.huffman", f"{out['huffman']!r}: true or false")
+    return out
 
 
 def _dim(key: str, value) -> Dim:
@@ -464,7 +492,11 @@ def _run_trial(spec: SweepSpec, trial, dataset, runs_dir: str, progress: bool, l
                         raise optuna.TrialPruned(f"pruned after epoch {record['epoch']}")
 
             r = train_and_evaluate(cfg, tc, workdir, dataset=dataset, on_epoch=on_epoch, progress=progress)
-            r.pop("state")
+            state = r.pop("state")
+            if spec.compress and r["status"] == "completed":
+                from sqzdse.compress import compressed_size
+
+                r["compressed_bytes"] = compressed_size(cfg, state[1].params, **spec.compress)
             results.append(r)
             if r["status"] != "completed":
                 return _record_failure(trial, r["status"], r["reason"], log, r)
@@ -475,6 +507,8 @@ def _run_trial(spec: SweepSpec, trial, dataset, runs_dir: str, progress: bool, l
     except Exception as e:  # a broken trial is a recorded failure, never a dead sweep
         return _record_failure(trial, "failed", f"{type(e).__name__}: {e}", log)
     agg = {k: float(np.mean([r[k] for r in results])) for k in ("val_top1", "val_top5", "test_top1", "test_top5")}
+    if spec.compress:  # seeds compress to slightly different sizes: their mean
+        agg["compressed_bytes"] = int(round(np.mean([r["compressed_bytes"] for r in results])))
     for k, v in agg.items():
         trial.set_user_attr(k, v)
     trial.set_user_attr("curve", [h["val_top1"] for h in results[0]["history"]])
@@ -500,9 +534,9 @@ def _record_failure(trial, status: str, reason: str, log, result: dict | None = 
 # --------------------------------------------------------------------------- collect
 
 
-ROW_KEYS = ("study", "number", "state", *METAPARAMETERS, "seed", "params", "bytes", "macs", "val_top1", "val_top5",
-            "test_top1", "test_top5", "curve", "train_seconds", "compile_seconds", "status", "reason", "dataset",
-            "version")  # fmt: skip
+ROW_KEYS = ("study", "number", "state", *METAPARAMETERS, "seed", "params", "bytes", "compressed_bytes", "macs",
+            "val_top1", "val_top5", "test_top1", "test_top5", "curve", "train_seconds", "compile_seconds", "status",
+            "reason", "dataset", "version")  # fmt: skip
 
 
 def export_rows(storage_url: str, study_name: str | None = None) -> list[dict]:

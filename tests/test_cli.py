@@ -104,3 +104,13 @@ def test_sweep_workers_get_disjoint_cores(monkeypatch, tmp_path):
     assert [env["SQZDSE_CPUS"] for _, env in started] == [",".join(map(str, c)) for c in worker_cpus(2)]
     assert all(argv[argv.index("--workers") + 1] == "1" for argv, _ in started)
     assert main(["sweep", "run", str(spec), "--workers", "0"]) == 2
+
+
+def test_compress_and_dsd_are_on_the_command_line(capsys):
+    for argv in (["compress", "--help"], ["train", "--help"]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert all(flag in out for flag in ("--pretrained", "--bits", "--huffman", "--finetune-epochs", "--dsd",
+                                        "--dsd-density", "--dsd-phases", "--dsd-redense-lr"))  # fmt: skip

@@ -347,6 +347,27 @@ def test_frontier_marks_and_names_the_pareto_front(rows):
     )
 
 
+def test_plots_against_compressed_size(rows):
+    fig3a = [dict(r, compressed_bytes=r["bytes"] // 12) for r in _study(rows, "fig3a")]
+    fig3a[0]["compressed_bytes"] = None  # a trial the sweep did not compress
+    assert P.size_mib(fig3a[1], "compressed_bytes") == fig3a[1]["bytes"] // 12 / 2**20
+    ax = P.plot_frontier(fig3a, size="compressed_bytes").axes[0]
+    (dots,) = [c for c in ax.collections if c.get_gid() == "trials:fig3a"]
+    kept = [r for r in fig3a if r["state"] == "COMPLETE" and r["compressed_bytes"] is not None]
+    assert sorted(dots.get_offsets()[:, 0]) == pytest.approx(sorted(r["compressed_bytes"] / 2**20 for r in kept))
+    assert "compressed file" in ax.get_xlabel() and "1 no compressed_bytes" in ax.get_title()
+    ax = P.make_plot("sr", fig3a, size="compressed_bytes").axes[1]
+    (line,) = [ln for ln in ax.lines if ln.get_gid() == "size"]
+    assert "compressed file" in ax.get_ylabel() and max(line.get_ydata()) < 4 * _params(1.0, 0.5) / 12 / 2**20 + 1e-9
+    table3 = [dict(r, compressed_bytes=100_000) for r in _study(rows, "table3")]
+    ticks = [t.get_text() for t in P.plot_bypass(table3, size="compressed_bytes").axes[0].get_xticklabels()]
+    assert all(f"{100_000 / 2**20:.2f} MiB" in t for t in ticks)
+    with pytest.raises(ValueError, match="unknown size 'kb'"):
+        P.plot_frontier(fig3a, size="kb")
+    args = _plot_parser().parse_args(["bypass", "x.csv", "-o", "x.png", "--size", "compressed_bytes"])
+    assert args.size == "compressed_bytes"
+
+
 def test_bypass_plot_is_table3(rows):
     fig = P.plot_bypass(_study(rows, "table3"))
     ax = fig.axes[0]

@@ -196,6 +196,48 @@ def test_invalid_sweep_file_names_the_key(patch, message):
     assert message in str(e.value)
 
 
+def test_compressed_bytes_objective(ds, tmp_path):
+    """A trial records the size of its trained weights Deep-Compressed ([compress], no fine-tuning)."""
+    raw = json.loads(json.dumps(TINY_SPEC))
+    raw["study"]["objectives"] = ["val_top1", "compressed_bytes"]
+    raw["space"] = {"sr": [0.25]}
+    raw["compress"] = {"bits": 4}
+    s = S.parse_spec(raw)
+    assert s.compress == {"bits": 4, "density": "released", "huffman": True}
+    assert s.directions == ["maximize", "minimize"]
+    url = f"sqlite:///{tmp_path}/c.db"
+    assert S.run_worker(s, url, runs_dir=str(tmp_path), dataset=ds, log=lambda *_: None) == 1
+    (row,) = S.export_rows(url)
+    assert row["state"] == "COMPLETE" and 0 < row["compressed_bytes"] < row["bytes"] / 4
+    import optuna
+
+    (trial,) = optuna.load_study(study_name="tiny", storage=url).trials
+    assert trial.values == [row["val_top1"], row["compressed_bytes"]]
+    out = io.StringIO()
+    S.write_rows([row], "csv", out)
+    assert "compressed_bytes" in out.getvalue().splitlines()[0].split(",")
+    # The objective alone brings the default settings; no [compress] and no objective: nothing is compressed.
+    del raw["compress"]
+    assert S.parse_spec(raw).compress == S.COMPRESS_DEFAULTS and spec().compress is None
+
+
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        ({"bits": 9}, "compress.bits: bits=9: must be an integer from 2 to 8"),
+        ({"density": 1.5}, "compress.density: density=1.5"),
+        ({"huffman": "yes"}, "compress.huffman: 'yes': true or false"),
+        ({"level": 3}, "compress.level: unknown; allowed: bits, density, huffman"),
+    ],
+)
+def test_invalid_compress_table_names_the_key(table, message):
+    raw = json.loads(json.dumps(TINY_SPEC))
+    raw["compress"] = table
+    with pytest.raises(S.SpecError) as e:
+        S.parse_spec(raw)
+    assert message in str(e.value)
+
+
 def test_invalid_toml_file(tmp_path, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text("[study]\nname = \n")
