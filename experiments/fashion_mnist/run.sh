@@ -5,7 +5,7 @@
 # experiment, one worker per core (taskset: XLA sizes its thread pool from the affinity mask):
 # core 0 takes squeeze_ratio then helps with bypass, core 1 takes pct3x3 then bypass. Killed or
 # interrupted, the same command continues: finished trials are kept, a dead worker's trial is retried.
-# Then it exports every trial and draws the figures.
+# Then it exports every trial, writes a report page per study and draws the figures.
 #
 #   bash experiments/fashion_mnist/run.sh          # from the repository root, after bash setup.sh
 set -euo pipefail
@@ -28,6 +28,7 @@ echo "sweeps: $(( $(date +%s) - start )) s wall"
 
 for s in squeeze_ratio pct3x3 bypass; do
     sqzdse sweep export --storage "$store" --study "$s" --format csv -o "$here/$s.csv"
+    sqzdse report "$store" --study "$s" -o "$here/report_$s.md"
 done
 sqzdse plot sr "$store" --study squeeze_ratio -o "$here/squeeze_ratio.png" --paper
 sqzdse plot pct3x3 "$store" --study pct3x3 -o "$here/pct3x3.png" --paper
