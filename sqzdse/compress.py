@@ -734,7 +734,7 @@ def compress_model(
     measure("trained", params)
     pruned, masks, mask_tree = prune(cfg, params, density)
     measure("pruned", pruned)
-    if finetune_epochs:
+    if finetune_epochs:  # both fine-tunings: finetune_epochs at finetune_lr x the run's rate
         ft = dataclasses.replace(tc, epochs=float(finetune_epochs), lr=tc.lr * finetune_lr)
         r = T.train_and_evaluate(cfg, ft, None, dataset=dataset, progress=progress, init_params=pruned, mask=mask_tree)
         if r["status"] != "completed":
@@ -744,7 +744,6 @@ def compress_model(
     layers = share_weights(caffe_weights(cfg, pruned), masks, bits)
     measure("quantised", with_caffe_weights(pruned, decoded_weights(layers)))
     if finetune_epochs:
-        ft = dataclasses.replace(tc, epochs=float(finetune_epochs), lr=tc.lr * finetune_lr)
         layers = finetune_centroids(ft, graphdef, pruned, layers, dataset, epochs=finetune_epochs, progress=progress)
         measure("quantised + fine-tuned", with_caffe_weights(pruned, decoded_weights(layers)))
     # params: the pruned (and fine-tuned) float parameters, biases included, that the layers were shared from
