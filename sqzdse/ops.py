@@ -21,6 +21,13 @@ Why (benchmarks/README.md has the measurements, 2 cores, batch 128):
   ``sqzdse.runtime.configure_cpu`` has kept them (``cse_barrier_expander``
   disabled); without it the ops are as correct, only slower.
 
+* bfloat16 (a layer dtype of bfloat16): only the matrix products take bf16 operands,
+  accumulating in fp32 (YNNPACK's avx512_bf16 kernels, ~2x the fp32 rate). XLA:CPU widens
+  every bf16 pad, slice or concatenation to fp32 and back, so im2col moves the operands'
+  uint16 bits (``bf16_bits``); and a transposed bf16 kernel must be stored row-major, or
+  XLA makes the product a transposed-operand dot that it then runs in fp32 on unrounded
+  operands (``_row_major``).
+
 The network keeps NHWC at its edges: ``to_chwn`` on the input, ``.T`` on the
 pooled (classes, N) scores. Kernels stay HWIO, so parameters and Caffe weights
 are unchanged.
@@ -33,6 +40,7 @@ import functools
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.experimental.layout import Layout, with_layout_constraint
 
 from sqzdse.plan import POOL_KERNEL, POOL_STRIDE
 
@@ -76,21 +84,28 @@ def max_pool_ceil_reference(x: jax.Array) -> jax.Array:
 
 
 def _pool_taps(x: jax.Array):
-    """The nine window taps, each (A, ho, wo, B), in row-major window order."""
+    """The nine window taps, each (A, ho, wo, B), in row-major window order.
+
+    A tap that runs into Caffe's ceil-mode overhang (one row or column past the edge) is
+    padded with -inf on its own, not the whole input first: XLA then fuses each tap into its
+    consumer instead of materialising a padded copy of x.
+    """
     a, h, w, b = x.shape
-    ph, pw = _ceil_pad(h), _ceil_pad(w)
-    ho, wo = (h + ph - POOL_KERNEL) // POOL_STRIDE + 1, (w + pw - POOL_KERNEL) // POOL_STRIDE + 1
-    xp = jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), constant_values=-jnp.inf)
-    return [
-        lax.slice(
-            xp,
+    ho, wo = h + _ceil_pad(h) - POOL_KERNEL, w + _ceil_pad(w) - POOL_KERNEL
+    ho, wo = ho // POOL_STRIDE + 1, wo // POOL_STRIDE + 1
+
+    def tap(di, dj):
+        nh = min(ho, (h - 1 - di) // POOL_STRIDE + 1)  # window rows whose tap row lies inside x
+        nw = min(wo, (w - 1 - dj) // POOL_STRIDE + 1)
+        t = lax.slice(
+            x,
             (0, di, dj, 0),
-            (a, di + POOL_STRIDE * (ho - 1) + 1, dj + POOL_STRIDE * (wo - 1) + 1, b),
+            (a, di + POOL_STRIDE * (nh - 1) + 1, dj + POOL_STRIDE * (nw - 1) + 1, b),
             (1, POOL_STRIDE, POOL_STRIDE, 1),
         )
-        for di in range(POOL_KERNEL)
-        for dj in range(POOL_KERNEL)
-    ]
+        return jnp.pad(t, ((0, 0), (0, ho - nh), (0, wo - nw), (0, 0)), constant_values=-jnp.inf)
+
+    return [tap(di, dj) for di in range(POOL_KERNEL) for dj in range(POOL_KERNEL)]
 
 
 def _pool_with_winner(x: jax.Array):
@@ -211,6 +226,41 @@ def _matmul(a: jax.Array, b: jax.Array, contract: tuple[int, int]) -> jax.Array:
     return lax.dot_general(a, b, (((contract[0],), (contract[1],)), ((), ())), preferred_element_type=jnp.float32)
 
 
+def bf16_bits(x: jax.Array) -> jax.Array:
+    """float32 -> bfloat16, rounded to nearest even, returned as its uint16 bit pattern.
+
+    Equal bit for bit to ``x.astype(jnp.bfloat16)`` (a NaN becomes the canonical quiet NaN of its sign), but computed with
+    integer ops: XLA:CPU has no bfloat16 arithmetic and widens every bfloat16 pad, slice or
+    concatenate to float32 between conversions, whereas uint16 data moves as it is. im2col
+    on these bits moves half the bytes of float32; ``lax.bitcast_convert_type`` turns them
+    into bfloat16 for the matrix product (fused into the producer, or one copy after im2col).
+    """
+    u = lax.bitcast_convert_type(x.astype(jnp.float32), jnp.uint32)
+    rounded = (u + (jnp.uint32(0x7FFF) + ((u >> 16) & 1))) >> 16
+    nan = ((u >> 16) & 0x8000) | 0x7FC0  # the canonical quiet NaN, sign kept
+    return jnp.where(jnp.isnan(x), nan, rounded).astype(jnp.uint16)
+
+
+def _bits(x: jax.Array, compute: str) -> jax.Array:
+    """x in the products' operand dtype, as stored for moving it around: bfloat16 as its uint16 bits."""
+    return bf16_bits(x) if compute == "bfloat16" else x.astype(compute)
+
+
+def _operand(x: jax.Array) -> jax.Array:
+    """Stored bits -> the product's operand (a bitcast; fused into the producer where there is one)."""
+    return lax.bitcast_convert_type(x, jnp.bfloat16) if x.dtype == jnp.uint16 else x
+
+
+def _row_major(x: jax.Array) -> jax.Array:
+    """x stored row-major, so that a transpose above it is a real copy, not a layout change.
+
+    Otherwise XLA gives the transposed kernel a column-major layout and the product becomes a
+    transposed-operand dot, which XLA:CPU's libraries do not take in bfloat16: it would
+    convert both operands to float32.
+    """
+    return with_layout_constraint(x, Layout(tuple(range(x.ndim))))
+
+
 def _is_pointwise(kh, kw, stride, padding) -> bool:
     return (kh, kw, *stride) == (1, 1, 1, 1) and not any(padding[0] + padding[1])
 
@@ -223,12 +273,11 @@ def _conv(x, kernel, stride, padding, compute):
 def _conv_fwd(x, kernel, stride, padding, compute):
     kh, kw, cin, cout = kernel.shape
     c, h, w, n = x.shape
-    xc = x.astype(compute)
     if _is_pointwise(kh, kw, stride, padding):
-        cols = xc.reshape(c, h * w * n)
-    else:
-        cols = _im2col(fence(xc), kh, kw, stride, padding)
-    wt = fence(kernel.astype(compute).reshape(kh * kw * cin, cout).T)  # (cout, K): keeps the product a plain GEMM
+        cols = _operand(_bits(x, compute)).reshape(c, h * w * n)
+    else:  # im2col moves uint16 bits: XLA:CPU would widen a bfloat16 pad, slice or stack to float32
+        cols = _operand(_im2col(fence(_bits(x, compute)), kh, kw, stride, padding))
+    wt = _row_major(fence(_operand(_bits(kernel, compute)).reshape(kh * kw * cin, cout).T))  # (cout, K): plain GEMM
     ho, wo = _out_size(h, kh, stride[0], padding[0]), _out_size(w, kw, stride[1], padding[1])
     y = _matmul(wt, cols, (1, 0)).reshape(cout, ho, wo, n).astype(x.dtype)
     return y, (cols, kernel, x.shape)
@@ -237,10 +286,10 @@ def _conv_fwd(x, kernel, stride, padding, compute):
 def _conv_bwd(stride, padding, compute, res, g):
     cols, kernel, x_shape = res
     kh, kw, cin, cout = kernel.shape
-    g2 = fence(g.astype(compute)).reshape(cout, -1)
+    g2 = fence(_operand(_bits(g, compute))).reshape(cout, -1)
     # (K, P) x (cout, P) contracted over P: the weight gradient in HWIO order, an NT GEMM.
     dw = _matmul(cols, g2, (1, 1)).reshape(kernel.shape).astype(kernel.dtype)
-    dcols = _matmul(kernel.astype(compute).reshape(kh * kw * cin, cout), g2, (1, 0))
+    dcols = _matmul(_operand(_bits(kernel, compute)).reshape(kh * kw * cin, cout), g2, (1, 0))
     if _is_pointwise(kh, kw, stride, padding):
         dx = dcols.reshape(x_shape)
     else:

@@ -1,6 +1,7 @@
 """sqzdse.ops: the pool's forward and gradient equal the reduce_window reference exactly; convs match lax."""
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -182,6 +183,46 @@ def test_conv2d_bfloat16_products_stay_close_to_float32():
     np.testing.assert_allclose(v16, v32, rtol=0.05, atol=0.5)
     for a, b in zip(g16, g32, strict=True):
         np.testing.assert_allclose(a, b, rtol=0.05, atol=0.05 * float(np.abs(b).max()))
+
+
+def test_bf16_bits_is_xlas_rounding_bit_for_bit():
+    rng = np.random.default_rng(11)
+    special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, 3.4e38, -3.4e38, 1e-45, 1e-39], np.float32)
+    ties = (np.arange(1, 4097, dtype=np.uint32) << 16 | 0x8000).view(np.float32)  # exactly halfway: to even
+    anything = rng.integers(0, 2**32, 200_000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    x = np.concatenate([special, ties, anything, -ties])
+    bits = np.asarray(jax.jit(ops.bf16_bits)(x))
+    assert bits.dtype == np.uint16
+    ref = np.asarray(jnp.asarray(x).astype(jnp.bfloat16)).view(np.uint16)
+    np.testing.assert_array_equal(bits, ref)
+
+
+def test_conv2d_bfloat16_multiplies_bfloat16_operands():
+    # The forward product must see bf16-rounded operands (accumulated in f32), not the f32 ones:
+    # XLA:CPU once silently upcast a transposed bf16 kernel and cancelled the rounding.
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((8, 9, 9, 4)).astype(np.float32)
+    kernel = rng.standard_normal((3, 3, 8, 16)).astype(np.float32) / 9
+    got = np.asarray(jax.jit(lambda x, k: ops.conv2d(x, k, padding=1, compute_dtype=jnp.bfloat16))(x, kernel))
+    round16 = lambda a: np.asarray(jnp.asarray(a).astype(jnp.bfloat16).astype(jnp.float32))
+    exact = lambda x, k: np.asarray(ops.conv2d(jnp.asarray(x), jnp.asarray(k), padding=1))
+    np.testing.assert_allclose(got, exact(round16(x), round16(kernel)), rtol=1e-5, atol=1e-5)
+    assert np.abs(got - exact(x, kernel)).max() > 1e-3  # the rounding is visible, so the check above has teeth
+
+
+def test_conv2d_bfloat16_gemms_stay_bfloat16_in_the_compiled_step():
+    # Every matrix product of a bf16 conv's forward and backward pass takes bf16 operands
+    # (twice the fp32 GEMM rate on avx512_bf16); none is converted back to f32 by XLA.
+    x = jnp.ones((8, 9, 9, 4))
+    loss = lambda x, k, p: jnp.sum(jnp.sin(ops.conv2d(x, k, padding=p, compute_dtype=jnp.bfloat16)))
+    for kernel, pad in ((jnp.ones((3, 3, 8, 16)), 1), (jnp.ones((1, 1, 8, 16)), 0)):
+        hlo = jax.jit(jax.grad(loss, argnums=(0, 1)), static_argnums=2).lower(x, kernel, pad).compile().as_text()
+        dots = re.findall(r"\n\s*(?:ROOT )?%\S+ = (\w+)\[[^\n]*? dot\(([^)]*)\)", hlo)
+        assert len(dots) == 3, hlo[-3000:]
+        for _, operands in dots:
+            for name in re.findall(r"%([\w.\-]+)", operands):
+                decl = re.search(rf"%{re.escape(name)} = (\w+)\[", hlo)
+                assert decl and decl.group(1) == "bf16", (name, decl and decl.group(1))
 
 
 def test_configure_cpu_appends_and_keeps_the_users_flags(monkeypatch):
