@@ -255,9 +255,9 @@ def worker_main(args) -> None:
 
 
 class Proc:
-    def __init__(self, name: str, argv: list[str]):
+    def __init__(self, name: str, argv: list[str], env: dict | None = None):
         self.name = name
-        self.p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
 
     def ask(self, cmd: str | None = None) -> dict:
         if cmd is not None:
@@ -308,8 +308,10 @@ def summarize(rounds: list[list[float]], batch: int) -> dict:
 def run_shape(args, shape: str, forms: list[str]) -> dict:
     base = [sys.executable, __file__, "--inputs", shape, "--batch", str(args.batch), "--threads", str(args.threads)]
     base += ["--warmup", str(args.warmup), "--dtype", args.dtype]
-    procs = [Proc(f, base + ["--worker", f]) for f in forms]
-    info = {p.name: p.ask() for p in procs}  # start-up, compile and warm-up, all at once
+    procs, info = [], {}
+    for f in forms:  # one at a time, so that no compile time is measured on shared cores
+        procs.append(Proc(f, base + ["--worker", f]))
+        info[f] = procs[-1].ask()
     train = {p.name: [] for p in procs}
     evals = {p.name: [] for p in procs}
     # Load from other processes: CPU time the machine spent busy, less this benchmark's own.

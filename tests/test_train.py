@@ -55,9 +55,10 @@ def params_of(result):
     return jax.tree.leaves(result["state"][1].params)
 
 
-def test_step_learns_a_fixed_batch(ds):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_step_learns_a_fixed_batch(ds, dtype):
     cfg = tiny()
-    tc = T.TrainConfig(batch_size=32, lr=3e-3, schedule="constant", warmup_epochs=0, init="msra")
+    tc = T.TrainConfig(batch_size=32, lr=3e-3, schedule="constant", warmup_epochs=0, init="msra", dtype=dtype)
     graphdef, state = T.create_train_state(cfg, tc, total_steps=40, steps_per_epoch=40)
     step = T.make_train_step(graphdef, tc)
     x, y = next(ds.batches("train", 32, seed=0, train=False))
