@@ -229,8 +229,8 @@ def _matmul(a: jax.Array, b: jax.Array, contract: tuple[int, int]) -> jax.Array:
 def bf16_bits(x: jax.Array) -> jax.Array:
     """float32 -> bfloat16, rounded to nearest even, returned as its uint16 bit pattern.
 
-    Equal bit for bit to ``x.astype(jnp.bfloat16)`` (a NaN becomes the canonical quiet NaN of its sign), but computed with
-    integer ops: XLA:CPU has no bfloat16 arithmetic and widens every bfloat16 pad, slice or
+    Equal bit for bit to ``x.astype(jnp.bfloat16)`` (a NaN becomes the canonical quiet NaN of
+    its sign), but computed with integer ops: XLA:CPU has no bfloat16 arithmetic and widens every bfloat16 pad, slice or
     concatenate to float32 between conversions, whereas uint16 data moves as it is. im2col
     on these bits moves half the bytes of float32; ``lax.bitcast_convert_type`` turns them
     into bfloat16 for the matrix product (fused into the producer, or one copy after im2col).
