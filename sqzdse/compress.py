@@ -707,6 +707,7 @@ def compress_model(
     finetune_epochs: float = 0.0,
     finetune_lr: float = 0.1,
     progress: bool = False,
+    eval_step=None,
 ) -> dict:
     """Deep Compression of a model's parameters; returns {"layers", "stages", "densities", "params"}.
 
@@ -714,6 +715,8 @@ def compress_model(
     measured: trained, pruned, [pruned + fine-tuned], quantised, [quantised + centroids fine-tuned].
     finetune_epochs > 0 retrains after pruning (mask held) and after weight sharing (centroids), each for that
     many epochs at `finetune_lr` x the run's learning rate (Deep Compression retrains at a reduced rate).
+    eval_step: the jitted ``sqzdse.train.make_eval_step`` to measure with (made here when None), so that
+    a caller measuring more stages compiles it once.
     """
     from sqzdse import train as T
 
@@ -725,7 +728,10 @@ def compress_model(
     if dataset is not None and (tc is None or graphdef is None):
         raise ValueError("measuring accuracy needs the run's TrainConfig and graphdef (sqzdse.train.load_run)")
     stages: dict[str, dict] = {}
-    eval_step = T.make_eval_step(graphdef) if dataset is not None else None
+    if dataset is None:
+        eval_step = None
+    elif eval_step is None:
+        eval_step = T.make_eval_step(graphdef, tc.dtype)
 
     def measure(stage, p):
         if eval_step is not None:
@@ -773,8 +779,10 @@ def compress_to_file(
     from sqzdse import train as T
     from sqzdse.cost import summary
 
+    eval_step = T.make_eval_step(graphdef, tc.dtype) if dataset is not None and tc is not None else None
     r = compress_model(cfg, params, bits=bits, density=density, tc=tc, graphdef=graphdef, dataset=dataset,
-                       finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, progress=progress)  # fmt: skip
+                       finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, progress=progress,
+                       eval_step=eval_step)  # fmt: skip
     layers = r["layers"]
     size = write(layers, out, huffman)
     decoded, expected = decoded_weights(read(out)), decoded_weights(layers)
@@ -783,8 +791,7 @@ def compress_to_file(
             raise RuntimeError(f"{out}: {name} does not decode to the quantised weights")
     stages = r["stages"]
     if dataset is not None:
-        stages["decoded file"] = _evaluate(T.make_eval_step(graphdef), with_caffe_weights(r["params"], decoded),
-                                           dataset, tc)  # fmt: skip
+        stages["decoded file"] = _evaluate(eval_step, with_caffe_weights(r["params"], decoded), dataset, tc)
     report = size_report(layers)
     float32 = summary(cfg)
     return dict(
