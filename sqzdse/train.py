@@ -167,13 +167,14 @@ def create_train_state(
     # ~14 s per run here, at LLVM -O0 (the threefry code compiles slowly and runs once). The same random
     # bits: the Xavier (uniform) parameters equal the eager ones bit for bit, the Gaussian (erfinv) within an ulp.
     key = jax.random.key(tc.seed)  # what nnx.Rngs(seed) would make
-    graphdef, _ = nnx.eval_shape(init, key)
-    params = jax.jit(lambda k: init(k)[1], compiler_options={"xla_backend_optimization_level": 0})(key)
-    if init_params is not None:
+    graphdef, abstract = nnx.eval_shape(init, key)
+    if init_params is None:
+        params = jax.jit(lambda k: init(k)[1], compiler_options={"xla_backend_optimization_level": 0})(key)
+    else:  # checked against the abstract model: no seeded initialisation to throw away
         shapes = lambda t: [np.shape(x) for x in jax.tree.leaves(t)]
-        if jax.tree.structure(init_params) != jax.tree.structure(params) or shapes(init_params) != shapes(params):
+        if jax.tree.structure(init_params) != jax.tree.structure(abstract) or shapes(init_params) != shapes(abstract):
             raise C.ConfigError("init_params: the parameters do not match the model of this configuration")
-        params = jax.tree.map(lambda x, p: jnp.array(x, p.dtype), init_params, params)  # a copy: steps donate it
+        params = jax.tree.map(lambda x, a: jnp.array(x, a.dtype), init_params, abstract)  # a copy: steps donate it
     params = apply_mask(params, mask)
     tx = _optimizer(tc)
     hparams = dict(

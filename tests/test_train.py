@@ -159,6 +159,17 @@ def test_divergence_is_recorded_not_raised(ds, tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text())["status"] == "diverged"
 
 
+def test_init_params_start_the_run_and_must_fit_the_model():
+    tc = T.TrainConfig(seed=3)
+    _, trained = T.create_train_state(tiny(), T.TrainConfig(seed=9), 10, 10)
+    _, state = T.create_train_state(tiny(), tc, 10, 10, init_params=trained.params)
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(trained.params), strict=True):
+        np.testing.assert_array_equal(a, b)
+    _, other = T.create_train_state(tiny(base_e=8), tc, 10, 10)
+    with pytest.raises(C.ConfigError, match="do not match the model"):
+        T.create_train_state(tiny(), tc, 10, 10, init_params=other.params)
+
+
 def test_invalid_train_config():
     with pytest.raises(C.ConfigError, match="iter_size=0"):
         T.TrainConfig(iter_size=0)
