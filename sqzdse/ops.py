@@ -42,7 +42,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental.layout import Layout, with_layout_constraint
 
-from sqzdse.plan import POOL_KERNEL, POOL_STRIDE
+from sqzdse.plan import POOL_KERNEL, POOL_STRIDE, pool_out
 
 # The winner-index scatter below is written for 3x3/2 windows (every pool in both prototxts).
 assert (POOL_KERNEL, POOL_STRIDE) == (3, 2)
@@ -63,8 +63,7 @@ def to_chwn(x: jax.Array) -> jax.Array:
 
 def _ceil_pad(n: int) -> int:
     """Rows (or columns) of -inf Caffe's ceil mode adds at the bottom (right): 0 or 1 here."""
-    out = -(-(n - POOL_KERNEL) // POOL_STRIDE) + 1
-    return (out - 1) * POOL_STRIDE + POOL_KERNEL - n
+    return (pool_out(n) - 1) * POOL_STRIDE + POOL_KERNEL - n
 
 
 def max_pool_ceil_reference(x: jax.Array) -> jax.Array:
@@ -91,8 +90,7 @@ def _pool_taps(x: jax.Array):
     consumer instead of materialising a padded copy of x.
     """
     a, h, w, b = x.shape
-    ho, wo = h + _ceil_pad(h) - POOL_KERNEL, w + _ceil_pad(w) - POOL_KERNEL
-    ho, wo = ho // POOL_STRIDE + 1, wo // POOL_STRIDE + 1
+    ho, wo = pool_out(h), pool_out(w)
 
     def tap(di, dj):
         nh = min(ho, (h - 1 - di) // POOL_STRIDE + 1)  # window rows whose tap row lies inside x
