@@ -43,7 +43,7 @@ def conv(cin, cout, kernel, *, stride=1, pad=0, init=xavier, dtype=None, rngs) -
 
 
 class Fire(nnx.Module):
-    """squeeze1x1 -> ReLU -> concat(expand1x1, expand3x3) -> ReLU, with an optional bypass."""
+    """squeeze1x1 -> ReLU -> concat(expand1x1, expand3x3) -> ReLU, with an optional bypass and pool after."""
 
     def __init__(self, spec: FireSpec, *, init=xavier, dtype=None, rngs: nnx.Rngs):
         s = spec.squeeze
@@ -55,18 +55,22 @@ class Fire(nnx.Module):
         # Section 6 complex bypass: a 1x1 conv where in and out channels differ.
         self.bypass1x1 = conv(spec.in_channels, spec.out_channels, 1, **kw) if spec.bypass == "conv" else None
         self.identity = spec.bypass == "identity"
+        self.pool = spec.pool_after
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """x: (C, H, W, N), the layout sqzdse.ops computes convolutions in."""
         s = nnx.relu(ops.conv(self.squeeze1x1, x))
         # Caffe's concat order: expand1x1 first, then expand3x3.
         branches = [b for b in (self.expand1x1, self.expand3x3) if b is not None]
-        y = jnp.concatenate([nnx.relu(ops.conv(b, s)) for b in branches], axis=0)
+        bypass = self.bypass1x1 is not None or self.identity
+        # Without a bypass the pool comes first (same values, a quarter of the elements; see ops.bias_relu_pool).
+        ys, biases = [ops.conv(b, s, add_bias=False) for b in branches], [b.bias[...] for b in branches]
+        y = ops.bias_relu_pool(ys, biases, self.pool and not bypass)
         if self.bypass1x1 is not None:
             y = y + ops.conv(self.bypass1x1, x)
         elif self.identity:
             y = y + x  # SqueezeNet-Residual: Eltwise SUM of the Fire's input and its concat
-        return y
+        return max_pool_ceil(y) if self.pool and bypass else y
 
 
 class SqueezeNet(nnx.Module):
@@ -91,13 +95,10 @@ class SqueezeNet(nnx.Module):
     def __call__(self, x: jax.Array, *, train: bool = False, dropout_rng: jax.Array | None = None) -> jax.Array:
         """Class scores (N, num_classes): the input to Caffe's SoftmaxWithLoss (after conv10's ReLU)."""
         x = ops.to_chwn(x)  # NHWC in; (C, H, W, N) inside, where every conv is one matmul (sqzdse.ops)
-        x = nnx.relu(ops.conv(self.conv1, x))
-        if self.plan.stem_pool:
-            x = max_pool_ceil(x)
+        y = ops.conv(self.conv1, x, add_bias=False)
+        x = ops.bias_relu_pool([y], [self.conv1.bias[...]], self.plan.stem_pool)
         for spec in self.plan.fires:
-            x = getattr(self, spec.name)(x)
-            if spec.pool_after:
-                x = max_pool_ceil(x)
+            x = getattr(self, spec.name)(x)  # pools when spec.pool_after
         x = self.drop9(x, deterministic=not train, rngs=dropout_rng)
         x = nnx.relu(ops.conv(self.conv10, x))  # relu_conv10: ReLU follows conv10 too
         return jnp.mean(x, axis=(1, 2), dtype=jnp.float32).T  # pool10: global average -> (N, classes)

@@ -321,8 +321,10 @@ def conv2d(
     return y
 
 
-def conv(layer, x: jax.Array) -> jax.Array:
+def conv(layer, x: jax.Array, *, add_bias: bool = True) -> jax.Array:
     """Apply an ``nnx.Conv`` (its kernel, bias, stride and padding) to a CHWN activation.
+
+    add_bias=False leaves the bias out (for :func:`bias_relu_pool`, which adds it after pooling).
 
     The layer's ``dtype`` (say bfloat16) becomes the matrix products' operand dtype; unlike
     ``nnx.Conv``, the output stays in x's dtype: XLA:CPU has no bf16 arithmetic and would
@@ -331,5 +333,22 @@ def conv(layer, x: jax.Array) -> jax.Array:
     dilated = (_pair(layer.input_dilation), _pair(layer.kernel_dilation)) != ((1, 1), (1, 1))
     if layer.feature_group_count != 1 or dilated:
         raise NotImplementedError("ops.conv: grouped or dilated convolutions")
-    bias = layer.bias[...] if layer.bias is not None else None
+    bias = layer.bias[...] if layer.bias is not None and add_bias else None
     return conv2d(x, layer.kernel[...], bias, stride=layer.strides, padding=layer.padding, compute_dtype=layer.dtype)
+
+
+def bias_relu_pool(ys: list[jax.Array], biases: list[jax.Array], pool: bool) -> jax.Array:
+    """``max_pool(concat(relu(y + b) for y, b))``, pooled first: ys are CHWN outputs of ``conv(..., add_bias=False)``.
+
+    Max pooling works per channel and commutes with adding a per-channel bias and with ReLU:
+    both are monotone, and so is rounding ``y + b`` to float32, so ``relu(pool(y) + b)``
+    equals ``pool(relu(y + b))`` bit for bit, and pooling each branch before the
+    concatenation gives the same tensor as pooling it after. Pooled first, the bias, the
+    ReLU and the concatenation (forward and backward) touch a quarter as many elements.
+    The gradient sends each window's cotangent to the same input, except where rounding
+    ``y + b`` makes two different values of one window equal (both are then maxima).
+    """
+    if pool:
+        ys = [max_pool_ceil(y) for y in ys]
+    outs = [jax.nn.relu(y + b[:, None, None, None]) for y, b in zip(ys, biases, strict=True)]
+    return outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=0)

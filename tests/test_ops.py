@@ -147,6 +147,31 @@ def test_conv_applies_an_nnx_conv_layer():
     np.testing.assert_allclose(got, nnx.jit(lambda layer, x: layer(x))(layer, x), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("pool", [True, False])
+def test_bias_relu_pool_is_the_layer_order_of_caffe(pool):
+    """Pooled first, bias + ReLU + concat give Caffe's pool(concat(relu(y + b))) bit for bit, and its gradients."""
+    rng = np.random.default_rng(5)
+    # Two branches (a Fire's expand1x1 and expand3x3), CHWN, biases large enough to flip signs.
+    ys = [rng.standard_normal((c, 14, 13, 4)).astype(np.float32) for c in (3, 5)]
+    biases = [rng.standard_normal(c).astype(np.float32) for c in (3, 5)]
+
+    def ours(ys, biases):
+        return ops.bias_relu_pool(ys, biases, pool)
+
+    def caffe(ys, biases):
+        y = jnp.concatenate([jax.nn.relu(y + b[:, None, None, None]) for y, b in zip(ys, biases, strict=True)])
+        return ops.to_chwn(ops.max_pool_ceil_reference(ops.to_chwn(y))) if pool else y
+
+    got, want = jax.jit(ours)(ys, biases), jax.jit(caffe)(ys, biases)
+    np.testing.assert_array_equal(bits(got), bits(want))
+    g = cotangent(want.shape, rng)
+    (gy, gb), (wy, wb) = (jax.jit(lambda *a, f=f: jax.vjp(f, *a)[1](g))(ys, biases) for f in (ours, caffe))
+    for a, b in zip(gy, wy, strict=True):  # each window's cotangent reaches the same input (no rounding ties here)
+        np.testing.assert_array_equal(bits(a), bits(b))
+    for a, b in zip(gb, wb, strict=True):  # the bias gradient is the same sum, added in another order
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6 * float(np.abs(g).max()))
+
+
 def test_fences_kept_under_configure_cpu():
     """With runtime.configure_cpu's flags XLA keeps the fences, and the pool's gradient is still exact."""
     code = textwrap.dedent(
