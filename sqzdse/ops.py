@@ -107,9 +107,14 @@ def _pool_taps(x: jax.Array):
 
 
 def _pool_with_winner(x: jax.Array):
-    """The pooled maximum and, per window, the first tap (row-major, 0..8) that holds it."""
-    taps = _pool_taps(x)
-    y = functools.reduce(jnp.maximum, taps)
+    """The pooled maximum and, per window, the first tap (row-major, 0..8) that holds it.
+
+    The maximum and the winner are two loops over the nine taps. Each reads its own fenced
+    alias of x: with the taps shared, XLA would materialise every padded tap to feed both.
+    """
+    x_max, x_winner = fence((x, x))
+    y = functools.reduce(jnp.maximum, _pool_taps(x_max))
+    taps = _pool_taps(x_winner)
     winner = jnp.full(y.shape, len(taps) - 1, jnp.int8)
     for k in range(len(taps) - 2, -1, -1):  # the lowest k wins ties
         winner = jnp.where(taps[k] == y, jnp.int8(k), winner)
@@ -129,7 +134,7 @@ def max_pool_ceil(x: jax.Array) -> jax.Array:
 
 
 def _pool_fwd(x):
-    y, winner = fence(_pool_with_winner(fence(x)))
+    y, winner = fence(_pool_with_winner(x))
     return y, (winner, x.shape)
 
 
