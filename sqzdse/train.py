@@ -214,9 +214,9 @@ def make_train_step(graphdef, tc: TrainConfig, mask=None) -> Callable:
 
     images: (iter_size, batch_size, H, W, C). The gradients of the micro-batches
     are averaged (Caffe's iter_size) before one update, so any batch_size x
-    iter_size with the same product gives the same update. Two jitted pure
-    functions do the work: one accumulates a micro-batch's gradient, one applies
-    the update. (A ``lax.scan`` over micro-batches would be one function, but
+    iter_size with the same product gives the same update. Jitted pure functions
+    do the work: one computes a micro-batch's gradient, one sums them (iter_size > 1),
+    one applies the update. (A ``lax.scan`` over micro-batches would be one function, but
     XLA's CPU backend runs convolutions inside a loop ~20x slower.) Dropout keys
     derive from the seed, the update count and the micro-batch, so a resumed run
     draws the same masks.
@@ -231,13 +231,18 @@ def make_train_step(graphdef, tc: TrainConfig, mask=None) -> Callable:
         m = _metrics(logits, y)
         return m["loss"].mean(), jax.tree.map(jnp.mean, m)
 
-    @functools.partial(jax.jit, donate_argnums=1, compiler_options=compiler_options(tc.dtype))
-    def accumulate(state: TrainState, acc, x, y, i):
+    @functools.partial(jax.jit, compiler_options=compiler_options(tc.dtype))
+    def gradient(state: TrainState, x, y, i):
         key = jax.random.fold_in(jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step), i)
-        grads, m = jax.grad(loss_fn, has_aux=True)(state.params, x, y, key)
-        return jax.tree.map(jnp.add, acc, grads), m
+        return jax.grad(loss_fn, has_aux=True)(state.params, x, y, key)
 
-    @functools.partial(jax.jit, donate_argnums=0)
+    # Summing micro-batch gradients is its own small jit: with the sum inside `gradient`, every
+    # parameter's add would be one more kernel to compile, also when iter_size is 1.
+    add = jax.jit(lambda acc, grads: jax.tree.map(jnp.add, acc, grads), donate_argnums=0)
+
+    # The update is elementwise over ~50 small arrays: LLVM -O1 compiles it in half the time of the
+    # default -O2 and runs it as fast (benchmarks/README.md).
+    @functools.partial(jax.jit, donate_argnums=0, compiler_options={"xla_backend_optimization_level": 1})
     def apply(state: TrainState, acc, mask):
         grads = jax.tree.map(lambda g: g / tc.iter_size, acc)
         lr = learning_rate(state.step, state.hparams, tc.schedule)
@@ -246,12 +251,11 @@ def make_train_step(graphdef, tc: TrainConfig, mask=None) -> Callable:
         params = apply_mask(optax.apply_updates(state.params, updates), mask)
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), lr
 
-    zeros = jax.jit(lambda params: jax.tree.map(jnp.zeros_like, params))
-
     def train_step(state: TrainState, images, labels):
-        acc, metrics = zeros(state.params), []
+        acc, metrics = None, []
         for i in range(images.shape[0]):
-            acc, m = accumulate(state, acc, images[i], labels[i], i)
+            grads, m = gradient(state, images[i], labels[i], i)
+            acc = grads if acc is None else add(acc, grads)
             metrics.append(m)
         state, lr = apply(state, acc, mask)
         return state, {**jax.tree.map(lambda *v: sum(v) / len(v), *metrics), "lr": lr}
