@@ -85,7 +85,7 @@ class JaxWorker:
         ]
         self.mask = np.ones(batch, np.float32)
         self.train_step = T.make_train_step(graphdef, tc)
-        self.eval_step = T.make_eval_step(graphdef, dtype)
+        self.eval_step = T.make_eval_step(graphdef)
         self.i = 0
         # First-step compile time: what JAX spends tracing, lowering and compiling in the first call.
         with T.compile_timer() as compiled:

@@ -731,7 +731,7 @@ def compress_model(
     if dataset is None:
         eval_step = None
     elif eval_step is None:
-        eval_step = T.make_eval_step(graphdef, tc.dtype)
+        eval_step = T.make_eval_step(graphdef)
 
     def measure(stage, p):
         if eval_step is not None:
@@ -779,7 +779,7 @@ def compress_to_file(
     from sqzdse import train as T
     from sqzdse.cost import summary
 
-    eval_step = T.make_eval_step(graphdef, tc.dtype) if dataset is not None and tc is not None else None
+    eval_step = T.make_eval_step(graphdef) if dataset is not None and tc is not None else None
     r = compress_model(cfg, params, bits=bits, density=density, tc=tc, graphdef=graphdef, dataset=dataset,
                        finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, progress=progress,
                        eval_step=eval_step)  # fmt: skip

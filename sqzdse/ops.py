@@ -24,7 +24,9 @@ Why (benchmarks/README.md has the measurements, 2 cores, batch 128):
 * bfloat16 (a layer dtype of bfloat16): only the matrix products take bf16 operands,
   accumulating in fp32 (YNNPACK's avx512_bf16 kernels, ~2x the fp32 rate). XLA:CPU widens
   every bf16 pad, slice or concatenation to fp32 and back, so im2col moves the operands'
-  uint16 bits (``bf16_bits``); and a transposed bf16 kernel must be stored row-major, or
+  uint16 bits (``bf16_bits``), fenced so that their final reinterpretation as bf16 is a free
+  bitcast (under ``configure_cpu``'s loop emitter; fused into the stack it was a copy of the
+  whole operand); and a transposed bf16 kernel must be stored row-major, or
   XLA makes the product a transposed-operand dot that it then runs in fp32 on unrounded
   operands (``_row_major``).
 
@@ -278,8 +280,9 @@ def _conv_fwd(x, kernel, stride, padding, compute):
     c, h, w, n = x.shape
     if _is_pointwise(kh, kw, stride, padding):
         cols = _operand(_bits(x, compute)).reshape(c, h * w * n)
-    else:  # im2col moves uint16 bits: XLA:CPU would widen a bfloat16 pad, slice or stack to float32
-        cols = _operand(_im2col(fence(_bits(x, compute)), kh, kw, stride, padding))
+    else:  # im2col moves uint16 bits: XLA:CPU would widen a bfloat16 pad, slice or stack to float32;
+        # the fenced uint16 columns then become the bfloat16 operand by a bitcast, not by a copy
+        cols = _operand(fence(_im2col(fence(_bits(x, compute)), kh, kw, stride, padding)))
     wt = _row_major(fence(_operand(_bits(kernel, compute)).reshape(kh * kw * cin, cout).T))  # (cout, K): plain GEMM
     ho, wo = _out_size(h, kh, stride[0], padding[0]), _out_size(w, kw, stride[1], padding[1])
     y = _matmul(wt, cols, (1, 0)).reshape(cout, ho, wo, n).astype(x.dtype)

@@ -198,17 +198,6 @@ def _metrics(logits, labels) -> dict:
     )
 
 
-def compiler_options(dtype: str) -> dict | None:
-    """XLA options for the jitted steps of a model computing in ``dtype`` (None: the process's flags).
-
-    bfloat16 steps compile with XLA:CPU's fusion emitters: the older loop emitter that
-    ``runtime.configure_cpu`` picks (it compiles ~30% faster) runs the bfloat16 conversions
-    ~5x slower; with the fusion emitters a bfloat16 train step runs ~15% faster and compiles
-    ~2 s longer (benchmarks/README.md).
-    """
-    return {"xla_cpu_use_fusion_emitters": True} if dtype == "bfloat16" else None
-
-
 def make_train_step(graphdef, tc: TrainConfig, mask=None) -> Callable:
     """``train_step(state, images, labels) -> (state, metrics)``.
 
@@ -231,7 +220,7 @@ def make_train_step(graphdef, tc: TrainConfig, mask=None) -> Callable:
         m = _metrics(logits, y)
         return m["loss"].mean(), jax.tree.map(jnp.mean, m)
 
-    @functools.partial(jax.jit, compiler_options=compiler_options(tc.dtype))
+    @jax.jit
     def gradient(state: TrainState, x, y, i):
         key = jax.random.fold_in(jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step), i)
         return jax.grad(loss_fn, has_aux=True)(state.params, x, y, key)
@@ -279,18 +268,15 @@ def compile_timer():
         jax.monitoring.unregister_event_duration_listener(listener)
 
 
-def make_eval_step(graphdef, dtype: str = "float32") -> Callable:
-    """``eval_step(params, images, labels, mask) -> summed metrics``, jitted; mask drops padding.
-
-    dtype: the model's compute dtype (``TrainConfig.dtype``), for :func:`compiler_options`.
-    """
+def make_eval_step(graphdef) -> Callable:
+    """``eval_step(params, images, labels, mask) -> summed metrics``, jitted; mask drops padding."""
 
     def eval_step(params, images, labels, mask):
         logits = nnx.merge(graphdef, params)(images)
         m = _metrics(logits, labels)
         return {k: jnp.sum(v * mask) for k, v in m.items()} | {"count": jnp.sum(mask)}
 
-    return jax.jit(eval_step, compiler_options=compiler_options(dtype))
+    return jax.jit(eval_step)
 
 
 def evaluate(eval_step, params, batches, batch_size: int) -> dict:
@@ -406,7 +392,7 @@ def train_and_evaluate(
 
     graphdef, state = create_train_state(cfg, tc, total_updates, updates_per_epoch, init_params=init_params, mask=mask)
     train_step = make_train_step(graphdef, tc, mask)
-    eval_step = make_eval_step(graphdef, tc.dtype)
+    eval_step = make_eval_step(graphdef)
 
     manager = _checkpointer(workdir) if workdir else None
     if manager is not None:

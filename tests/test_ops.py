@@ -250,6 +250,32 @@ def test_conv2d_bfloat16_gemms_stay_bfloat16_in_the_compiled_step():
                 assert decl and decl.group(1) == "bf16", (name, decl and decl.group(1))
 
 
+def test_bfloat16_im2col_reaches_the_product_without_a_copy():
+    """Under configure_cpu, a bf16 3x3 conv's im2col (uint16 bits) becomes the GEMM operand by a bitcast.
+
+    Fused into the stack of taps, the uint16 -> bfloat16 reinterpretation was a copy of the whole
+    (K, P) operand, ~8% of a bf16 training step (benchmarks/README.md)."""
+    code = textwrap.dedent(
+        """
+        from sqzdse import runtime
+        runtime.configure_cpu()
+        import re, jax, jax.numpy as jnp
+        from sqzdse import ops
+        x, k = jnp.ones((8, 9, 9, 4)), jnp.ones((3, 3, 8, 16))
+        loss = lambda x, k: jnp.sum(jnp.sin(ops.conv2d(x, k, padding=1, compute_dtype=jnp.bfloat16)))
+        hlo = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, k).compile().as_text()
+        entry = hlo[hlo.index("ENTRY"):]
+        # the (K, P) columns: K = 9 taps * 8 channels, P = 9 * 9 positions * 4 images
+        decls = re.findall(r"= bf16\\[72,324\\]\\{1,0\\} (\\S+)\\(", entry)
+        assert decls == ["bitcast"], decls
+        print("ok")
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
 def test_configure_cpu_appends_and_keeps_the_users_flags(monkeypatch):
     from sqzdse import runtime
 
