@@ -23,7 +23,7 @@ def xla_conv_macs(cfg) -> int:
     x = jnp.zeros((1, *cfg.input_shape))
     # The model computes convolutions as matmuls (sqzdse.ops); trace each layer as a lax convolution instead.
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ops, "conv", lambda layer, x: ops.to_chwn(layer(ops.to_chwn(x))))
+        mp.setattr(ops, "conv", lambda layer, x, add_bias=True: ops.to_chwn(layer(ops.to_chwn(x))))  # bias: not a conv
         jaxpr = jax.make_jaxpr(lambda s, x: nnx.merge(graph, s)(x))(state, x)
     total = 0
     for eqn in jaxpr.eqns:
