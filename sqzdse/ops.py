@@ -238,7 +238,8 @@ def bf16_bits(x: jax.Array) -> jax.Array:
     its sign), but computed with integer ops: XLA:CPU has no bfloat16 arithmetic and widens every bfloat16 pad, slice or
     concatenate to float32 between conversions, whereas uint16 data moves as it is. im2col
     on these bits moves half the bytes of float32; ``lax.bitcast_convert_type`` turns them
-    into bfloat16 for the matrix product (fused into the producer, or one copy after im2col).
+    into bfloat16 for the matrix product (fused into the producer, or a free bitcast of the
+    fenced im2col, see ``_conv_fwd``).
     """
     u = lax.bitcast_convert_type(x.astype(jnp.float32), jnp.uint32)
     rounded = (u + (jnp.uint32(0x7FFF) + ((u >> 16) & 1))) >> 16

@@ -172,6 +172,14 @@ def test_bias_relu_pool_is_the_layer_order_of_caffe(pool):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6 * float(np.abs(g).max()))
 
 
+def run_under_configure_cpu(code: str) -> None:
+    """Run `code` (which calls runtime.configure_cpu first) in a fresh Python without the caller's XLA_FLAGS;
+    it must print "ok"."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
 def test_fences_kept_under_configure_cpu():
     """With runtime.configure_cpu's flags XLA keeps the fences, and the pool's gradient is still exact."""
     code = textwrap.dedent(
@@ -189,9 +197,7 @@ def test_fences_kept_under_configure_cpu():
         print("ok")
         """
     )
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+    run_under_configure_cpu(code)
 
 
 def test_conv2d_bfloat16_products_stay_close_to_float32():
@@ -271,9 +277,7 @@ def test_bfloat16_im2col_reaches_the_product_without_a_copy():
         print("ok")
         """
     )
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+    run_under_configure_cpu(code)
 
 
 def test_configure_cpu_appends_and_keeps_the_users_flags(monkeypatch):
