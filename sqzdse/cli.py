@@ -104,9 +104,6 @@ def cmd_predict(args) -> int:
     from sqzdse.predict import predict_files
     from sqzdse.weights import load_pretrained
 
-    cfg = config_from_args(args)
-    if cfg != C.squeezenet_v1_0():
-        raise C.ConfigError("predict: the released weights are for --preset squeezenet_v1_0 with no overrides")
     model = load_pretrained(args.weights)
     records = predict_files(model, args.images, top=args.top)
     if args.json:
@@ -294,10 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
         "predict",
         help="classify images with the released Deep-Compression SqueezeNet v1.0 weights",
         description="Apply Caffe's preprocessing (resize 256, centre 227 crop, BGR, mean subtraction) and print "
-        "the top-K ImageNet classes of each image.",
+        "the top-K ImageNet classes of each image with SqueezeNet v1.0.",
     )
-    add_config_args(pr)
-    pr.add_argument("--weights", required=True, help="compressed_SqueezeNet.net (the released Deep-Compression file)")
+    pr.add_argument("--weights", default="released", help="'released' (the bundled Deep-Compression v1.0, "
+                    "compressed_SqueezeNet.net; default) or a path to such a .net file")  # fmt: skip
     pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
     pr.add_argument("--top", type=int, default=5, help="classes to print per image (default 5)")
     pr.add_argument("--json", action="store_true", help="print a JSON list, one record per image in argument order")

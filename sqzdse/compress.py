@@ -41,7 +41,6 @@ import itertools
 import json
 import math
 import os
-import re
 import struct
 import sys
 from collections.abc import Mapping
@@ -66,7 +65,7 @@ VERSION = 1
 HUFFMAN_FLAG = 1
 
 # Stored non-zero weights per layer of the released compressed_SqueezeNet.net (tests recount them from
-# ../shared/reference). Over the layer sizes this is the released density pattern: ~99 % for conv1 and the
+# the bundled reference data). Over the layer sizes this is the released density pattern: ~99 % for conv1 and the
 # 1x1 convolutions, 50 % for fire6-8's expand1x1 and fire7/9's squeeze1x1, 33 % for expand3x3 (30 % in
 # fire8-9), 20 % for conv10; 33.6 % of all weights.
 RELEASED_NONZERO = {
@@ -577,29 +576,13 @@ def compressed_size(cfg: C.SqueezeNetConfig, params, bits: int = DEFAULT_BITS, d
 # --------------------------------------------------------------------------- released weights
 
 
-_RELEASED_NAMES = {"conv1x1_1": "squeeze1x1", "conv1x1_2": "expand1x1", "conv3x3_2": "expand3x3"}
-
-
 def load_released(path: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The released compressed v1.0 as {v1.0 prototxt name: (OIHW, bias)}: its ``.net``, or the decoded ``.npz``
-    (keys ``<layer>/w``, ``<layer>/b`` in the compressed prototxt's names, ``fireN/conv1x1_1`` etc.)."""
-    from sqzdse.weights import WeightsFormatError, caffe_layer_shapes, read_compressed_net
+    """The released compressed v1.0 as {v1.0 prototxt name: (OIHW, bias)}: ``released`` (the bundled
+    ``compressed_SqueezeNet.net``) or a path to that file."""
+    from sqzdse.reference import weights_path
+    from sqzdse.weights import read_compressed_net
 
-    path = Path(path)
-    if path.suffix != ".npz":
-        return read_compressed_net(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"released weights not found: {path}")
-    z = np.load(path)
-    out = {}
-    for key in (k[:-2] for k in z.files if k.endswith("/w")):
-        m = re.fullmatch(r"(fire\d)/(\w+)", key)
-        name = f"{m[1]}/{_RELEASED_NAMES.get(m[2], m[2])}" if m else {"conv_final": "conv10"}.get(key, key)
-        out[name] = (z[f"{key}/w"].astype(np.float32), z[f"{key}/b"].astype(np.float32))
-    order = caffe_layer_shapes(C.squeezenet_v1_0())
-    if set(out) != set(order):
-        raise WeightsFormatError(f"{path}: layers {sorted(out)} are not v1.0's")
-    return {name: out[name] for name in order}
+    return read_compressed_net(weights_path(path))
 
 
 # --------------------------------------------------------------------------- the pipeline with training
@@ -891,8 +874,8 @@ def add_compress_arguments(p) -> None:
     p.add_argument(
         "--pretrained",
         metavar="PATH",
-        help="compress the released v1.0 instead: compressed_SqueezeNet.net or its decoded .npz (no accuracy: "
-        "ImageNet is not here)",
+        help="compress the released v1.0 instead: 'released' (the bundled compressed_SqueezeNet.net) or a path to "
+        "that file (no accuracy: ImageNet is not here)",
     )
     p.add_argument("-o", "--output", required=True, help="the compressed file to write")
     p.add_argument("--bits", type=int, default=DEFAULT_BITS, help=f"bits per shared-weight code, {BITS[0]}-{BITS[-1]} "

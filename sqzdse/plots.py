@@ -394,15 +394,16 @@ def size_weights(sizes, groups, bins: int = 10) -> np.ndarray:
 
 
 def paper_numbers_path(reference: str | os.PathLike | None = None) -> Path:
-    """paper_numbers.json: `reference` (the file or its folder), else $SQZDSE_REFERENCE, else ../shared/reference."""
+    """paper_numbers.json: `reference` (the file or its folder), else the bundled reference data."""
     if reference is None:
-        env = os.environ.get("SQZDSE_REFERENCE")
-        reference = env if env else Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+        from sqzdse import reference as R
+
+        return R.path("paper_numbers.json")
     p = Path(reference)
     if p.is_dir():
         p = p / "paper_numbers.json"
     if not p.is_file():
-        raise FileNotFoundError(f"{p}: paper_numbers.json not found; pass --reference or set SQZDSE_REFERENCE")
+        raise FileNotFoundError(f"{p}: paper_numbers.json not found")
     return p
 
 
@@ -1065,8 +1066,7 @@ def add_plot_arguments(p) -> None:
     )
     p.add_argument(
         "--reference",
-        help="paper_numbers.json or its folder (default $SQZDSE_REFERENCE, else "
-        "../shared/reference beside the repository)",
+        help="paper_numbers.json or its folder (default: the bundled copy, or $SQZDSE_REFERENCE)",
     )
     p.add_argument("--study", action="append", help="only this study (repeatable)")
     p.add_argument(

@@ -206,9 +206,11 @@ def load_caffe_weights(model: SqueezeNet, weights: dict[str, tuple[np.ndarray, n
     return model
 
 
-def load_pretrained(path: str | os.PathLike) -> SqueezeNet:
-    """SqueezeNet v1.0 with the released Deep-Compression weights read from ``path``."""
-    weights = read_compressed_net(path)
+def load_pretrained(path: str | os.PathLike = "released") -> SqueezeNet:
+    """SqueezeNet v1.0 with the released Deep-Compression weights: ``released`` (the bundled file) or a path."""
+    from sqzdse.reference import weights_path
+
+    weights = read_compressed_net(weights_path(path))
     # Every parameter is overwritten, so skip the random init (seconds of compiling on CPU).
     model = nnx.eval_shape(lambda: SqueezeNet(squeezenet_v1_0(), rngs=nnx.Rngs(0)))
     load_caffe_weights(model, weights)

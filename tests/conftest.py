@@ -1,13 +1,15 @@
-"""Shared fixtures: the public reference data beside the project (../shared/reference)."""
+"""Shared fixtures: the reference data the package ships (sqzdse/reference), a session compilation cache."""
 
-import json
 import os
 from pathlib import Path
 
 import pytest
 
+from sqzdse import reference as R
+
 ROOT = Path(__file__).resolve().parents[1]
-REFERENCE = Path(os.environ.get("SQZDSE_REFERENCE", ROOT.parent / "shared" / "reference"))
+DATA = Path(__file__).resolve().parent / "data"  # files the tests derived once from independent sources
+REFERENCE = R.root()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -25,16 +27,14 @@ def compilation_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def reference() -> Path:
-    if not REFERENCE.is_dir():
-        pytest.fail(f"reference data not found at {REFERENCE}; set SQZDSE_REFERENCE to shared/reference")
     return REFERENCE
 
 
 @pytest.fixture(scope="session")
-def paper_numbers(reference) -> dict:
-    return json.loads((reference / "paper_numbers.json").read_text())
+def paper_numbers() -> dict:
+    return R.paper_numbers()
 
 
 @pytest.fixture(scope="session")
-def caffe_layers(reference) -> dict:
-    return json.loads((reference / "caffe" / "derived_layer_table.json").read_text())["versions"]
+def caffe_layers() -> dict:
+    return R.load_json("caffe", "derived_layer_table.json")["versions"]

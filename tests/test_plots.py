@@ -7,6 +7,7 @@ import json
 import random
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -313,6 +314,8 @@ def test_paper_overlay_draws_only_text_and_derived_numbers(rows, paper_numbers, 
 
 
 def test_paper_numbers_default_location(reference, monkeypatch):
+    monkeypatch.delenv("SQZDSE_REFERENCE", raising=False)
+    assert P.paper_numbers_path() == Path(P.__file__).parent / "reference" / "paper_numbers.json"  # the package's
     monkeypatch.setenv("SQZDSE_REFERENCE", str(reference))
     assert P.paper_numbers_path() == reference / "paper_numbers.json"
     monkeypatch.setenv("SQZDSE_REFERENCE", str(reference / "nowhere"))

@@ -1,20 +1,22 @@
 """ImageNet prediction with the released weights on scikit-image's photos (a tabby cat, an espresso)."""
 
+import contextlib
+import io
+import json
+
 import numpy as np
 import pytest
 import skimage.data
-from conftest import REFERENCE
 from PIL import Image
 
+from sqzdse.cli import main
 from sqzdse.predict import imagenet_labels, imagenet_synsets, predict_files, preprocess
 from sqzdse.weights import load_pretrained
-
-NET = REFERENCE / "caffe" / "SqueezeNet_compressed" / "compressed_SqueezeNet.net"
 
 
 @pytest.fixture(scope="module")
 def model():
-    return load_pretrained(NET)
+    return load_pretrained("released")  # the bundled compressed_SqueezeNet.net
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +29,14 @@ def photos(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def records(model, photos):
-    # Three images, one repeated: argument order and batching in a single forward.
+def records(photos):
+    # Three images, one repeated: argument order and batching in a single forward; the CLI's default
+    # weights are the bundled release (`--weights released`).
     cat, coffee = photos
-    return predict_files(model, [coffee, cat, coffee], top=5)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["predict", coffee, cat, coffee, "--top", "5", "--json"]) == 0
+    return json.loads(out.getvalue())
 
 
 def test_labels_from_tfds():
