@@ -256,15 +256,27 @@ def _storage_of(args) -> tuple[str, str | None]:
 def cmd_sweep_export(args) -> int:
     from sqzdse import sweep as S
 
+    fmt = export_format(args.format, args.output)
     url, study = _storage_of(args)
     rows = S.export_rows(url, S.resolve_study(url, study))
     if args.output:
         with open(args.output, "w", newline="") as f:
-            S.write_rows(rows, args.format, f)
+            S.write_rows(rows, fmt, f)
         print(f"wrote {len(rows)} trials to {args.output}", file=sys.stderr)
     else:
-        S.write_rows(rows, args.format, sys.stdout)
+        S.write_rows(rows, fmt, sys.stdout)
     return 0
+
+
+def export_format(fmt: str | None, output: str | None) -> str:
+    """--format if given, else the output file's suffix (.csv, .json); standard output gets CSV."""
+    if fmt:
+        return fmt
+    suffix = os.path.splitext(output)[1].lower() if output else ".csv"
+    if suffix not in (".csv", ".json"):
+        raise C.ConfigError(f"-o {output}: cannot tell the format from {suffix or 'no suffix'!r}; name the file "
+                            ".csv or .json, or give --format csv|json")  # fmt: skip
+    return suffix[1:]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -342,7 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--storage", help="Optuna storage URL")
         q.add_argument("--study", help="study name (optional when the storage holds one)")
         if name == "export":
-            q.add_argument("--format", choices=("csv", "json"), default="csv")
+            q.add_argument("--format", choices=("csv", "json"),
+                           help="default: the suffix of -o (.csv or .json); CSV on standard output")  # fmt: skip
             q.add_argument("-o", "--output", help="write here instead of standard output")
         else:
             q.add_argument("--json", action="store_true", help="print JSON")

@@ -37,6 +37,8 @@ def param_counts(model) -> dict[str, int]:
 
 def model_bytes(params: int, bits: int = 32) -> int:
     """Storage of `params` weights at `bits` each, rounded up to whole bytes."""
+    if isinstance(bits, bool) or not isinstance(bits, int) or bits < 1:
+        raise ValueError(f"bits={bits!r}: the bits per weight must be a positive whole number (32 for float32)")
     return -(-params * bits // 8)
 
 
