@@ -261,7 +261,10 @@ def run_report(args) -> int:
     rows = P.load_rows(*args.sources, study=args.study)
     spec = None
     if args.spec:
-        spec = json.loads(Path(args.spec).read_text())
+        try:
+            spec = json.loads(Path(args.spec).read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{args.spec}: not valid JSON ({e})") from None
     elif len(args.sources) == 1 and P.is_storage_url(args.sources[0]):
         names = {r["study"] for r in rows}
         spec = study_spec(args.sources[0], names.pop()) if len(names) == 1 else None
