@@ -26,7 +26,7 @@ from flax import nnx
 
 from sqzdse.config import SqueezeNetConfig, squeezenet_v1_0
 from sqzdse.model import SqueezeNet
-from sqzdse.plan import layer_plan
+from sqzdse.plan import caffe_layer_shapes
 
 CODEBOOK_SIZE = 256  # 8-bit codes for every layer
 GAP_BITS = 4
@@ -36,23 +36,6 @@ FIRE_CONVS = ("squeeze1x1", "expand1x1", "expand3x3", "bypass1x1")
 
 class WeightsFormatError(ValueError):
     """A weights file or dict that does not match the expected layout; the message says where."""
-
-
-def caffe_layer_shapes(cfg: SqueezeNetConfig) -> dict[str, tuple[int, int, int, int]]:
-    """OIHW weight shape per conv layer, named as in the v1.0 prototxt, in prototxt order."""
-    plan = layer_plan(cfg)
-    st = cfg.stem
-    shapes = {"conv1": (st.filters, cfg.input_shape[2], st.kernel, st.kernel)}
-    for f in plan.fires:
-        shapes[f"{f.name}/squeeze1x1"] = (f.squeeze, f.in_channels, 1, 1)
-        if f.e1x1:
-            shapes[f"{f.name}/expand1x1"] = (f.e1x1, f.squeeze, 1, 1)
-        if f.e3x3:
-            shapes[f"{f.name}/expand3x3"] = (f.e3x3, f.squeeze, 3, 3)
-        if f.bypass == "conv":
-            shapes[f"{f.name}/bypass1x1"] = (f.out_channels, f.in_channels, 1, 1)
-    shapes["conv10"] = (plan.conv10_out, plan.conv10_in, 1, 1)
-    return shapes
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
