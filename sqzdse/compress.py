@@ -8,7 +8,8 @@ As it made the released ``compressed_SqueezeNet.net``:
    centroids; code 0 is reserved for the value 0 (fillers). Optionally the centroids are fine-tuned: weights =
    codebook[codes], the gradient of a centroid is the sum of its weights' gradients (``finetune_centroids``;
    the paper's Section 3.3).
-3. **Sparse storage** and 4. **Huffman coding** (optional): ``sqzdse.codec``, whose docstring gives the
+3. **Sparse storage** (``sqzdse.codec``): 4-bit gaps between stored entries, zero fillers for longer ones.
+4. **Huffman coding** (optional, ``sqzdse.codec``) of the codes and the gaps. The codec's docstring gives the
    layouts of both files (the released ``.net`` and SQZC).
 
 Sizes are always the bytes the encoder produced, and ``sqzdse compress`` reports the file's size on disk.
