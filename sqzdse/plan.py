@@ -1,7 +1,8 @@
 """The layer plan: the one place where metaparameters become layer widths and shapes.
 
 Pure Python, no JAX: ``layer_plan(cfg)`` is what the network loops over, what the
-cost accounting reads for MACs, and what ``model summary`` prints.
+cost accounting reads for MACs, and what ``model summary`` prints; ``caffe_layer_shapes(cfg)``
+names its convolutions as the prototxts and weight files do.
 """
 
 from __future__ import annotations
@@ -105,3 +106,20 @@ def layer_plan(cfg) -> Plan:
         conv10_pad=p,
         conv10_hw=(hw[0] + 2 * p, hw[1] + 2 * p),
     )
+
+
+def caffe_layer_shapes(cfg) -> dict[str, tuple[int, int, int, int]]:
+    """OIHW weight shape per conv layer, named as in the v1.0 prototxt, in prototxt order."""
+    plan = layer_plan(cfg)
+    st = cfg.stem
+    shapes = {"conv1": (st.filters, cfg.input_shape[2], st.kernel, st.kernel)}
+    for f in plan.fires:
+        shapes[f"{f.name}/squeeze1x1"] = (f.squeeze, f.in_channels, 1, 1)
+        if f.e1x1:
+            shapes[f"{f.name}/expand1x1"] = (f.e1x1, f.squeeze, 1, 1)
+        if f.e3x3:
+            shapes[f"{f.name}/expand3x3"] = (f.e3x3, f.squeeze, 3, 3)
+        if f.bypass == "conv":
+            shapes[f"{f.name}/bypass1x1"] = (f.out_channels, f.in_channels, 1, 1)
+    shapes["conv10"] = (plan.conv10_out, plan.conv10_in, 1, 1)
+    return shapes

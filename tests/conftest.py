@@ -10,6 +10,7 @@ from sqzdse import reference as R
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"  # files the tests derived once from independent sources
 REFERENCE = R.root()
+NET = REFERENCE / "caffe" / "SqueezeNet_compressed" / "compressed_SqueezeNet.net"  # the released compressed v1.0
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -28,6 +29,14 @@ def compilation_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def reference() -> Path:
     return REFERENCE
+
+
+@pytest.fixture(scope="session")
+def released() -> dict:
+    """The released compressed v1.0's decoded weights: {prototxt name: (OIHW, bias)}."""
+    from sqzdse.codec import read_weights
+
+    return read_weights(NET)
 
 
 @pytest.fixture(scope="session")
