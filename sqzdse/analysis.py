@@ -1,8 +1,8 @@
 """Comparing designs from their rows: Pareto sets, error EDFs and their size normalisation, per-value summaries.
 
-Pure numpy on plain numbers and rows (``sqzdse.results``); the figures in ``sqzdse.plots`` draw what these
-return. EDFs and the size normalisation follow Radosavovic et al. 2019 ("On Network Design Spaces for Visual
-Recognition").
+Pure numpy on plain numbers and rows (``sqzdse.results``); the figures (``sqzdse.paper_plots``,
+``sqzdse.design_plots``) draw what these return. EDFs and the size normalisation follow Radosavovic et al.
+2019 ("On Network Design Spaces for Visual Recognition").
 """
 
 from __future__ import annotations

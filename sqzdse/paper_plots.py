@@ -6,6 +6,7 @@ the formulas give, ``sqzdse.results.paper_fig3``) in a panel of their own, never
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -178,28 +179,10 @@ def _paper_panel(axp, panel: str, reference, xlabel: str) -> list:
     return axp.get_legend_handles_labels()[0] + axs.get_legend_handles_labels()[0]
 
 
-def plot_sr(
-    rows: Sequence[dict],
-    metric: str = "val_top1",
-    paper: bool = False,
-    reference=None,
-    where: Mapping | None = None,
-    size: str = "bytes",
-) -> Figure:
-    """The paper's Figure 3a: accuracy and model size vs squeeze ratio."""
-    return plot_sweep(rows, "sr", metric=metric, paper=paper, reference=reference, where=where, size=size)
-
-
-def plot_pct3x3(
-    rows: Sequence[dict],
-    metric: str = "val_top1",
-    paper: bool = False,
-    reference=None,
-    where: Mapping | None = None,
-    size: str = "bytes",
-) -> Figure:
-    """The paper's Figure 3b: accuracy and model size vs the share of 3x3 expand filters."""
-    return plot_sweep(rows, "pct3x3", metric=metric, paper=paper, reference=reference, where=where, size=size)
+# The paper's Figure 3a (accuracy and model size vs squeeze ratio) and 3b (vs the share of 3x3 expand filters);
+# every option of plot_sweep but `param`, by keyword.
+plot_sr = functools.partial(plot_sweep, param="sr")
+plot_pct3x3 = functools.partial(plot_sweep, param="pct3x3")
 
 
 def plot_bypass(
