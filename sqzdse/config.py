@@ -8,16 +8,15 @@ with a message naming the field and the allowed range.
 from __future__ import annotations
 
 import dataclasses
-import math
+
+# plan.py holds the width formulas, so the names and the error they use; importable from here too.
+from sqzdse.plan import FIRE_NAMES as FIRE_NAMES
+from sqzdse.plan import ConfigError as ConfigError
+from sqzdse.plan import layer_plan
+from sqzdse.plan import round_half_up as round_half_up
 
 BYPASSES = ("none", "simple", "complex")
-FIRE_NAMES = tuple(f"fire{i}" for i in range(2, 10))  # fire2..fire9, i = 0..7 in the paper
 POOL_SITES = ("conv1",) + FIRE_NAMES
-
-
-def round_half_up(x: float) -> int:
-    """Widths round half up (Python's round() would send 2.5 to 2)."""
-    return int(math.floor(x + 0.5))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,10 +38,6 @@ STEM_V1_1 = Stem(filters=64, kernel=3, stride=2)
 STEM_SMALL = Stem(filters=64, kernel=3, stride=1, pad=1)
 
 STEMS = {"v1_0": STEM_V1_0, "v1_1": STEM_V1_1, "small": STEM_SMALL}
-
-
-class ConfigError(ValueError):
-    """An impossible metaparameter; the message names the field and the allowed range."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,22 +83,8 @@ class SqueezeNetConfig:
             raise ConfigError(f"pool_after={self.pool_after!r}: must be distinct names among {', '.join(POOL_SITES)}")
         if len(self.input_shape) != 3 or min(self.input_shape) < 1:
             raise ConfigError(f"input_shape={self.input_shape!r}: must be (H, W, C), each >= 1")
-        for i, name in enumerate(FIRE_NAMES):
-            e = self.expand(i)
-            s = round_half_up(self.sr * e)
-            if s < 1:
-                raise ConfigError(
-                    f"sr={self.sr}: {name} gets {self.sr} x {e} expand filters = {self.sr * e:.3g}"
-                    f" squeeze filters, which rounds to 0; need sr >= {0.5 / e:.3g}"
-                )
-        # Spatial sizes: raises ConfigError if the input is too small for the pools.
-        from sqzdse.plan import layer_plan
-
+        # Widths and spatial sizes: ConfigError if a squeeze rounds to 0 or the input is too small for the pools.
         layer_plan(self)
-
-    def expand(self, i: int) -> int:
-        """e_i = base_e + incr_e * floor(i / freq), i = 0..7 for fire2..fire9."""
-        return self.base_e + self.incr_e * (i // self.freq)
 
 
 def _check_int(cfg, field: str, lo: int):

@@ -16,7 +16,7 @@ import jax
 from flax import nnx
 
 from sqzdse.config import SqueezeNetConfig
-from sqzdse.plan import POOL_KERNEL, POOL_STRIDE, layer_plan
+from sqzdse.plan import POOL_KERNEL, POOL_STRIDE, conv_out, layer_plan, pool_out
 
 
 def abstract_model(cfg: SqueezeNetConfig):
@@ -48,7 +48,7 @@ def _shape(hw, c) -> list[int]:
 
 def _taps(n: int, kernel: int, stride: int, pad: int) -> int:
     """Kernel taps that land inside an input of size n, summed over the output positions."""
-    outputs = (n + 2 * pad - kernel) // stride + 1
+    outputs = conv_out(n, kernel, stride, pad)
     return sum(min(o * stride - pad + kernel, n) - max(o * stride - pad, 0) for o in range(outputs))
 
 
@@ -74,7 +74,7 @@ def layer_table(cfg: SqueezeNetConfig, model=None) -> list[dict]:
         rows[-1]["activations"] = hw[0] * hw[1] * c
 
     def pool(name, hw, c):
-        out = tuple(-(-(n - POOL_KERNEL) // POOL_STRIDE) + 1 for n in hw)
+        out = tuple(pool_out(n) for n in hw)
         add(name, out, c, filter=f"{POOL_KERNEL}x{POOL_KERNEL}/{POOL_STRIDE}")
         return out
 

@@ -44,7 +44,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental.layout import Layout, with_layout_constraint
 
-from sqzdse.plan import POOL_KERNEL, POOL_STRIDE, pool_out
+from sqzdse.plan import POOL_KERNEL, POOL_STRIDE, conv_out, pool_out
 
 # The winner-index scatter below is written for 3x3/2 windows (every pool in both prototxts).
 assert (POOL_KERNEL, POOL_STRIDE) == (3, 2)
@@ -179,15 +179,11 @@ def _padding(p) -> tuple[tuple[int, int], tuple[int, int]]:
     return tuple(_pair(q) for q in _pair(p))
 
 
-def _out_size(n: int, k: int, s: int, pad: tuple[int, int]) -> int:
-    return (n + pad[0] + pad[1] - k) // s + 1
-
-
 def _im2col(x: jax.Array, kh: int, kw: int, stride, padding) -> jax.Array:
     """(C, H, W, N) -> (kh * kw * C, Ho * Wo * N), rows in HWIO order (tap-major, then channel)."""
     c, h, w, n = x.shape
     (sh, sw), (ph, pw) = stride, padding
-    ho, wo = _out_size(h, kh, sh, ph), _out_size(w, kw, sw, pw)
+    ho, wo = conv_out(h, kh, sh, ph), conv_out(w, kw, sw, pw)
     xp = jnp.pad(x, ((0, 0), ph, pw, (0, 0)))
     taps = [
         lax.slice(xp, (0, di, dj, 0), (c, di + sh * (ho - 1) + 1, dj + sw * (wo - 1) + 1, n), (1, sh, sw, 1))
@@ -201,7 +197,7 @@ def _col2im(cols: jax.Array, x_shape, kh: int, kw: int, stride, padding) -> jax.
     """The transpose of :func:`_im2col`: each tap's rows added back where they were read."""
     c, h, w, n = x_shape
     (sh, sw), (ph, pw) = stride, padding
-    ho, wo = _out_size(h, kh, sh, ph), _out_size(w, kw, sw, pw)
+    ho, wo = conv_out(h, kh, sh, ph), conv_out(w, kw, sw, pw)
     hp, wp = h + ph[0] + ph[1], w + pw[0] + pw[1]
     cols = cols.reshape(kh * kw, c, ho, wo, n)
     zero = jnp.zeros((), cols.dtype)
@@ -285,7 +281,7 @@ def _conv_fwd(x, kernel, stride, padding, compute):
         # the fenced uint16 columns then become the bfloat16 operand by a bitcast, not by a copy
         cols = _operand(fence(_im2col(fence(_bits(x, compute)), kh, kw, stride, padding)))
     wt = _row_major(fence(_operand(_bits(kernel, compute)).reshape(kh * kw * cin, cout).T))  # (cout, K): plain GEMM
-    ho, wo = _out_size(h, kh, stride[0], padding[0]), _out_size(w, kw, stride[1], padding[1])
+    ho, wo = conv_out(h, kh, stride[0], padding[0]), conv_out(w, kw, stride[1], padding[1])
     y = _matmul(wt, cols, (1, 0)).reshape(cout, ho, wo, n).astype(x.dtype)
     return y, (cols, kernel, x.shape)
 

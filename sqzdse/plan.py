@@ -10,9 +10,17 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from sqzdse.config import FIRE_NAMES, ConfigError, round_half_up
-
+FIRE_NAMES = tuple(f"fire{i}" for i in range(2, 10))  # fire2..fire9, i = 0..7 in the paper
 POOL_KERNEL, POOL_STRIDE = 3, 2  # every max pool in both prototxts is 3x3/2
+
+
+class ConfigError(ValueError):
+    """An impossible metaparameter; the message names the field and the allowed range."""
+
+
+def round_half_up(x: float) -> int:
+    """Widths round half up (Python's round() would send 2.5 to 2)."""
+    return int(math.floor(x + 0.5))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,14 +55,36 @@ class Plan:
     conv10_hw: tuple[int, int]
 
 
-def conv_out(size: int, kernel: int, stride: int, pad: int) -> int:
-    """Caffe (and XLA) convolution output size: floor((size + 2 pad - kernel) / stride) + 1."""
-    return (size + 2 * pad - kernel) // stride + 1
+def conv_out(size: int, kernel: int, stride: int, pad: int | tuple[int, int]) -> int:
+    """Caffe (and XLA) convolution output size: floor((size + 2 pad - kernel) / stride) + 1.
+
+    `pad` is one pad for both sides, or (before, after).
+    """
+    before, after = (pad, pad) if isinstance(pad, int) else pad
+    return (size + before + after - kernel) // stride + 1
 
 
 def pool_out(size: int) -> int:
     """Caffe pooling rounds up: ceil((size - kernel) / stride) + 1 (pooling_layer.cpp, pad 0)."""
     return math.ceil((size - POOL_KERNEL) / POOL_STRIDE) + 1
+
+
+def fire_widths(cfg) -> list[tuple[int, int, int]]:
+    """(squeeze, e1x1, e3x3) of fire2..fire9 (Section 5); ConfigError where a squeeze width rounds to 0.
+
+    e_i = base_e + incr_e * floor(i / freq), e3x3 = pct3x3 * e_i, s1x1 = sr * e_i, i = 0..7.
+    """
+    widths = []
+    for i, name in enumerate(FIRE_NAMES):
+        e = cfg.base_e + cfg.incr_e * (i // cfg.freq)
+        e3, s = round_half_up(cfg.pct3x3 * e), round_half_up(cfg.sr * e)
+        if s < 1:
+            raise ConfigError(
+                f"sr={cfg.sr}: {name} gets {cfg.sr} x {e} expand filters = {cfg.sr * e:.3g}"
+                f" squeeze filters, which rounds to 0; need sr >= {0.5 / e:.3g}"
+            )
+        widths.append((s, e - e3, e3))
+    return widths
 
 
 def layer_plan(cfg) -> Plan:
@@ -71,6 +101,7 @@ def layer_plan(cfg) -> Plan:
             raise too_small(where, hw)
         return tuple(pool_out(x) for x in hw)
 
+    widths = fire_widths(cfg)  # first: a width error is the one to report
     st = cfg.stem
     hw = tuple(conv_out(x, st.kernel, st.stride, st.pad) for x in cfg.input_shape[:2])
     if min(hw) < 1:
@@ -80,10 +111,8 @@ def layer_plan(cfg) -> Plan:
         hw = pool(hw, "pool1")
     fires = []
     channels = st.filters
-    for i, name in enumerate(FIRE_NAMES):
-        e = cfg.expand(i)
-        e3 = round_half_up(cfg.pct3x3 * e)
-        s = round_half_up(cfg.sr * e)
+    for name, (s, e1, e3) in zip(FIRE_NAMES, widths, strict=True):
+        e = e1 + e3
         if channels == e and cfg.bypass != "none":
             bypass = "identity"  # Section 6: only where input and output channels match
         elif cfg.bypass == "complex":
@@ -91,7 +120,7 @@ def layer_plan(cfg) -> Plan:
         else:
             bypass = "none"
         pooled = name in cfg.pool_after
-        fires.append(FireSpec(name, channels, s, e - e3, e3, bypass, hw, pooled))
+        fires.append(FireSpec(name, channels, s, e1, e3, bypass, hw, pooled))
         if pooled:
             hw = pool(hw, f"pool{name[4:]}")
         channels = e

@@ -1,8 +1,8 @@
 """ImageNet prediction with the released v1.0 weights, preprocessed as Caffe fed them.
 
 train_val.prototxt (v1.0): 227 crops of 256x256 images, BGR, 0-255, mean_value 104,
-117, 123 subtracted (BGR order). Class names and synset ids come from the installed
-tensorflow-datasets, in class-id order.
+117, 123 subtracted (BGR order); the same crop ``sqzdse.data`` feeds the ImageNet family.
+Class names and synset ids come from the installed tensorflow-datasets, in class-id order.
 """
 
 from __future__ import annotations
@@ -16,11 +16,8 @@ import numpy as np
 from flax import nnx
 from PIL import Image
 
+from sqzdse.data import CAFFE_CROP, CAFFE_MEAN_BGR, caffe_crop
 from sqzdse.model import SqueezeNet
-
-RESIZE = 256  # images are resized to 256x256 before cropping (the ImageNet LMDBs)
-CROP = 227  # crop_size: 227
-MEAN_BGR = np.array([104.0, 117.0, 123.0], np.float32)  # mean_value in BGR order
 
 
 @functools.cache
@@ -52,11 +49,8 @@ def preprocess(image: Image.Image | np.ndarray) -> np.ndarray:
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8:
             raise ValueError(f"image array must be uint8 0-255 (H, W[, C]), got {image.dtype} {image.shape}")
-        image = Image.fromarray(image)
-    image = image.convert("RGB").resize((RESIZE, RESIZE), Image.Resampling.BILINEAR)
-    off = (RESIZE - CROP) // 2  # Caffe's test-phase centre crop: (256 - 227) / 2
-    x = np.asarray(image, np.float32)[off : off + CROP, off : off + CROP]
-    return x[..., ::-1] - MEAN_BGR  # RGB -> BGR, then the BGR mean
+    # Caffe's test phase: the centre crop, unmirrored, less the BGR mean.
+    return caffe_crop(image).astype(np.float32) - np.asarray(CAFFE_MEAN_BGR, np.float32)
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
@@ -84,13 +78,14 @@ def predict_files(model: SqueezeNet, paths: list[str], top: int = 5, batch_size:
       probabilities from the softmax of the model's class scores, highest first.
     """
     cfg = model.cfg
-    if cfg.input_shape != (CROP, CROP, 3) or cfg.num_classes != 1000:
+    shape = (CAFFE_CROP, CAFFE_CROP, 3)
+    if cfg.input_shape != shape or cfg.num_classes != 1000:
         raise ValueError(
-            f"ImageNet prediction needs a {(CROP, CROP, 3)} -> 1000 model, not {cfg.input_shape} -> {cfg.num_classes}"
+            f"ImageNet prediction needs a {shape} -> 1000 model, not {cfg.input_shape} -> {cfg.num_classes}"
         )
     if not 1 <= top <= 1000:
         raise ValueError(f"top={top}: must be in 1..1000")
-    images = np.stack([load_image(p) for p in paths]) if paths else np.zeros((0, CROP, CROP, 3), np.float32)
+    images = np.stack([load_image(p) for p in paths]) if paths else np.zeros((0, *shape), np.float32)
     # One batch shape for every chunk (the last one padded), so the forward compiles once.
     size = max(1, min(batch_size, len(paths)))
     probs = []

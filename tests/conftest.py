@@ -1,9 +1,11 @@
-"""Shared fixtures: the reference data the package ships (sqzdse/reference), a session compilation cache."""
+"""Shared fixtures: the reference data the package ships (sqzdse/reference), a compilation cache, a sweep's rows."""
 
+import json
 import os
 from pathlib import Path
 
 import pytest
+from sweep_rows import make_rows, write_csv
 
 from sqzdse import reference as R
 
@@ -47,3 +49,16 @@ def paper_numbers() -> dict:
 @pytest.fixture(scope="session")
 def caffe_layers() -> dict:
     return R.load_json("caffe", "derived_layer_table.json")["versions"]
+
+
+@pytest.fixture(scope="module")
+def rows():
+    """A small sweep: SR x seeds (fig3a), pct3x3 x seeds (fig3b), bypass x seeds (table3), non-completed trials."""
+    return make_rows()
+
+
+@pytest.fixture(scope="module")
+def files(rows, tmp_path_factory):
+    d = tmp_path_factory.mktemp("results")
+    (d / "results.json").write_text(json.dumps(rows))
+    return {"csv": write_csv(d / "results.csv", rows), "json": d / "results.json", "dir": d}

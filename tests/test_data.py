@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sqzdse import data
+from sqzdse import data, tfds_prep
 
 IDX = data._IDX_FILES
 
@@ -108,7 +108,7 @@ def test_load_finds_debian_files_through_env_and_caches(tmp_path, monkeypatch):
     def no_tfds(*args, **kwargs):
         raise AssertionError("a cached load must not touch tfds")
 
-    monkeypatch.setattr(data, "_prepared_builder", no_tfds)
+    monkeypatch.setattr(tfds_prep, "prepared_builder", no_tfds)
     second = data.load("fashion_mnist", data_dir=str(tmp_path / "tfds"), download=False)
     np.testing.assert_array_equal(_all(first, "val")[0], _all(second, "val")[0])
 
@@ -209,7 +209,7 @@ def test_unavailable_says_how_to_get_it_quickly(tmp_path, monkeypatch):
         data.load("imagenet2012", data_dir=str(tmp_path / "empty"), download=False)
     assert str(tmp_path / "empty" / "downloads" / "manual") in str(e.value)
     # Downloads allowed but the host unreachable: still one clear error, no retries.
-    monkeypatch.setattr(data, "_reachable", lambda url, timeout=3.0: False)
+    monkeypatch.setattr(tfds_prep, "_reachable", lambda url, timeout=3.0: False)
     with pytest.raises(data.DatasetUnavailable, match="cannot be reached") as e:
         data.load("cifar10", data_dir=str(tmp_path / "empty"))
     assert "cifar-10-binary.tar.gz" in str(e.value)

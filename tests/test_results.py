@@ -1,0 +1,94 @@
+"""Rows read back from exports and storages: the one column list, types restored, clear errors."""
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from sweep_rows import study, write_csv
+
+from sqzdse import results
+
+
+def test_one_column_list_is_the_exports():
+    from sqzdse import sweep
+
+    # Until sweep.py imports them from sqzdse.results: the export writes exactly the columns rows are read with.
+    assert results.FIELDS == sweep.ROW_KEYS and results.METAPARAMETERS == sweep.METAPARAMETERS
+
+
+def test_csv_and_json_load_to_the_same_typed_rows(rows, files):
+    from_csv, from_json = results.load_rows(files["csv"]), results.load_rows(files["json"])
+    assert from_csv == from_json == rows
+    r = from_csv[0]
+    assert isinstance(r["params"], int) and isinstance(r["number"], int) and isinstance(r["sr"], float)
+    assert isinstance(r["curve"], list) and all(isinstance(v, float) for v in r["curve"])
+    assert r["test_top5"] is None and r["reason"] is None  # empty cells
+    assert r["dataset"] == "fmnist"
+    failed = next(x for x in from_csv if x["state"] == "FAIL")
+    assert failed["val_top1"] is None and "nan" in failed["reason"]
+
+
+def test_missing_columns_unknown_columns_and_several_sources(rows, files):
+    d = files["dir"]
+    slim = [dict(r, study="slim", compressed_bytes=123, lr="0.04") for r in rows[:3]]
+    write_csv(d / "slim.csv", slim, drop=("macs", "curve"))
+    got = results.load_rows([files["json"], d / "slim.csv"])
+    assert len(got) == len(rows) + 3
+    slim = study(got, "slim")
+    assert [r["macs"] for r in slim] == [None] * 3 and slim[0]["curve"] is None and slim[0]["compressed_bytes"] == 123
+    assert slim[0]["lr"] == 0.04  # an extra column is kept, parsed as best it can be, not required
+    assert {r["study"] for r in got} == {"fig3a", "fig3b", "table3", "slim"}  # rows keep their study
+    assert {r["study"] for r in results.load_rows(files["csv"], d / "slim.csv", study="slim")} == {"slim"}
+    # A file row without a study is named after its file.
+    (d / "nostudy.json").write_text(json.dumps([{k: v for k, v in rows[0].items() if k != "study"}]))
+    assert results.load_rows(d / "nostudy.json")[0]["study"] == "nostudy"
+
+
+def test_storage_urls_go_through_sweep_export_rows(rows, monkeypatch):
+    calls = []
+
+    def export_rows(storage_url, study_name=None):
+        calls.append((storage_url, study_name))
+        return [dict(r, curve=json.dumps(r["curve"]), params=str(r["params"])) for r in rows[:2]]
+
+    monkeypatch.setitem(sys.modules, "sqzdse.sweep", types.SimpleNamespace(export_rows=export_rows))
+    got = results.load_rows("sqlite:///runs/x.db", "postgresql://u@h/db", study="fig3a")
+    assert calls == [("sqlite:///runs/x.db", "fig3a"), ("postgresql://u@h/db", "fig3a")]
+    assert got == rows[:2] + rows[:2]
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("study,number,state\n", "no trial rows"),
+        ("[]", "no trial rows"),
+        ('{"rows": []}', "expected a JSON list"),
+        ("study,number,state,params\nx,1,COMPLETE,1.5\n", "column 'params'"),
+    ],
+)
+def test_bad_sources_are_clear_errors(tmp_path, content, message):
+    path = tmp_path / ("bad.json" if content.startswith(("[", "{")) else "bad.csv")
+    path.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        results.load_rows(path)
+    with pytest.raises(ValueError, match="no results source"):
+        results.load_rows()
+    (tmp_path / "x.txt").write_text("a")
+    with pytest.raises(ValueError, match="unknown results format"):
+        results.load_rows(tmp_path / "x.txt")
+    with pytest.raises(FileNotFoundError, match="no such results file"):
+        results.load_rows(tmp_path / "missing.csv")
+
+
+def test_paper_numbers_default_location(reference, monkeypatch):
+    monkeypatch.delenv("SQZDSE_REFERENCE", raising=False)
+    assert (
+        results.paper_numbers_path() == Path(results.__file__).parent / "reference" / "paper_numbers.json"
+    )  # the package's
+    monkeypatch.setenv("SQZDSE_REFERENCE", str(reference))
+    assert results.paper_numbers_path() == reference / "paper_numbers.json"
+    monkeypatch.setenv("SQZDSE_REFERENCE", str(reference / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="SQZDSE_REFERENCE"):
+        results.paper_numbers_path()
