@@ -145,7 +145,8 @@ def write_report(
     versions = sorted({str(r["version"]) for r in rows if r.get("version")})
     if versions:
         summary += f". sqzdse version {', '.join(versions)}"
-    extras = {k for r in rows for k in r if k not in P.FIELDS}
+    # Columns the tables below do not show, and the dataset: a line each when they take few values.
+    extras = {k for r in rows for k in r if k not in P.FIELDS} | {"dataset"}
     for k in sorted(extras):
         values = sorted({str(r[k]) for r in rows if r.get(k) is not None})
         if 0 < len(values) <= 5:

@@ -241,7 +241,7 @@ def test_markdown_report(rows, files, tmp_path):
     argv = [str(files["csv"]), "-o", str(out), "--study", "fig3a", "--spec", str(spec)]
     assert R.run_report(_report_parser().parse_args(argv)) == 0
     md = out.read_text()
-    assert '"sampler": "grid"' in md
+    assert '"sampler": "grid"' in md and ". dataset: fmnist." in md
     fig3a = study(rows, "fig3a")
     kept = sorted((r for r in fig3a if r["state"] == "COMPLETE"), key=lambda r: -r["val_top1"])
     # Trial table: every trial, completed ones ranked by accuracy, failures with their reason (| escaped).
