@@ -12,15 +12,15 @@ from sqzdse.model import SqueezeNet
 
 
 def xla_conv_macs(cfg) -> int:
-    """XLA's own count: cost analysis of every convolution in the traced model, compiled alone.
+    """XLA's own count: HLO cost analysis of every convolution in the traced model, lowered alone.
 
     XLA counts 2 flops per multiply-accumulate that touches the input (taps on
     zero padding excluded); bias adds are separate ops, so a lone convolution's
-    flops are exactly 2 x its MACs.
+    flops are exactly 2 x its MACs. The analysis of the lowered (not yet compiled)
+    module is the same count, without minutes of compiling 227x227 convolutions.
     """
-    model = SqueezeNet(cfg, rngs=nnx.Rngs(0))
-    graph, state = nnx.split(model)
-    x = jnp.zeros((1, *cfg.input_shape))
+    graph, state = nnx.split(nnx.eval_shape(lambda: SqueezeNet(cfg, rngs=nnx.Rngs(0))))
+    x = jax.ShapeDtypeStruct((1, *cfg.input_shape), jnp.float32)
     # The model computes convolutions as matmuls (sqzdse.ops); trace each layer as a lax convolution instead.
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(ops, "conv", lambda layer, x, add_bias=True: ops.to_chwn(layer(ops.to_chwn(x))))  # bias: not a conv
@@ -29,10 +29,10 @@ def xla_conv_macs(cfg) -> int:
     for eqn in jaxpr.eqns:
         if eqn.primitive.name != "conv_general_dilated":
             continue
-        lhs, rhs = (v.aval for v in eqn.invars)
+        lhs, rhs = (jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in eqn.invars)
         conv = jax.jit(lambda a, b, p=eqn.params: jax.lax.conv_general_dilated_p.bind(a, b, **p))
-        flops = conv.lower(jnp.zeros(lhs.shape, lhs.dtype), jnp.zeros(rhs.shape, rhs.dtype)).compile().cost_analysis()
-        total += int(round(flops["flops"])) // 2
+        total += int(round(conv.lower(lhs, rhs).cost_analysis()["flops"])) // 2
+    assert total > 0
     return total
 
 
@@ -51,12 +51,11 @@ def test_macs_equal_xla_cost_analysis(cfg):
 
 
 def test_whole_forward_flops_are_dominated_by_the_counted_macs():
-    # The whole compiled forward adds bias, ReLU, pooling and concat work on top.
+    # The whole forward adds bias, ReLU, pooling and concat work on top (lowered: compiled counts within 0.1 %).
     cfg = C.squeezenet_v1_0()
-    model = SqueezeNet(cfg, rngs=nnx.Rngs(0))
-    graph, state = nnx.split(model)
+    graph, state = nnx.split(nnx.eval_shape(lambda: SqueezeNet(cfg, rngs=nnx.Rngs(0))))
     f = jax.jit(lambda s, x: nnx.merge(graph, s)(x))
-    flops = f.lower(state, jnp.zeros((1, *cfg.input_shape))).compile().cost_analysis()["flops"]
+    flops = f.lower(state, jax.ShapeDtypeStruct((1, *cfg.input_shape), jnp.float32)).cost_analysis()["flops"]
     # + ~7%: the matmul convolutions (sqzdse.ops) also multiply the zero padding im2col reads.
     assert 1.0 < flops / (2 * summary(cfg)["macs"]) < 1.1
 
