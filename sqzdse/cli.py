@@ -165,6 +165,14 @@ def train_config_from_args(args, cfg: C.SqueezeNetConfig):
 
 
 def cmd_train(args) -> int:
+    from sqzdse.runtime import deferred_signals
+
+    # SIGINT/SIGTERM: the run checkpoints at the next update and main() prints one line (exit 130/143).
+    with deferred_signals("as the run finished (its summary is written)"):
+        return _train(args)
+
+
+def _train(args) -> int:
     from sqzdse import data as D
     from sqzdse.train import train_and_evaluate
 
@@ -180,6 +188,8 @@ def cmd_train(args) -> int:
         return run_dsd(args, cfg, tc, ds)
     r = train_and_evaluate(cfg, tc, args.workdir, dataset=ds, progress=not args.no_progress)
     r.pop("state")
+    if r.pop("reused", False):
+        print(f"{args.workdir} holds this run, finished: its summary, not trained again", file=sys.stderr)
     if args.json:
         print(json.dumps(r, indent=1))
     else:
@@ -375,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sqzdse.runtime import backend_initialized, configure_cpu, parse_cpus
+    from sqzdse.runtime import Interrupted, backend_initialized, configure_cpu, parse_cpus
 
     args = build_parser().parse_args(argv)
     try:
@@ -386,6 +396,12 @@ def main(argv: list[str] | None = None) -> int:
     except (C.ConfigError, FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"sqzdse: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a command that does not defer signals (sqzdse.train.deferred_signals)
+        print("sqzdse: interrupted (SIGINT)", file=sys.stderr)
+        return 130
+    except Interrupted as e:  # a deferred SIGINT/SIGTERM, acted on at a safe point (sqzdse.runtime)
+        print(f"sqzdse: {e}", file=sys.stderr)
+        return e.exit_code
 
 
 if __name__ == "__main__":
