@@ -4,7 +4,11 @@ Everything configuration-dependent is bound before ``jax.jit``; the learning rat
 momentum and weight decay travel as arrays in the train state, so a new value
 does not recompile. A run in ``workdir`` checkpoints with orbax and, started
 again with the same arguments, resumes where it stopped and ends with the same
-result as an uninterrupted run.
+result as an uninterrupted run; started on a finished run, it returns that run's
+summary. One process at a time holds a workdir (``workdir_lock``); the last two
+checkpoints are kept, each with sha256 checksums of its files, so a damaged one
+falls back to the one before (``_restore``); SIGINT/SIGTERM stop a run at the
+next update with a checkpoint (``sqzdse.runtime.deferred_signals``).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Sweeps: spec validation, end to end on the embedded storage, concurrent and killed workers, PostgreSQL."""
 
+import dataclasses
 import io
 import json
 import os
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 from test_train import synthetic
 
+from sqzdse import config as C
 from sqzdse import sweep as S
 from sqzdse.cli import main
 
@@ -72,6 +74,24 @@ def test_three_trial_sweep_end_to_end(ds, tmp_path):
     assert row["state"] == "COMPLETE" and len(row["curve"]) == 2 and row["key"] not in {r["key"] for r in rows}
 
 
+def test_trial_workdir_uses_an_older_versions_workdir_only_for_the_same_run(tmp_path):
+    """Before shared workdirs a trial trained in runs/<study>/<sha1 of configuration and seed>."""
+    import hashlib
+
+    from sqzdse.train import TrainConfig
+
+    cfg, tc = spec().config({"sr": 0.25}), TrainConfig(epochs=1, seed=3)
+    new = S.trial_workdir(str(tmp_path), "tiny", cfg, tc)
+    assert new == os.path.join(str(tmp_path), "trials", S.trial_key(cfg, tc))
+    blob = json.dumps([C.to_dict(cfg), 3], sort_keys=True).encode()
+    legacy = tmp_path / "tiny" / hashlib.sha1(blob).hexdigest()[:12]
+    legacy.mkdir(parents=True)
+    run = {"config": C.to_dict(cfg), "train_config": {**dataclasses.asdict(tc), "checkpoint_every": 50}}
+    (legacy / "run.json").write_text(json.dumps(run))
+    assert S.trial_workdir(str(tmp_path), "tiny", cfg, tc) == str(legacy)  # the same run: resumed or reused there
+    assert S.trial_workdir(str(tmp_path), "tiny", cfg, dataclasses.replace(tc, epochs=2)) != str(legacy)
+
+
 def test_diverged_trial_is_a_recorded_failure_and_the_sweep_goes_on(ds, tmp_path):
     raw = json.loads(json.dumps(TINY_SPEC))
     raw["space"] = {"sr": [0.25, 0.5]}
@@ -88,6 +108,7 @@ import sys, time
 sys.path.insert(0, {tests!r})
 from test_train import synthetic
 from test_sweep import spec
+from sqzdse import config as C
 from sqzdse import sweep as S
 
 class Slow:
