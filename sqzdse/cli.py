@@ -162,6 +162,14 @@ def train_config_from_args(args, cfg: C.SqueezeNetConfig):
 
 
 def cmd_train(args) -> int:
+    from sqzdse.runtime import deferred_signals
+
+    # SIGINT/SIGTERM: the run checkpoints at the next update and main() prints one line (exit 130/143).
+    with deferred_signals("as the run finished (its summary is written)"):
+        return _train(args)
+
+
+def _train(args) -> int:
     from sqzdse import data as D
     from sqzdse.train import train_and_evaluate
 
@@ -177,6 +185,8 @@ def cmd_train(args) -> int:
         return run_dsd(args, cfg, tc, ds)
     r = train_and_evaluate(cfg, tc, args.workdir, dataset=ds, progress=not args.no_progress)
     r.pop("state")
+    if r.pop("reused", False):
+        print(f"{args.workdir} holds this run, finished: its summary, not trained again", file=sys.stderr)
     if args.json:
         print(json.dumps(r, indent=1))
     else:
@@ -229,16 +239,31 @@ def cmd_sweep_status(args) -> int:
     from sqzdse import sweep as S
 
     url, study = _storage_of(args)
-    st = S.status(url, study)
+    if args.top < 0:
+        raise ValueError(f"--top {args.top}: must be >= 0")
+    st = S.status(url, study, top=args.top)
     if args.json:
         print(json.dumps(st, indent=1))
         return 0
     print(f"study {st['study']} in {url}: {st['trials']} trials ({_states(st)})")
-    b = st["best"]
-    if b:
-        meta = " ".join(f"{k}={b[k]}" for k in S.METAPARAMETERS)
-        print(f"best val_top1 {b['val_top1']:.4f} (test {b['test_top1']:.4f}, {b['bytes']:,} bytes): trial "
-              f"{b['number']}: {meta} seed={b['seed']}")  # fmt: skip
+
+    def line(r) -> str:
+        objs = " ".join(f"{o}={r[o]:.4f}" if isinstance(r[o], float) else f"{o}={r[o]:,}" for o in st["objectives"])
+        meta = " ".join(f"{k}={r[k]}" for k in S.METAPARAMETERS)
+        test = f"test_top1 {r['test_top1']:.4f}, {r['bytes']:,} bytes"
+        return f"  trial {r['number']}: {objs} ({test}) | {meta} seed={r['seed']}"
+
+    goal = ", ".join(f"{o} ({d})" for o, d in zip(st["objectives"], st["directions"], strict=True))
+    if len(st["objectives"]) > 1:
+        print(f"Pareto set of {goal}: {len(st['pareto'])} trials")
+        for r in st["pareto"]:
+            print(line(r))
+    elif st["best"]:
+        print(f"best by {goal}:\n{line(st['best'])}")
+    if st["top"]:
+        print(f"top {len(st['top'])} by {goal.split(',')[0]}:")
+        for r in st["top"]:
+            print(line(r))
     return 0
 
 
@@ -359,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("-o", "--output", help="write here instead of standard output")
         else:
             q.add_argument("--json", action="store_true", help="print JSON")
+            q.add_argument("--top", type=int, default=0, help="also list the N best trials by the first objective")
         q.set_defaults(func=func)
 
     from sqzdse.plots import add_plot_arguments, run_plot
@@ -385,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sqzdse.runtime import backend_initialized, configure_cpu, parse_cpus
+    from sqzdse.runtime import Interrupted, backend_initialized, configure_cpu, parse_cpus
 
     args = build_parser().parse_args(argv)
     try:
@@ -396,6 +422,12 @@ def main(argv: list[str] | None = None) -> int:
     except (C.ConfigError, FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"sqzdse: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a command that does not defer signals (sqzdse.train.deferred_signals)
+        print("sqzdse: interrupted (SIGINT)", file=sys.stderr)
+        return 130
+    except Interrupted as e:  # a deferred SIGINT/SIGTERM, acted on at a safe point (sqzdse.runtime)
+        print(f"sqzdse: {e}", file=sys.stderr)
+        return e.exit_code
 
 
 if __name__ == "__main__":

@@ -4,14 +4,20 @@ XLA reads ``XLA_FLAGS`` once, when the first computation creates the CPU client,
 and its worker threads pick their malloc arena when they start, so both must be
 set before then (first thing in a CLI's ``main``). What each setting bought is
 measured in benchmarks/README.md.
+
+Also here: ``deferred_signals``, which turns SIGINT/SIGTERM into a flag that long-running work (training, a
+sweep worker) checks at safe points, raising ``Interrupted`` there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
 import shlex
+import signal
+import threading
 import warnings
 
 # name -> value; appended to XLA_FLAGS unless the user already set that flag.
@@ -129,3 +135,71 @@ def configure_cpu(threads: int | None = None, *, cpus: list[int] | None = None, 
         except OSError as e:
             raise ValueError(f"cannot pin to CPUs {cpus}: {e.strerror}") from None
     return flags
+
+
+# --------------------------------------------------------------------------- signals
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_pending: list[int] = []  # signals received while deferred, oldest first
+_deferring = [0]  # nesting depth of deferred_signals
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM stopped the work at a safe point. A BaseException, as KeyboardInterrupt is, so that
+    handlers of failed work (``except Exception``) let it through; ``exit_code`` is 128 + the signal number."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum, self.message, self.exit_code = signum, message, 128 + signum
+
+
+@contextlib.contextmanager
+def deferred_signals(when_done: str = "as the work finished"):
+    """SIGINT/SIGTERM only set a flag inside the block; ``check_signals`` acts on it between steps.
+
+    Raising KeyboardInterrupt inside JAX's dispatch or while orbax writes can crash the process or leave a
+    half-written checkpoint; a flag checked between updates cannot. A second signal ends the process at once
+    (exit 128 + signal, one line; the last complete checkpoint stays). A signal that arrived while the block
+    finished its work is raised as ``Interrupted`` (saying `when_done`) when the block ends. Nested blocks share
+    the outer one's handler; outside the main thread the block does nothing (Python delivers signals to the main
+    thread). Also a decorator.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    if _deferring[0]:
+        _deferring[0] += 1
+        try:
+            yield
+        finally:
+            _deferring[0] -= 1
+        return
+
+    def handler(signum, frame):
+        if _pending:  # the second: the user means it
+            os.write(2, f"sqzdse: {signal.Signals(signum).name} again: stopping at once\n".encode())
+            os._exit(128 + signum)
+        _pending.append(signum)
+
+    old = {s: signal.signal(s, handler) for s in SIGNALS}
+    _deferring[0] += 1
+    try:
+        yield
+        check_signals(when_done)
+    finally:
+        _deferring[0] -= 1
+        for s, h in old.items():
+            signal.signal(s, h)
+        _pending.clear()
+
+
+def check_signals(where: str) -> None:
+    """Raise ``Interrupted`` if a deferred signal arrived; `where` ends its message ("at update 13 of 30...")."""
+    if _pending:
+        signum = _pending[0]
+        raise Interrupted(signum, f"{signal.Signals(signum).name} {where}")
+
+
+def signal_pending() -> bool:
+    """Whether a deferred SIGINT/SIGTERM waits to be acted on."""
+    return bool(_pending)

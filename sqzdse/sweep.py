@@ -8,8 +8,13 @@ Safety: a grid is enqueued once, by the worker that creates the study, and
 workers claim waiting trials atomically, so every grid point runs exactly once.
 Workers send heartbeats; a trial whose worker died (kill -9) goes stale, is
 marked FAIL and re-enqueued, and its retry resumes from the dead worker's
-checkpoint (a trial's workdir is keyed by its configuration and seed). A
-diverged or broken trial is recorded as FAIL with its reason; the sweep goes on.
+checkpoint. A trial's workdir, ``runs/trials/<key>``, is keyed by everything
+that decides its result (``sqzdse.train.run_identity``), shared by all studies:
+a run finished by any trial is reused, never trained twice, and workers that
+reach one key at once take turns on its lock. SIGINT/SIGTERM stop a worker
+after a checkpoint; its trial is failed as "interrupted" and queued again at
+once. A diverged or broken trial is recorded as FAIL with its reason; the sweep
+goes on.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import numpy as np
 
 from sqzdse import __version__
 from sqzdse import config as C
+from sqzdse.runtime import deferred_signals
 from sqzdse.train import TrainConfig
 
 METAPARAMETERS = ("base_e", "incr_e", "freq", "pct3x3", "sr", "bypass")
@@ -394,18 +400,36 @@ def _claim_waiting(study):
 
 
 def _budget_used(study) -> int:
-    """Trials that count towards n_trials: all but the stale ones that were retried."""
+    """Trials that count towards n_trials: all but the stale or interrupted ones that were retried."""
     trials = study.get_trials(deepcopy=False)
-    retried = {t.system_attrs.get("failed_trial") for t in trials} - {None}
-    return sum(1 for t in trials if t._trial_id not in retried)
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", ())}  # trial numbers
+    return sum(1 for t in trials if t.number not in retried)
 
 
-def trial_key(cfg: C.SqueezeNetConfig, seed: int) -> str:
-    """Stable name of a (configuration, seed): a retried trial finds its predecessor's checkpoints."""
-    blob = json.dumps([C.to_dict(cfg), seed], sort_keys=True).encode()
-    return hashlib.sha1(blob).hexdigest()[:12]
+def trial_key(cfg: C.SqueezeNetConfig, tc: TrainConfig) -> str:
+    """The name of what a trial trains (``sqzdse.train.run_key``: configuration, result-changing settings, seed)."""
+    from sqzdse.train import run_key
+
+    return run_key(cfg, tc)
 
 
+TRIALS_DIR = "trials"  # runs_dir/trials/<key>: one workdir per run, shared by every study
+
+
+def trial_workdir(runs_dir: str, study: str, cfg: C.SqueezeNetConfig, tc: TrainConfig) -> str:
+    """``runs_dir/trials/<key>``; a run that a version before shared workdirs left in ``runs_dir/<study>/<its
+    key>`` (a hash of configuration and seed only) is used in place when it trains exactly this."""
+    from sqzdse.train import read_identity, run_identity
+
+    workdir = os.path.join(runs_dir, TRIALS_DIR, trial_key(cfg, tc))
+    blob = json.dumps([C.to_dict(cfg), tc.seed], sort_keys=True).encode()
+    legacy = os.path.join(runs_dir, study, hashlib.sha1(blob).hexdigest()[:12])
+    if not os.path.exists(workdir) and read_identity(legacy) == run_identity(cfg, tc):
+        return legacy
+    return workdir
+
+
+@deferred_signals("after its last trial was recorded")  # SIGINT/SIGTERM: see _requeue
 def run_worker(
     spec: SweepSpec,
     storage_url: str,
@@ -423,6 +447,7 @@ def run_worker(
     from optuna.storages._heartbeat import get_heartbeat_thread
 
     from sqzdse import data as D
+    from sqzdse.runtime import Interrupted, check_signals
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats, fail_stale_trials
@@ -434,14 +459,20 @@ def run_worker(
         dataset = D.load(spec.train.get("dataset", "fashion_mnist"), val_size=spec.train.get("val_size"))
     done = 0
     while max_trials is None or done < max_trials:
+        check_signals("between trials: nothing was running")
         fail_stale_trials(study)  # a dead worker's trial becomes FAIL + a WAITING retry
         trial = _claim_waiting(study)
         if trial is None:
             if spec.sampler == "grid" or _budget_used(study) >= (spec.n_trials or 0):
                 break
             trial = study.ask()
-        with get_heartbeat_thread(trial._trial_id, study._storage):
-            state, values = _run_trial(spec, trial, dataset, runs_dir, progress, log)
+        try:
+            with get_heartbeat_thread(trial._trial_id, study._storage):
+                state, values = _run_trial(spec, trial, dataset, runs_dir, progress, log)
+        except Interrupted as e:
+            _requeue(study, trial, e.message)
+            raise Interrupted(e.signum, f"{e.message}; trial {trial.number} is queued again for the next "
+                              "`sqzdse sweep run`") from None  # fmt: skip
         study.tell(trial, values, state=state)
         done += 1
         jax.clear_caches()  # keep memory flat over a long sweep; the persistent cache keeps compiles
@@ -478,12 +509,15 @@ def _run_trial(spec: SweepSpec, trial, dataset, runs_dir: str, progress: bool, l
         return TrialState.PRUNED, None
     trial.set_user_attr("over_budget", 0.0)
     label = " ".join(f"{k}={v}" for k, v in meta.items())
-    results = []
+    runs = [(seed, train_config(spec, cfg, seed)) for seed in seeds]
+    runs = [(seed, tc, trial_workdir(runs_dir, spec.name, cfg, tc)) for seed, tc in runs]
+    one = (lambda xs: xs[0]) if len(runs) == 1 else list  # one seed: plain values, as "seed" is
+    trial.set_user_attr("key", one([trial_key(cfg, tc) for _, tc, _ in runs]))
+    trial.set_user_attr("workdir", one([workdir for _, _, workdir in runs]))
+    results, reused = [], []
     try:
-        for seed in seeds:
-            tc = train_config(spec, cfg, seed)
-            workdir = os.path.join(runs_dir, spec.name, trial_key(cfg, seed))
-            log(f"[{spec.name}] trial {trial.number}: {label} seed={seed}")
+        for seed, tc, workdir in runs:
+            log(f"[{spec.name}] trial {trial.number}: {label} seed={seed} in {workdir}")
 
             def on_epoch(record, _seed=seed):
                 if spec.pruner != "none" and len(seeds) == 1:
@@ -491,8 +525,16 @@ def _run_trial(spec: SweepSpec, trial, dataset, runs_dir: str, progress: bool, l
                     if trial.should_prune():
                         raise optuna.TrialPruned(f"pruned after epoch {record['epoch']}")
 
-            r = train_and_evaluate(cfg, tc, workdir, dataset=dataset, on_epoch=on_epoch, progress=progress)
+            def on_busy(msg):
+                log(f"[{spec.name}] trial {trial.number}: {msg} (the same run, for another trial); waiting")
+
+            r = train_and_evaluate(cfg, tc, workdir, dataset=dataset, on_epoch=on_epoch, progress=progress,
+                                   on_busy=on_busy, origin=dict(study=spec.name, trial=trial.number))  # fmt: skip
             state = r.pop("state")
+            reused.append(_origin(r) if r.pop("reused", False) else None)
+            if reused[-1]:
+                trial.set_user_attr("reused_from", one(reused))
+                log(f"[{spec.name}] trial {trial.number}: finished before by {reused[-1]}: not trained again")
             if spec.compress and r["status"] == "completed":
                 from sqzdse.compress import compressed_size
 
@@ -520,6 +562,28 @@ def _run_trial(spec: SweepSpec, trial, dataset, runs_dir: str, progress: bool, l
     return TrialState.COMPLETE, values
 
 
+def _origin(summary: dict) -> str:
+    """Who trained a reused run: "study/trial number" from its summary, or that no sweep did."""
+    o = summary.get("origin") or {}
+    return f"{o['study']}/{o['trial']}" if "study" in o and "trial" in o else "a run outside any sweep"
+
+
+def _requeue(study, trial, reason: str) -> None:
+    """An interrupted trial: FAIL with status "interrupted", and at once a WAITING copy (same parameters) that the
+    next worker resumes from the checkpoint. The copy is made as Optuna's stale-trial retry makes it (system attrs
+    ``failed_trial``, ``retry_history``), so budgets count the pair as one trial."""
+    import optuna
+    from optuna.trial import TrialState
+
+    trial.set_user_attr("status", "interrupted")
+    trial.set_user_attr("reason", f"{reason}; retried as a new trial")
+    study.tell(trial, state=TrialState.FAIL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=None)
+    retry(study, study._storage.get_trial(trial._trial_id))
+
+
 def _record_failure(trial, status: str, reason: str, log, result: dict | None = None):
     from optuna.trial import TrialState
 
@@ -536,11 +600,16 @@ def _record_failure(trial, status: str, reason: str, log, result: dict | None = 
 
 ROW_KEYS = ("study", "number", "state", *METAPARAMETERS, "seed", "params", "bytes", "compressed_bytes", "macs",
             "val_top1", "val_top5", "test_top1", "test_top5", "curve", "train_seconds", "compile_seconds", "status",
-            "reason", "dataset", "version")  # fmt: skip
+            "reason", "dataset", "version", "key", "workdir", "reused_from")  # fmt: skip
 
 
 def export_rows(storage_url: str, study_name: str | None = None) -> list[dict]:
     """One row per trial (all studies when `study_name` is None): state, metaparameters and results."""
+    return [row for study in _studies(storage_url, study_name) for row in _rows(study)]
+
+
+def _studies(storage_url: str, study_name: str | None) -> list:
+    """The storage's studies (Optuna Study objects), or the one named: a clear error when it is not there."""
     import optuna
 
     storage = open_storage(storage_url)
@@ -549,15 +618,17 @@ def export_rows(storage_url: str, study_name: str | None = None) -> list[dict]:
         if study_name not in names:
             raise SpecError(f"study {study_name!r} not in {storage_url}; it holds: {', '.join(names) or 'none'}")
         names = [study_name]
+    return [optuna.load_study(study_name=name, storage=storage) for name in names]
+
+
+def _rows(study) -> list[dict]:
     rows = []
-    for name in names:
-        study = optuna.load_study(study_name=name, storage=storage)
-        for t in study.get_trials(deepcopy=False):
-            row = {k: t.user_attrs.get(k, t.params.get(k)) for k in ROW_KEYS}
-            row.update(study=name, number=t.number, state=t.state.name)
-            if row["status"] is None and t.state.name == "FAIL":
-                row["status"], row["reason"] = "failed", "worker died (stale heartbeat); retried as a new trial"
-            rows.append(row)
+    for t in study.get_trials(deepcopy=False):
+        row = {k: t.user_attrs.get(k, t.params.get(k)) for k in ROW_KEYS}
+        row.update(study=study.study_name, number=t.number, state=t.state.name)
+        if row["status"] is None and t.state.name == "FAIL":
+            row["status"], row["reason"] = "failed", "worker died (stale heartbeat); retried as a new trial"
+        rows.append(row)
     return rows
 
 
@@ -573,15 +644,32 @@ def resolve_study(storage_url: str, study_name: str | None) -> str:
     return names[0]
 
 
-def status(storage_url: str, study_name: str | None = None) -> dict:
-    """Progress of a study: trials per state, grid coverage, the best trial(s)."""
-    rows = export_rows(storage_url, resolve_study(storage_url, study_name))
+def status(storage_url: str, study_name: str | None = None, top: int = 0) -> dict:
+    """Progress of a study: trials per state, its objectives, the best trial(s) and the `top` N.
+
+    best: the best trial by the (first) objective; pareto: ``study.best_trials``, the trials no other trial beats
+    on every objective (with max_bytes, only trials within it); top: the N best by the first objective.
+    """
+    import optuna
+
+    (study,) = _studies(storage_url, resolve_study(storage_url, study_name))
+    rows = {r["number"]: r for r in _rows(study)}
     states: dict[str, int] = {}
-    for r in rows:
+    for r in rows.values():
         states[r["state"]] = states.get(r["state"], 0) + 1
-    done = [r for r in rows if r["state"] == "COMPLETE"]
-    best = max(done, key=lambda r: r["val_top1"], default=None)
-    return dict(study=rows[0]["study"] if rows else study_name, trials=len(rows), states=states, best=best)
+    objectives = (study.user_attrs.get("spec") or {}).get("objectives") or ["val_top1"]
+    first_max = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+
+    def ranked(trials) -> list[dict]:  # best first by the first objective
+        return [rows[t.number] for t in sorted(trials, key=lambda t: t.values[0], reverse=first_max)]
+
+    pareto = ranked(study.best_trials)
+    done = ranked(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+    return dict(
+        study=study.study_name, trials=len(rows), states=states, objectives=objectives,
+        directions=[d.name.lower() for d in study.directions], best=pareto[0] if pareto else None,
+        pareto=pareto, top=done[:top],
+    )  # fmt: skip
 
 
 def write_rows(rows: list[dict], fmt: str, out) -> None:

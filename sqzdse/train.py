@@ -4,18 +4,27 @@ Everything configuration-dependent is bound before ``jax.jit``; the learning rat
 momentum and weight decay travel as arrays in the train state, so a new value
 does not recompile. A run in ``workdir`` checkpoints with orbax and, started
 again with the same arguments, resumes where it stopped and ends with the same
-result as an uninterrupted run.
+result as an uninterrupted run; started on a finished run, it returns that run's
+summary. One process at a time holds a workdir (``workdir_lock``); the last two
+checkpoints are kept, each with sha256 checksums of its files, so a damaged one
+falls back to the one before (``_restore``); SIGINT/SIGTERM stop a run at the
+next update with a checkpoint (``sqzdse.runtime.deferred_signals``).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
+import fcntl
 import functools
+import hashlib
 import itertools
 import json
 import math
 import os
+import shutil
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +39,7 @@ from sqzdse import __version__
 from sqzdse import config as C
 from sqzdse.cost import summary as cost_summary
 from sqzdse.model import INITS, SqueezeNet
+from sqzdse.runtime import check_signals, deferred_signals, signal_pending
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("poly", "cosine", "constant")
@@ -75,6 +85,23 @@ class TrainConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise C.ConfigError(f"{name}={getattr(self, name)!r}: must be one of {', '.join(allowed)}")
+
+
+# TrainConfig fields that do not change a run's result: a resumed run ends exactly as an uninterrupted one
+# (tested), so where it checkpoints is bookkeeping. Every other field, the seed included, is part of what a run is.
+RESULT_NEUTRAL = ("checkpoint_every",)
+
+
+def run_identity(cfg: C.SqueezeNetConfig, tc: TrainConfig) -> dict:
+    """What a run trains, JSON-ready: the model configuration and every result-changing training setting."""
+    train = {k: v for k, v in dataclasses.asdict(tc).items() if k not in RESULT_NEUTRAL}
+    return json.loads(json.dumps(dict(config=C.to_dict(cfg), train_config=train)))
+
+
+def run_key(cfg: C.SqueezeNetConfig, tc: TrainConfig) -> str:
+    """A stable 16-character name of `run_identity` (base32 of its sha256: never parses as a number)."""
+    digest = hashlib.sha256(json.dumps(run_identity(cfg, tc), sort_keys=True).encode()).digest()
+    return base64.b32encode(digest).decode()[:16].lower()
 
 
 def caffe_solver(**overrides) -> TrainConfig:
@@ -305,28 +332,163 @@ class Diverged(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-def _checkpointer(workdir: str):
+def _say(msg: str) -> None:
+    print(f"sqzdse: {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- workdir lock
+
+
+class WorkdirBusy(RuntimeError):
+    """Another process holds the workdir."""
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str, on_busy: Callable[[str], None] | None = None):
+    """Hold ``workdir/lock`` (``fcntl.flock``, exclusive) for the block: one process per workdir.
+
+    The kernel drops the lock when its holder exits, ``kill -9`` included, so a lock is never stale. It covers
+    processes of one machine; across machines only on a shared filesystem whose flock is enforced by the server
+    (Linux NFS clients map it to NFS byte-range locks; other network filesystems may not lock at all).
+    on_busy: None raises ``WorkdirBusy`` when the workdir is held; otherwise it is called once with the reason,
+    and the lock is waited for (a deferred SIGINT/SIGTERM ends the wait).
+    """
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, "lock")
+    with open(path, "a+") as f:
+        told = False
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read().strip() or "another process"
+                msg = f"workdir {workdir!r} is busy: process {holder} is training in it ({path})"
+                if on_busy is None:
+                    raise WorkdirBusy(f"{msg}; wait for it to finish or use another workdir") from None
+                if not told:
+                    on_busy(msg)
+                    told = True
+                check_signals(f"while waiting for {workdir}")
+                time.sleep(0.5)
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(f"{os.getpid()}\n")
+            f.flush()
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+CHECKPOINTS_KEPT = 2  # a damaged latest checkpoint falls back to the one before
+CHECKSUMS = "sqzdse-sha256.json"  # beside orbax's files in each step directory: size and sha256 of every file
+
+
+class CheckpointDamaged(RuntimeError):
+    """The checkpoint a caller needs cannot be restored intact."""
+
+
+def _checkpointer(workdir: str, reading: bool = False):
+    """The run's checkpoint manager; reading=True saves and deletes nothing (orbax's read_only option would,
+    but logs three warnings)."""
     import orbax.checkpoint as ocp
 
-    options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
+    options = ocp.CheckpointManagerOptions(max_to_keep=None if reading else CHECKPOINTS_KEPT, create=not reading)
     return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")), options=options)
 
 
-def _restore(manager, state: TrainState) -> TrainState:
+def _files(step_dir: str) -> list[str]:
+    out = []
+    for root, _, names in os.walk(step_dir):
+        out += [os.path.relpath(os.path.join(root, n), step_dir) for n in names]
+    return sorted(f for f in out if f != CHECKSUMS)
+
+
+def _sha256(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _write_checksums(step_dir: str) -> None:
+    files = {f: [os.path.getsize(os.path.join(step_dir, f)), _sha256(os.path.join(step_dir, f))]
+             for f in _files(step_dir)}  # fmt: skip
+    _write_json(os.path.join(step_dir, CHECKSUMS), {"files": files})
+
+
+def _checksum_problem(step_dir: str) -> str | None:
+    """What is wrong with a checkpoint's files against its checksums, or None (intact, or written without)."""
+    path = os.path.join(step_dir, CHECKSUMS)
+    if not os.path.exists(path):
+        return None  # written before checksums, or killed between orbax's commit and this file: unverified
+    try:
+        with open(path) as f:
+            files = json.load(f)["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{CHECKSUMS} is unreadable"
+    for name, (size, digest) in sorted(files.items()):
+        full = os.path.join(step_dir, name)
+        if not os.path.exists(full):
+            return f"{name} is missing"
+        if os.path.getsize(full) != size:
+            return f"{name} has {os.path.getsize(full)} bytes, {size} were written"
+        if _sha256(full) != digest:
+            return f"{name} does not match its sha256 (changed on disk)"
+    return None
+
+
+def _restore(manager, state: TrainState, workdir: str, *, fallback: bool = True) -> TrainState:
+    """The newest intact checkpoint restored into `state`'s structure (`state` itself when there is none).
+
+    Each checkpoint is checked against its checksums, then read by orbax; a damaged one is reported in one
+    line and set aside in ``workdir/damaged-checkpoints/`` (the run resumes from the one before, or from
+    scratch). fallback=False (reading a finished run): a damaged latest checkpoint raises CheckpointDamaged.
+    """
     import orbax.checkpoint as ocp
 
-    step = manager.latest_step()
-    if step is None:
-        return state
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-    return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    for step in sorted(manager.all_steps(), reverse=True):
+        step_dir = os.path.join(str(manager.directory), str(step))
+        problem = _checksum_problem(step_dir)
+        if problem is None:
+            try:
+                return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+            except Exception as e:  # orbax/tensorstore raise many kinds for unreadable files
+                problem = f"orbax cannot read it ({type(e).__name__}: {str(e).splitlines()[0][:160]})"
+        older = [s for s in manager.all_steps() if s < step]
+        if not fallback:
+            redo = f"from step {max(older)}" if older else "from scratch"
+            raise CheckpointDamaged(f"checkpoint {step_dir} (step {step}) is damaged: {problem}; run the same "
+                                    f"`sqzdse train` again to redo it {redo}")  # fmt: skip
+        aside = os.path.join(workdir, "damaged-checkpoints", f"{step}-{time.strftime('%Y%m%dT%H%M%S')}")
+        os.makedirs(os.path.dirname(aside), exist_ok=True)
+        shutil.move(step_dir, aside)
+        manager.reload()
+        then = f"resuming from step {max(older)}" if older else "no checkpoint left: starting from scratch"
+        _say(f"checkpoint step {step} is damaged: {problem}; moved to {aside}; {then}")
+    return state
 
 
 def _save(manager, state: TrainState) -> None:
     import orbax.checkpoint as ocp
 
-    manager.save(int(state.step), args=ocp.args.StandardSave(state), force=True)
+    step = int(state.step)
+    if step in manager.all_steps():  # an epoch ending right at a --checkpoint-every step: saved already
+        return
+    manager.save(step, args=ocp.args.StandardSave(state))
     manager.wait_until_finished()
+    _write_checksums(os.path.join(str(manager.directory), str(step)))
+
+
+def _write_json(path: str, obj) -> None:
+    """Write-then-rename: a reader (or a killed writer) never sees half a file."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
 
 
 def load_run(workdir: str) -> tuple[C.SqueezeNetConfig, TrainConfig, Any, Any]:
@@ -347,11 +509,11 @@ def load_run(workdir: str) -> tuple[C.SqueezeNetConfig, TrainConfig, Any, Any]:
     cfg, tc = C.from_dict(run["config"]), TrainConfig(**run["train_config"])
     if not os.path.isdir(os.path.join(workdir, "checkpoints")):
         raise FileNotFoundError(f"{workdir}: the run has no checkpoint yet")
-    manager = _checkpointer(workdir)
+    manager = _checkpointer(workdir, reading=True)
     if manager.latest_step() is None:
         raise FileNotFoundError(f"{workdir}: the run has no checkpoint yet")
     graphdef, state = create_train_state(cfg, tc, 1, 1)
-    return cfg, tc, graphdef, _restore(manager, state).params
+    return cfg, tc, graphdef, _restore(manager, state, workdir, fallback=False).params
 
 
 def train_and_evaluate(
@@ -364,6 +526,8 @@ def train_and_evaluate(
     progress: bool = True,
     init_params=None,
     mask=None,
+    on_busy: Callable[[str], None] | None = None,
+    origin: dict | None = None,
 ) -> dict:
     """Train `cfg` under `tc`; returns the run summary (also written to ``workdir/summary.json``).
 
@@ -371,8 +535,18 @@ def train_and_evaluate(
     on_epoch: called with each epoch's record (a sweep reports to Optuna and may raise to prune).
     init_params, mask: start from these parameters / hold this pruning mask (``create_train_state``,
     ``make_train_step``); a resumed run takes its parameters from the checkpoint, the mask from the caller.
-    The summary's ``status`` is "completed" or "diverged" (a NaN/inf loss stops the run, recorded).
+    on_busy: another process trains in `workdir`: None raises WorkdirBusy, a callable is told and the lock
+    waited for (``workdir_lock``). origin: who asked for the run (a sweep's study and trial), kept in the summary.
+    The summary's ``status`` is "completed" or "diverged" (a NaN/inf loss stops the run, recorded). A workdir
+    that holds this run finished is not trained again: its summary comes back as written, with ``reused``.
+    SIGINT/SIGTERM stop the run at the next update: it checkpoints (with a workdir) and raises Interrupted.
     """
+    lock = workdir_lock(workdir, on_busy) if workdir else contextlib.nullcontext()
+    with deferred_signals(), lock:
+        return _train_and_evaluate(cfg, tc, workdir, dataset, on_epoch, progress, init_params, mask, origin)
+
+
+def _train_and_evaluate(cfg, tc, workdir, dataset, on_epoch, progress, init_params, mask, origin) -> dict:
     from sqzdse import data as D
 
     t_start = time.perf_counter()
@@ -391,43 +565,50 @@ def train_and_evaluate(
     n_epochs = math.ceil(total_updates / updates_per_epoch)
 
     graphdef, state = create_train_state(cfg, tc, total_updates, updates_per_epoch, init_params=init_params, mask=mask)
+    manager = None
+    if workdir:
+        _claim_workdir(workdir, cfg, tc)
+        manager = _checkpointer(workdir)
+        state = _restore(manager, state, workdir)
+        finished = _finished_summary(workdir, int(state.step))
+        if finished is not None:
+            return {**finished, "reused": True, "state": (graphdef, state)}
     train_step = make_train_step(graphdef, tc, mask)
     eval_step = make_eval_step(graphdef)
-
-    manager = _checkpointer(workdir) if workdir else None
-    if manager is not None:
-        _claim_workdir(workdir, cfg, tc)
-        state = _restore(manager, state)
     start = int(state.step)
     history = _read_history(workdir, start)
 
-    status, reason, train_s, test = "completed", None, 0.0, {}
+    status, reason, test = "completed", None, {}
     with compile_timer() as compiled, _progress(total_updates, start, progress) as bar:
         try:
             for epoch in range(start // updates_per_epoch, n_epochs):
                 first = epoch * updates_per_epoch
                 steps = min(updates_per_epoch, total_updates - first)
-                batches = ds.batches("train", per_update, seed=tc.seed, epoch=epoch, train=True, limit=tc.train_limit)
-                batches = itertools.islice(batches, int(state.step) - first, steps)  # resume mid-epoch
+                epoch_batches = ds.batches("train", per_update, seed=tc.seed, epoch=epoch, train=True,
+                                           limit=tc.train_limit)  # fmt: skip
                 t_epoch, seen, sums = time.perf_counter(), 0, None
-                for x, y in batches:
-                    x = x.reshape(tc.iter_size, micro, *x.shape[1:])
-                    y = y.reshape(tc.iter_size, micro)
-                    state, m = train_step(state, x, y)
-                    loss = float(m["loss"])  # a host sync per update; an update is >= 100 ms of work here
-                    if not math.isfinite(loss):
-                        raise Diverged(f"training loss became {loss} at update {int(state.step)}")
-                    sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
-                    seen += 1
-                    if bar is not None:
-                        rate = seen * per_update / (time.perf_counter() - t_epoch)
-                        bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}", acc=f"{float(m['top1']):.3f}",
-                                        img_s=f"{rate:.0f}")  # fmt: skip
-                        bar.update(1)
-                    if manager is not None and tc.checkpoint_every and int(state.step) % tc.checkpoint_every == 0:
-                        _save(manager, state)
+                try:
+                    for x, y in itertools.islice(epoch_batches, int(state.step) - first, steps):  # resume mid-epoch
+                        x = x.reshape(tc.iter_size, micro, *x.shape[1:])
+                        y = y.reshape(tc.iter_size, micro)
+                        state, m = train_step(state, x, y)
+                        loss = float(m["loss"])  # a host sync per update; an update is >= 100 ms of work here
+                        if not math.isfinite(loss):
+                            raise Diverged(f"training loss became {loss} at update {int(state.step)}")
+                        sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
+                        seen += 1
+                        if bar is not None:
+                            rate = seen * per_update / (time.perf_counter() - t_epoch)
+                            bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}", acc=f"{float(m['top1']):.3f}",
+                                            img_s=f"{rate:.0f}")  # fmt: skip
+                            bar.update(1)
+                        if manager is not None and tc.checkpoint_every and int(state.step) % tc.checkpoint_every == 0:
+                            _save(manager, state)
+                        if signal_pending():
+                            _stop(manager, state, total_updates)
+                finally:  # stop the prefetching thread now, not at interpreter exit
+                    getattr(epoch_batches, "close", lambda: None)()
                 epoch_s = time.perf_counter() - t_epoch
-                train_s += epoch_s
                 train_m = {k: float(v) / max(seen, 1) for k, v in jax.device_get(sums or {}).items()}
                 val = evaluate(eval_step, state.params, ds.batches("val", micro, seed=0, train=False,
                                                                    limit=tc.eval_limit), micro)  # fmt: skip
@@ -464,36 +645,72 @@ def train_and_evaluate(
         macs=cost["macs"],
         epochs=tc.epochs,
         updates=int(state.step),
-        train_seconds=train_s,
-        compile_seconds=compiled[0],
-        wall_seconds=time.perf_counter() - t_start,
+        train_seconds=sum(h["seconds"] for h in history),  # every epoch's, also those of an earlier session
+        compile_seconds=compiled[0],  # this session's
+        wall_seconds=time.perf_counter() - t_start,  # this session's
+        resumed_at=start,  # the update this session's training started at (0: from scratch)
         history=history,
         config=C.to_dict(cfg),
         train_config=dataclasses.asdict(tc),
         version=__version__,
+        origin=origin,
     )
     if workdir:
-        with open(os.path.join(workdir, "summary.json"), "w") as f:
-            json.dump(result, f, indent=1)
+        _write_json(os.path.join(workdir, "summary.json"), result)
     result["state"] = (graphdef, state)
     return result
 
 
+def _stop(manager, state: TrainState, total: int) -> None:
+    """A deferred signal arrived: checkpoint (with a workdir) and raise Interrupted."""
+    step = int(state.step)
+    if manager is None:
+        check_signals(f"at update {step} of {total}: no workdir, nothing saved")
+    _save(manager, state)
+    check_signals(f"at update {step} of {total}: checkpoint saved in {manager.directory}; a rerun resumes from it")
+
+
+def _finished_summary(workdir: str, step: int) -> dict | None:
+    """The summary of the finished run in `workdir` whose last checkpoint (restored: `step`) is intact, or None."""
+    try:
+        with open(os.path.join(workdir, "summary.json")) as f:
+            summary = json.load(f)
+    except (OSError, ValueError):
+        return None  # none (or half of one, written by an older version): the run finishes again
+    if summary.get("status") == "diverged" or (summary.get("status") == "completed" and summary.get("updates") == step):
+        return summary  # a diverged run's checkpoints precede the divergence, which a rerun would repeat
+    return None
+
+
 def _claim_workdir(workdir: str, cfg: C.SqueezeNetConfig, tc: TrainConfig) -> None:
-    """Record the run's configuration; refuse to resume a different run from the same workdir."""
-    os.makedirs(workdir, exist_ok=True)
+    """Record the run's configuration; refuse to resume a different run from the same workdir.
+
+    Runs differing only in RESULT_NEUTRAL fields (checkpoint frequency) are the same run.
+    """
     path = os.path.join(workdir, "run.json")
-    run = dict(config=C.to_dict(cfg), train_config=dataclasses.asdict(tc))
-    if os.path.exists(path):
-        with open(path) as f:
-            old = json.load(f)
-        if old != json.loads(json.dumps(run)):
-            raise C.ConfigError(
-                f"workdir={workdir!r} holds a run of a different configuration ({path}); use a new workdir"
-            )
-    else:
-        with open(path, "w") as f:
-            json.dump(run, f, indent=1)
+    old = read_identity(workdir)
+    if old is None and not os.path.exists(path):
+        _write_json(path, dict(config=C.to_dict(cfg), train_config=dataclasses.asdict(tc)))
+        return
+    new = run_identity(cfg, tc)
+    if old is None:
+        raise C.ConfigError(f"workdir={workdir!r}: {path} is unreadable or from an incompatible version; use a new "
+                            "workdir")  # fmt: skip
+    if old != new:
+        diff = [f"{k}: {old[part].get(k)!r} -> {v!r}" for part in ("config", "train_config")
+                for k, v in new[part].items() if old[part].get(k) != v]  # fmt: skip
+        raise C.ConfigError(f"workdir={workdir!r} holds a run of a different configuration ({path}: "
+                            f"{', '.join(diff)}); use a new workdir")  # fmt: skip
+
+
+def read_identity(workdir: str) -> dict | None:
+    """``run_identity`` of the run recorded in ``workdir/run.json`` (older versions' files too), or None."""
+    try:
+        with open(os.path.join(workdir, "run.json")) as f:
+            run = json.load(f)
+        return run_identity(C.from_dict(run["config"]), TrainConfig(**run["train_config"]))
+    except (OSError, ValueError, KeyError, TypeError):  # none, unreadable, or fields this version lacks
+        return None
 
 
 def _read_history(workdir: str | None, step: int) -> list[dict]:
@@ -501,10 +718,15 @@ def _read_history(workdir: str | None, step: int) -> list[dict]:
     path = os.path.join(workdir, "metrics.jsonl") if workdir else None
     if not path or not os.path.exists(path):
         return []
+    records, damaged = [], False
     with open(path) as f:
-        records = [json.loads(line) for line in f if line.strip()]
+        for line in f:
+            try:
+                records.append(json.loads(line))
+            except ValueError:  # a line half-written by a killed run
+                damaged = True
     kept = [r for r in records if r["step"] <= step]
-    if len(kept) != len(records):
+    if damaged or len(kept) != len(records):
         with open(path, "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in kept)
     return kept

@@ -1,11 +1,14 @@
 """Sweeps: spec validation, end to end on the embedded storage, concurrent and killed workers, PostgreSQL."""
 
+import dataclasses
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -13,6 +16,7 @@ from pathlib import Path
 import pytest
 from test_train import synthetic
 
+from sqzdse import config as C
 from sqzdse import sweep as S
 from sqzdse.cli import main
 
@@ -52,6 +56,7 @@ def test_three_trial_sweep_end_to_end(ds, tmp_path):
     assert r["params"] > 0 and r["bytes"] == 4 * r["params"] and r["macs"] > 0
     assert 0 <= r["val_top1"] <= 1 and 0 <= r["test_top1"] <= 1 and len(r["curve"]) == 1
     assert r["status"] == "completed" and r["version"] and r["compile_seconds"] >= 0
+    assert r["workdir"] == os.path.join(str(tmp_path), "trials", r["key"]) and r["reused_from"] is None
     # Rerunning a finished sweep runs nothing and keeps every result.
     assert S.run_worker(s, url, runs_dir=str(tmp_path), dataset=ds, log=lambda *_: None) == 0
     assert completed_points(S.export_rows(url)) == completed_points(rows)
@@ -61,6 +66,30 @@ def test_three_trial_sweep_end_to_end(ds, tmp_path):
     header = out.getvalue().splitlines()[0].split(",")
     assert {"state", "sr", "pct3x3", "base_e", "bypass", "val_top1", "bytes"} <= set(header)
     assert len(out.getvalue().splitlines()) == 4
+    # A new budget, same study name and runs dir, fresh storage: a new run, not "a different configuration".
+    raw = json.loads(json.dumps(TINY_SPEC))
+    raw["space"], raw["train"]["epochs"] = {"sr": [0.25]}, 2
+    S.run_worker(S.parse_spec(raw), f"sqlite:///{tmp_path}/e2.db", runs_dir=str(tmp_path), dataset=ds, log=print)
+    (row,) = S.export_rows(f"sqlite:///{tmp_path}/e2.db")
+    assert row["state"] == "COMPLETE" and len(row["curve"]) == 2 and row["key"] not in {r["key"] for r in rows}
+
+
+def test_trial_workdir_uses_an_older_versions_workdir_only_for_the_same_run(tmp_path):
+    """Before shared workdirs a trial trained in runs/<study>/<sha1 of configuration and seed>."""
+    import hashlib
+
+    from sqzdse.train import TrainConfig
+
+    cfg, tc = spec().config({"sr": 0.25}), TrainConfig(epochs=1, seed=3)
+    new = S.trial_workdir(str(tmp_path), "tiny", cfg, tc)
+    assert new == os.path.join(str(tmp_path), "trials", S.trial_key(cfg, tc))
+    blob = json.dumps([C.to_dict(cfg), 3], sort_keys=True).encode()
+    legacy = tmp_path / "tiny" / hashlib.sha1(blob).hexdigest()[:12]
+    legacy.mkdir(parents=True)
+    run = {"config": C.to_dict(cfg), "train_config": {**dataclasses.asdict(tc), "checkpoint_every": 50}}
+    (legacy / "run.json").write_text(json.dumps(run))
+    assert S.trial_workdir(str(tmp_path), "tiny", cfg, tc) == str(legacy)  # the same run: resumed or reused there
+    assert S.trial_workdir(str(tmp_path), "tiny", cfg, dataclasses.replace(tc, epochs=2)) != str(legacy)
 
 
 def test_diverged_trial_is_a_recorded_failure_and_the_sweep_goes_on(ds, tmp_path):
@@ -79,6 +108,7 @@ import sys, time
 sys.path.insert(0, {tests!r})
 from test_train import synthetic
 from test_sweep import spec
+from sqzdse import config as C
 from sqzdse import sweep as S
 
 class Slow:
@@ -126,6 +156,88 @@ def check_killed_worker(url, runs, ds):
     failed = [r for r in rows if r["state"] == "FAIL"]
     assert len(failed) == 1 and "worker died" in failed[0]["reason"]
     assert not [r for r in rows if r["state"] in ("RUNNING", "WAITING")]
+
+
+SIGNALLED_WORKER = """
+import sys
+sys.path.insert(0, {tests!r})
+from test_train import Slow, synthetic
+from test_sweep import spec
+from sqzdse import data as D, sweep as S
+from sqzdse.cli import main
+
+D.load = lambda *a, **k: Slow(synthetic(), 0.5)
+S.load_spec = lambda path: spec(heartbeat_interval=1, grace_period=60)
+sys.exit(main(["sweep", "run", "tiny.toml", "--storage", {url!r}, "--runs-dir", {runs!r}, "--no-progress"]))
+"""
+
+
+def test_interrupted_worker_requeues_its_trial_and_a_run_is_trained_once(ds, tmp_path):
+    """SIGTERM of a worker mid-trial: one line, exit 143, its trial FAIL "interrupted" plus a waiting retry.
+    Meanwhile a worker of another study reached the same run: it waited for the lock, resumed the checkpoint and
+    finished it; an immediate rerun of the first study takes that result over (no grace period) and completes."""
+    url, runs = f"sqlite:///{tmp_path}/sig.db", tmp_path / "runs"
+    script = SIGNALLED_WORKER.format(tests=str(Path(__file__).parent), url=url, runs=str(runs))
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline, running = time.time() + 180, []
+    while not running and p.poll() is None and time.time() < deadline:
+        running = [r for r in _rows(url) if r["state"] == "RUNNING" and r["workdir"]]
+        running = [r for r in running if Path(r["workdir"], "lock").is_file()
+                   and Path(r["workdir"], "lock").read_text().strip() == str(p.pid)]  # fmt: skip
+        time.sleep(0.2)
+    assert running, p.poll()
+    (first,) = running
+    log = []
+
+    def stop_when_waiting():  # SIGTERM once the other worker waits for the lock
+        while time.time() < deadline and not any("is busy" in m for m in log):
+            time.sleep(0.1)
+        p.send_signal(signal.SIGTERM)
+
+    threading.Thread(target=stop_when_waiting, daemon=True).start()
+    raw = json.loads(json.dumps(TINY_SPEC))
+    raw["study"]["name"], raw["space"] = "other", {"sr": [first["sr"]]}
+    assert S.run_worker(S.parse_spec(raw), url, runs_dir=str(runs), dataset=ds, log=log.append) == 1
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 143 and "Traceback" not in err, err
+    end = f"; trial {first['number']} is queued again for the next `sqzdse sweep run`"
+    assert re.fullmatch(r"sqzdse: SIGTERM at update \d+ of 10: checkpoint saved in .*" + re.escape(end),
+                        err.splitlines()[-1]), err  # fmt: skip
+    assert any(f"is busy: process {p.pid}" in m for m in log), log
+    (other,) = S.export_rows(url, "other")
+    assert other["state"] == "COMPLETE" and other["workdir"] == first["workdir"] and other["reused_from"] is None
+    summary = json.loads(Path(first["workdir"], "summary.json").read_text())
+    assert summary["resumed_at"] > 0 and summary["origin"] == {"study": "other", "trial": 0}  # resumed, not redone
+    states = sorted(r["state"] for r in S.export_rows(url, "tiny"))
+    assert states == ["FAIL", "WAITING", "WAITING", "WAITING"]
+    S.run_worker(spec(heartbeat_interval=1, grace_period=60), url, runs_dir=str(runs), dataset=ds, log=print)
+    rows = S.export_rows(url, "tiny")
+    assert completed_points(rows) == [(0.25, 0), (0.5, 0), (0.75, 0)]
+    (failed,) = [r for r in rows if r["state"] == "FAIL"]
+    assert failed["status"] == "interrupted" and "SIGTERM at update" in failed["reason"]
+    (retry,) = [r for r in rows if r["state"] == "COMPLETE" and r["sr"] == first["sr"]]
+    assert retry["reused_from"] == "other/0" and retry["key"] == other["key"] and retry["val_top1"] == other["val_top1"]
+
+
+def test_status_shows_the_pareto_set_and_the_top_n(tmp_path, capsys):
+    import optuna
+
+    url = f"sqlite:///{tmp_path}/mo.db"
+    study = optuna.create_study(study_name="mo", storage=url, directions=["maximize", "minimize"])
+    study.set_user_attr("spec", {"objectives": ["val_top1", "bytes"]})
+    dist = optuna.distributions.FloatDistribution(0.1, 1.0)
+    for sr, acc, size in [(0.25, 0.7, 100), (0.5, 0.8, 200), (0.75, 0.75, 300), (1.0, 0.9, 400)]:
+        attrs = dict(val_top1=acc, bytes=size, test_top1=acc, seed=0, status="completed")
+        study.add_trial(optuna.create_trial(values=[acc, size], params={"sr": sr}, distributions={"sr": dist},
+                                            user_attrs=attrs))  # fmt: skip
+    st = S.status(url, "mo", top=2)
+    assert [r["number"] for r in st["pareto"]] == [3, 1, 0]  # trial 2 is beaten by trial 1 on both
+    assert [r["number"] for r in st["top"]] == [3, 1] and st["best"]["number"] == 3
+    assert main(["sweep", "status", "--storage", url, "--top", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "Pareto set of val_top1 (maximize), bytes (minimize): 3 trials" in out
+    assert "trial 1: val_top1=0.8000 bytes=200" in out and "top 2 by val_top1 (maximize):" in out
+    assert main(["sweep", "status", "--storage", url, "--top", "-1"]) == 2
 
 
 def _rows(url):

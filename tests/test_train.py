@@ -1,6 +1,11 @@
-"""The training engine on a tiny SqueezeNet and synthetic data: learning, accumulation, resume, divergence."""
+"""The training engine on a tiny SqueezeNet and synthetic data: learning, accumulation, resume, divergence,
+signals, a busy workdir, damaged checkpoints."""
 
+import dataclasses
 import json
+import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,6 +39,18 @@ def synthetic(n_train=192, n_test=64, seed=0):
 
     # No flips: mirroring would swap the quadrants, i.e. the labels.
     return D.from_arrays("synthetic", make(n_train), make(n_test), num_classes=4, val_size=32, flip=False)
+
+
+class Slow:
+    """The same data, slowly, so that a test can signal or kill a run mid-epoch."""
+
+    def __init__(self, ds, delay=0.25):
+        self.ds, self.delay, self.info, self.steps_per_epoch = ds, delay, ds.info, ds.steps_per_epoch
+
+    def batches(self, *a, **k):
+        for b in self.ds.batches(*a, **k):
+            time.sleep(self.delay)
+            yield b
 
 
 @pytest.fixture(scope="module")
@@ -106,18 +123,10 @@ def test_learns_synthetic_task(ds):
 
 
 KILLED_WORKER = """
-import sys, time
+import sys
 sys.path.insert(0, {tests!r})
-from test_train import synthetic, tiny
+from test_train import Slow, synthetic, tiny
 from sqzdse import train as T
-
-class Slow:  # the same data, slowly, so the parent can kill -9 mid-epoch
-    def __init__(self, ds):
-        self.ds, self.info, self.steps_per_epoch = ds, ds.info, ds.steps_per_epoch
-    def batches(self, *a, **k):
-        for b in self.ds.batches(*a, **k):
-            time.sleep(0.25)
-            yield b
 
 tc = T.TrainConfig(batch_size=16, epochs=3, warmup_epochs=0, init="msra", checkpoint_every=13)
 T.train_and_evaluate(tiny(), tc, {workdir!r}, dataset=Slow(synthetic()), progress=False)
@@ -148,8 +157,145 @@ def test_killed_run_resumes_to_the_same_result(ds, tmp_path):
 
 def test_resume_refuses_a_different_configuration(ds, tmp_path):
     run(ds, tmp_path, epochs=1)
-    with pytest.raises(C.ConfigError, match="different configuration"):
+    with pytest.raises(C.ConfigError, match=r"different configuration .*lr: 0.002 -> 0.5"):
         run(ds, tmp_path, epochs=1, lr=0.5)
+    assert run(ds, tmp_path, epochs=1, checkpoint_every=3)["reused"]  # checkpoint frequency: the same run
+
+
+def test_run_key_is_what_the_run_trains():
+    """Every result-changing setting changes the key (the budget above all); checkpoint frequency does not."""
+    key = T.run_key(tiny(), T.TrainConfig())
+    assert re.fullmatch(r"[a-z2-7]{16}", key)
+    assert T.run_key(tiny(), T.TrainConfig(checkpoint_every=7)) == key
+    others = [T.TrainConfig(epochs=1), T.TrainConfig(seed=1), T.TrainConfig(lr=0.1), T.TrainConfig(dtype="bfloat16")]
+    assert len({key, *(T.run_key(tiny(), tc) for tc in others), T.run_key(tiny(sr=0.5), T.TrainConfig())}) == 6
+    assert set(T.RESULT_NEUTRAL) < {f.name for f in dataclasses.fields(T.TrainConfig)}
+
+
+@pytest.fixture(scope="module")
+def finished(ds, tmp_path_factory):
+    """A finished 20-update run checkpointed every 5 updates (epochs end at 10 and 20: saved once each)."""
+    workdir = tmp_path_factory.mktemp("finished")
+    r = run(ds, workdir, checkpoint_every=5)
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["15", "20"]  # the last two are kept
+    return workdir, r
+
+
+def test_a_finished_run_is_not_trained_again(ds, finished, tmp_path):
+    workdir = tmp_path / "copy"
+    shutil.copytree(finished[0], workdir)
+    before = (workdir / "summary.json").read_text()
+    again = run(ds, workdir, checkpoint_every=5)
+    assert again["reused"] and (workdir / "summary.json").read_text() == before  # cost figures and times kept
+    assert {k: again[k] for k in ("train_seconds", "compile_seconds", "params", "macs")} == {
+        k: finished[1][k] for k in ("train_seconds", "compile_seconds", "params", "macs")}  # fmt: skip
+    for x, y in zip(params_of(finished[1]), params_of(again), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def _largest_data_file(step_dir: Path) -> Path:
+    return max((step_dir / "default" / "ocdbt.process_0" / "d").iterdir(), key=lambda p: p.stat().st_size)
+
+
+def _rewrite(path: Path, change) -> None:
+    path.write_bytes(change(path.read_bytes()))
+
+
+def _flip(data: bytes) -> bytes:
+    b = bytearray(data)
+    b[len(b) // 2] ^= 0x10
+    return bytes(b)
+
+
+DAMAGE = {  # kind -> (damage step 20's directory, what the one line names)
+    "emptied": (lambda d: _rewrite(_largest_data_file(d), lambda b: b""), r"ocdbt\.process_0/d/\w+ has 0 bytes"),
+    "bit flip": (lambda d: _rewrite(_largest_data_file(d), _flip), r"ocdbt\.process_0/d/\w+ does not match"),
+    "truncated": (lambda d: _rewrite(_largest_data_file(d), lambda b: b[: len(b) // 2]), r"d/\w+ has \d+ bytes"),
+    "_METADATA deleted": (lambda d: (d / "default" / "_METADATA").unlink(), r"default/_METADATA is missing"),
+    "no checksums, emptied": (  # a checkpoint without checksums (older versions): orbax's own error decides
+        lambda d: ((d / T.CHECKSUMS).unlink(), _rewrite(_largest_data_file(d), lambda b: b"")),
+        r"orbax cannot read it",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", DAMAGE)
+def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(ds, finished, tmp_path, capsys, kind):
+    damage, named = DAMAGE[kind]
+    workdir = tmp_path / "run"
+    shutil.copytree(finished[0], workdir)
+    damage(workdir / "checkpoints" / "20")
+    with pytest.raises(T.CheckpointDamaged, match=r"\(step 20\) is damaged: .*redo it from step 15"):
+        T.load_run(str(workdir))  # reading a finished run never uses an older checkpoint silently
+    capsys.readouterr()
+    r = run(ds, workdir, checkpoint_every=5)
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert re.search(r"checkpoint step 20 is damaged: .*" + named, err), err
+    assert "resuming from step 15" in err and str(workdir / "damaged-checkpoints") in err
+    assert r["resumed_at"] == 15 and r["updates"] == 20 and not r.get("reused")
+    for x, y in zip(params_of(finished[1]), params_of(r), strict=True):  # the same result as never damaged
+        np.testing.assert_array_equal(x, y)
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["15", "20"]
+
+
+def test_every_checkpoint_damaged_starts_from_scratch(ds, finished, tmp_path, capsys):
+    workdir = tmp_path / "run"
+    shutil.copytree(finished[0], workdir)
+    for step in (15, 20):
+        (workdir / "checkpoints" / str(step) / "default" / "_METADATA").unlink()
+    r = run(ds, workdir, checkpoint_every=5)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and "step 20 is damaged" in lines[0] and "resuming from step 15" in lines[0]
+    assert "step 15 is damaged" in lines[1] and "starting from scratch" in lines[1]
+    assert r["resumed_at"] == 0 and r["updates"] == 20 and r["history"] == [
+        {**h, "seconds": r["history"][i]["seconds"], "images_per_s": r["history"][i]["images_per_s"]}
+        for i, h in enumerate(finished[1]["history"])
+    ]  # fmt: skip
+
+
+TRAIN_ARGV = ["train", "--preset", "squeezenet_small", "--base-e", "16", "--incr-e", "16", "--sr", "0.25",
+              "--batch-size", "16", "--epochs", "3", "--warmup-epochs", "0", "--checkpoint-every", "4",
+              "--no-progress"]  # fmt: skip
+
+SIGNALLED_TRAIN = """
+import sys
+sys.path.insert(0, {tests!r})
+from test_train import Slow, synthetic
+from sqzdse import data as D
+from sqzdse.cli import main
+
+D.load = lambda *a, **k: Slow(synthetic())
+sys.exit(main({argv!r}))
+"""
+
+
+def test_sigint_checkpoints_and_exits_130_and_a_busy_workdir_is_refused(tmp_path, monkeypatch, capsys):
+    """Ctrl-C of `sqzdse train`: one line, exit 130, a checkpoint; meanwhile a second run on the workdir is
+    refused at once (exit 2); the same command afterwards resumes from the checkpoint and finishes."""
+    workdir = tmp_path / "run"
+    argv = [*TRAIN_ARGV, "--workdir", str(workdir)]
+    script = SIGNALLED_TRAIN.format(tests=str(Path(__file__).parent), argv=argv)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    while not (workdir / "checkpoints" / "4").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    monkeypatch.setattr(D, "load", lambda *a, **k: synthetic())
+    t = time.time()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert f"is busy: process {proc.pid} is training in it" in err and time.time() - t < 30
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    last = err.splitlines()[-1]
+    assert "Traceback" not in err and len(err.splitlines()) == 2, err  # "training ... on ..." and this line
+    step = int(re.fullmatch(r"sqzdse: SIGINT at update (\d+) of 30: checkpoint saved in .*", last)[1])
+    assert (workdir / "checkpoints" / str(step) / T.CHECKSUMS).exists() and 4 <= step < 30
+    assert main(argv) == 0
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["updates"] == 30 and summary["resumed_at"] == step
+    assert [h["epoch"] for h in summary["history"]] == [1, 2, 3]
 
 
 def test_divergence_is_recorded_not_raised(ds, tmp_path):
