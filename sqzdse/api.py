@@ -126,9 +126,10 @@ class Classifier:
         """Top-``top`` classes per image: ``[[{"class_id", "name", "prob"}, ...], ...]``, highest first.
 
         images: a PIL image or uint8 array (H, W[, C]), or a sequence of them; name is None without class names.
+        top: at most the model's number of classes are listed.
         """
-        if not 1 <= top <= self.cfg.num_classes:
-            raise ValueError(f"top={top}: must be in 1..{self.cfg.num_classes}")
+        if top < 1:
+            raise ValueError(f"top={top}: must be >= 1")
         probs = self.probabilities(self.prepare(images))
         out = []
         for p in probs:
@@ -138,18 +139,26 @@ class Classifier:
         return out
 
 
-def class_names(dataset: str, num_classes: int, data_dir: str | None = None) -> tuple[str, ...] | None:
-    """Class names of a model trained on `dataset`: ImageNet's human-readable ones, else tfds's; None if unknown."""
+def what_training_saw(
+    dataset: str, cfg: C.SqueezeNetConfig, data_dir: str | None = None
+) -> tuple[Preprocessing | None, tuple[str, ...] | None]:
+    """(preprocessing, class names) of a model of `cfg` trained on the named dataset; (None, None) if not known.
+
+    A run trained through the API on in-memory arrays (``data.from_arrays``) records its TrainConfig's dataset
+    name all the same (by default fashion_mnist): where `cfg`'s classes or channels do not fit the named
+    dataset, neither its normalisation nor its names are the run's. Names: ImageNet's human-readable ones for
+    imagenet2012 (tfds's are WordNet ids), tfds's label names otherwise.
+    """
     from sqzdse import data as D
     from sqzdse.predict import imagenet_labels
 
-    if dataset == RELEASED_DATASET and num_classes == 1000:
-        return imagenet_labels()  # tfds's imagenet2012 names are WordNet ids
-    try:
-        names = D.class_names(dataset, data_dir)
-    except ValueError:  # a dataset sqzdse does not know
-        return None
-    return names if len(names) == num_classes else None
+    prep = Preprocessing.of(dataset)
+    if prep is None:
+        return None, None
+    names = imagenet_labels() if dataset == RELEASED_DATASET else D.class_names(dataset, data_dir)
+    if len(names) != cfg.num_classes or len(prep.mean) != cfg.input_shape[2]:
+        return None, None
+    return prep, names
 
 
 def load(
@@ -183,8 +192,7 @@ def load(
             _, cfg, tc = T.run_config(os.fspath(config))
             dataset = tc.dataset
         graphdef, params = _load_compressed(source, cfg)
-    prep = Preprocessing.of(dataset)
-    return Classifier(cfg, graphdef, params, prep, class_names(dataset, cfg.num_classes, data_dir), source)
+    return Classifier(cfg, graphdef, params, *what_training_saw(dataset, cfg, data_dir), source)
 
 
 def _load_compressed(path: str, cfg: C.SqueezeNetConfig):
@@ -192,8 +200,11 @@ def _load_compressed(path: str, cfg: C.SqueezeNetConfig):
     from sqzdse.compress import decoded_weights, read
     from sqzdse.cost import abstract_model
     from sqzdse.reference import weights_path
-    from sqzdse.weights import load_caffe_weights
+    from sqzdse.weights import WeightsFormatError, load_caffe_weights
 
-    # Every parameter is overwritten (load_caffe_weights checks that all are covered): no random init.
-    model = load_caffe_weights(abstract_model(cfg), decoded_weights(read(weights_path(path))))
+    weights = decoded_weights(read(weights_path(path)))
+    try:  # every parameter is overwritten (load_caffe_weights checks that all are covered): no random init
+        model = load_caffe_weights(abstract_model(cfg), weights)
+    except WeightsFormatError as e:
+        raise WeightsFormatError(f"{path}: {e} (give the configuration it was compressed with: config=RUN_DIR)") from e
     return nnx.split(model, nnx.Param)
