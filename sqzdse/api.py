@@ -29,6 +29,7 @@ from sqzdse.model import SqueezeNet
 
 RELEASED = "released"  # the bundled Deep-Compression v1.0 (sqzdse.reference.weights_path)
 RELEASED_DATASET = "imagenet2012"  # what the released v1.0 was trained on
+COMPRESSED_SUFFIXES = (".sqz", ".net")  # sqzdse compress's files, the released layout
 
 
 def init_model(cfg: C.SqueezeNetConfig, seed: int = 0, *, init: str = "caffe", dtype=None) -> SqueezeNet:
@@ -179,7 +180,8 @@ def load(
     from sqzdse import train as T
 
     source = os.fspath(source)
-    if source != RELEASED and os.path.isdir(source):
+    is_file = source == RELEASED or os.path.isfile(source) or os.path.splitext(source)[1] in COMPRESSED_SUFFIXES
+    if not is_file:
         if config is not None:
             raise ValueError(f"{source}: a run directory brings its own configuration; config= is for files")
         cfg, tc, graphdef, params = T.load_run(source)

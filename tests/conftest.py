@@ -38,3 +38,16 @@ def paper_numbers() -> dict:
 @pytest.fixture(scope="session")
 def caffe_layers() -> dict:
     return R.load_json("caffe", "derived_layer_table.json")["versions"]
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory) -> str:
+    """The workdir of a tiny model (test_train's) trained for a few updates on synthetic data."""
+    from test_train import synthetic, tiny
+
+    from sqzdse import train as T
+
+    workdir = str(tmp_path_factory.mktemp("run"))
+    tc = T.TrainConfig(batch_size=16, epochs=0.5, warmup_epochs=0, init="msra", eval_limit=16)
+    assert T.train_and_evaluate(tiny(), tc, workdir, dataset=synthetic(), progress=False)["status"] == "completed"
+    return workdir

@@ -6,7 +6,7 @@ import pytest
 import skimage.data
 from flax import nnx
 from PIL import Image
-from test_train import synthetic, tiny
+from test_train import tiny
 
 from sqzdse import api
 from sqzdse import compress as Z
@@ -14,16 +14,6 @@ from sqzdse import config as C
 from sqzdse import train as T
 from sqzdse.model import SqueezeNet
 from sqzdse.weights import WeightsFormatError
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """A tiny model trained for a few updates on synthetic data, in a workdir."""
-    workdir = str(tmp_path_factory.mktemp("run"))
-    tc = T.TrainConfig(batch_size=16, epochs=0.5, warmup_epochs=0, init="msra", eval_limit=16)
-    r = T.train_and_evaluate(tiny(), tc, workdir, dataset=synthetic(), progress=False)
-    assert r["status"] == "completed"
-    return workdir
 
 
 def test_init_model_equals_the_eager_model():
