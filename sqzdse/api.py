@@ -112,10 +112,12 @@ class Classifier:
                 f"{self.source}: how its training images were normalised is not recorded (dataset not known to"
                 " sqzdse.data); preprocess them yourself and call probabilities()"
             )
-        if isinstance(images, Image.Image) or (isinstance(images, np.ndarray) and images.ndim <= 3):
-            images = [images]  # one image
+        if isinstance(images, Image.Image) or _is_one_array_image(images):
+            images = [images]
         shape = self.cfg.input_shape
-        return np.stack([self.preprocessing(im, shape) for im in images]) if len(images) else np.zeros((0, *shape))
+        if not len(images):
+            return np.zeros((0, *shape), np.float32)
+        return np.stack([self.preprocessing(im, shape) for im in images])
 
     def probabilities(self, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """Softmax of the class scores (N, classes) of a preprocessed float32 batch (N, H, W, C)."""
@@ -138,6 +140,11 @@ class Classifier:
             out.append([{"class_id": int(c), "name": self.labels[c] if self.labels else None, "prob": float(p[c])}
                         for c in best])  # fmt: skip
         return out
+
+
+def _is_one_array_image(x) -> bool:
+    """H x W, or H x W x C with 1, 3 or 4 channels; (N, H, W) grayscale and (N, H, W, C) are batches."""
+    return isinstance(x, np.ndarray) and (x.ndim == 2 or (x.ndim == 3 and x.shape[-1] in (1, 3, 4)))
 
 
 def what_training_saw(

@@ -69,6 +69,9 @@ def test_small_input_preprocessing_is_the_training_pipelines():
     assert prep(big, (28, 28, 1)).shape == (28, 28, 1)
     with pytest.raises(ValueError, match="uint8"):
         prep(image.astype(np.float32), (28, 28, 1))
+    clf = api.Classifier(C.squeezenet_small(input_shape=(28, 28, 1)), None, None, prep, None, "test")
+    batch = np.stack([image] * 5)  # (5, 28, 28): a grayscale batch, not one 28-channel image
+    assert clf.prepare(batch).shape == (5, 28, 28, 1) and clf.prepare(image).shape == (1, 28, 28, 1)
     assert api.Preprocessing.of("synthetic") is None
     prep, names = api.what_training_saw("fashion_mnist", C.squeezenet_small(input_shape=(28, 28, 1)))
     assert prep == api.Preprocessing.of("fashion_mnist") and names[0] == "T-shirt/top" and len(names) == 10
