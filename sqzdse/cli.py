@@ -116,6 +116,20 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from sqzdse.api import load
+    from sqzdse.export import export
+
+    if not args.output.lower().endswith(".onnx"):
+        raise C.ConfigError(f"-o {args.output}: the output must be an .onnx file")
+    clf = load(args.source, config=args.config, data_dir=args.data_dir)
+    desc = export(clf, args.output)
+    inp = desc["inputs"][0]
+    print(f"wrote {args.output} ({os.path.getsize(args.output):,} bytes; input {inp['name']} {inp['shape']} "
+          f"{inp['layout']}) and {args.output}.json")  # fmt: skip
+    return 0
+
+
 def add_train_args(p: argparse.ArgumentParser) -> None:
     """Training-budget flags; unset ones come from the preset's default recipe (sqzdse.train.default_recipe)."""
     from sqzdse.train import OPTIMIZERS, SCHEDULES
@@ -336,6 +350,21 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--top", type=int, default=5, help="classes to print per image (default 5)")
     pr.add_argument("--json", action="store_true", help="print a JSON list, one record per image in argument order")
     pr.set_defaults(func=cmd_predict)
+
+    ex = sub.add_parser(
+        "export",
+        help="export a trained run, a sweep trial or the released v1.0 to ONNX (dynamic batch, class names)",
+        description="Write the model as an ONNX file (input 'data', NCHW float32, any batch size; outputs 'scores' "
+        "and 'probabilities'; class names in its metadata) and a description of its inputs, outputs and "
+        "preprocessing beside it (OUTPUT.json). Example: sqzdse export runs/fmnist -o fmnist.onnx",
+    )
+    ex.add_argument("source", metavar="RUN_DIR|released|FILE", help="a training run's or sweep trial's workdir, "
+                    "'released' (the bundled v1.0), or a compressed .sqz / .net file")  # fmt: skip
+    ex.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    ex.add_argument("--config", metavar="RUN_DIR", help="for a compressed FILE: the run it was compressed from "
+                    "(default: v1.0 on ImageNet)")  # fmt: skip
+    ex.add_argument("--data-dir", help="tensorflow-datasets directory (class names of a prepared dataset)")
+    ex.set_defaults(func=cmd_export)
 
     tr = sub.add_parser(
         "train",

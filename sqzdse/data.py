@@ -539,3 +539,26 @@ __all__ = [
     "load",
     "prepare_debian_fashion_mnist",
 ]
+
+
+# --------------------------------------------------------------------------- what a trained model expects
+
+
+def normalisation(name: str) -> tuple[str, tuple[float, ...], tuple[float, ...]]:
+    """(family, mean, std) of the named dataset's batches: ``(x - mean) / std`` per channel on the 0-255 scale.
+
+    Channels are in the batches' order: BGR for the ImageNet family (Caffe's mean_value, std 1), after its
+    resize to 256x256 and centre 227 crop; the small family is normalised at its stored size.
+    """
+    spec = _spec(name)
+    return spec.family, spec.mean, spec.std
+
+
+def class_names(name: str, data_dir: str | None = None) -> tuple[str, ...]:
+    """The names tensorflow-datasets gives the named dataset's labels, by class id.
+
+    From the prepared dataset's own files where it is prepared in `data_dir`, else from tfds's definition
+    (which for CIFAR has only the class numbers: tfds reads their names from the archive).
+    """
+    data_dir = os.path.abspath(os.path.expanduser(data_dir or DEFAULT_DATA_DIR))
+    return tfds_prep.label_names(_spec(name), data_dir)

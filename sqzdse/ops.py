@@ -63,7 +63,7 @@ def to_chwn(x: jax.Array) -> jax.Array:
 # --------------------------------------------------------------------------- max pooling
 
 
-def _ceil_pad(n: int) -> int:
+def ceil_pad(n: int) -> int:
     """Rows (or columns) of -inf Caffe's ceil mode adds at the bottom (right): 0 or 1 here."""
     return (pool_out(n) - 1) * POOL_STRIDE + POOL_KERNEL - n
 
@@ -80,7 +80,7 @@ def max_pool_ceil_reference(x: jax.Array) -> jax.Array:
         lax.max,
         (1, POOL_KERNEL, POOL_KERNEL, 1),
         (1, POOL_STRIDE, POOL_STRIDE, 1),
-        ((0, 0), (0, _ceil_pad(h)), (0, _ceil_pad(w)), (0, 0)),
+        ((0, 0), (0, ceil_pad(h)), (0, ceil_pad(w)), (0, 0)),
     )
 
 
@@ -151,8 +151,8 @@ def _pool_bwd(res, g):
     # two windows share a row, so the taps are summed from the last (8) to the first (0).
     for k in range(POOL_KERNEL * POOL_KERNEL - 1, -1, -1):
         di, dj = divmod(k, POOL_KERNEL)
-        hi_h = h + _ceil_pad(h) - di - POOL_STRIDE * (ho - 1) - 1
-        hi_w = w + _ceil_pad(w) - dj - POOL_STRIDE * (wo - 1) - 1
+        hi_h = h + ceil_pad(h) - di - POOL_STRIDE * (ho - 1) - 1
+        hi_w = w + ceil_pad(w) - dj - POOL_STRIDE * (wo - 1) - 1
         part = lax.pad(
             jnp.where(winner == k, g, zero),
             zero,

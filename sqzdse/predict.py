@@ -70,6 +70,19 @@ def _probabilities(model: SqueezeNet, x: jax.Array) -> jax.Array:
     return jax.nn.softmax(model(x), axis=-1)
 
 
+def probabilities(model: SqueezeNet, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """Softmax of the class scores, (N, classes), of preprocessed images (N, H, W, C), in chunks of `batch_size`."""
+    # One batch shape for every chunk (the last one padded), so the forward compiles once.
+    n = len(images)
+    size = max(1, min(batch_size, n))
+    probs = []
+    for i in range(0, n, size):
+        chunk = np.asarray(images[i : i + size], np.float32)
+        padded = np.concatenate([chunk, np.zeros((size - len(chunk), *chunk.shape[1:]), np.float32)])
+        probs.append(np.asarray(_probabilities(model, padded))[: len(chunk)])
+    return np.concatenate(probs) if probs else np.zeros((0, model.cfg.num_classes), np.float32)
+
+
 def predict_files(model: SqueezeNet, paths: list[str], top: int = 5, batch_size: int = 32) -> list[dict]:
     """Top-``top`` ImageNet classes per image file, in argument order.
 
@@ -86,14 +99,7 @@ def predict_files(model: SqueezeNet, paths: list[str], top: int = 5, batch_size:
     if not 1 <= top <= 1000:
         raise ValueError(f"top={top}: must be in 1..1000")
     images = np.stack([load_image(p) for p in paths]) if paths else np.zeros((0, *shape), np.float32)
-    # One batch shape for every chunk (the last one padded), so the forward compiles once.
-    size = max(1, min(batch_size, len(paths)))
-    probs = []
-    for i in range(0, len(paths), size):
-        chunk = images[i : i + size]
-        padded = np.concatenate([chunk, np.zeros((size - len(chunk), *chunk.shape[1:]), np.float32)])
-        probs.append(np.asarray(_probabilities(model, padded))[: len(chunk)])
-    probs = np.concatenate(probs) if probs else np.zeros((0, 1000), np.float32)
+    probs = probabilities(model, images, batch_size)
     labels, synsets = imagenet_labels(), imagenet_synsets()
     records = []
     for path, p in zip(paths, probs, strict=True):

@@ -103,6 +103,12 @@ def prepared_builder(spec: Sources, data_dir: str, download: bool, source_dir: s
     return builder
 
 
+def label_names(spec: Sources, data_dir: str) -> tuple[str, ...]:
+    """The label names of the builder's info (its prepared files' where prepared), without preparing it."""
+    builder = _builder_cls(spec)(data_dir=data_dir, config=spec.config, file_format="array_record")
+    return tuple(builder.info.features["label"].names)
+
+
 def _is_prepared(builder) -> bool:
     # What builder.is_prepared() checks, without its warning for every missing dataset.
     return os.path.isfile(os.path.join(builder.data_dir, "dataset_info.json"))

@@ -177,6 +177,23 @@ def apply_mask(params, mask):
     return jax.tree.map(lambda p, m: jnp.where(m, p, jnp.zeros_like(p)), params, mask)
 
 
+def _init_fn(cfg: C.SqueezeNetConfig, init: str, dtype):
+    return lambda key: nnx.split(SqueezeNet(cfg, init=init, dtype=dtype, rngs=nnx.Rngs(key)), nnx.Param)
+
+
+def initial_params(cfg: C.SqueezeNetConfig, seed: int = 0, *, init: str = "caffe", dtype=None):
+    """(graphdef, params) of the model seeded with `seed` (init: a ``sqzdse.model.INITS`` scheme), in one compiled call.
+
+    One compiled initialisation instead of ~50 eagerly compiled initializer calls: ~2 s instead of
+    ~14 s per run here, at LLVM -O0 (the threefry code compiles slowly and runs once). The same random
+    bits: the Xavier (uniform) parameters equal the eager ones bit for bit, the Gaussian (erfinv) within an ulp.
+    """
+    fn = _init_fn(cfg, init, dtype)
+    key = jax.random.key(seed)  # what nnx.Rngs(seed) would make
+    graphdef, _ = nnx.eval_shape(fn, key)
+    return graphdef, jax.jit(lambda k: fn(k)[1], compiler_options={"xla_backend_optimization_level": 0})(key)
+
+
 def create_train_state(
     cfg: C.SqueezeNetConfig, tc: TrainConfig, total_steps: int, steps_per_epoch: int, *, init_params=None, mask=None
 ):
@@ -186,18 +203,10 @@ def create_train_state(
     mask: pruning mask (see ``apply_mask``) applied to the initial parameters.
     """
     dtype = jnp.bfloat16 if tc.dtype == "bfloat16" else None
-
-    def init(key):
-        return nnx.split(SqueezeNet(cfg, init=tc.init, dtype=dtype, rngs=nnx.Rngs(key)), nnx.Param)
-
-    # One compiled initialisation instead of ~50 eagerly compiled initializer calls: ~2 s instead of
-    # ~14 s per run here, at LLVM -O0 (the threefry code compiles slowly and runs once). The same random
-    # bits: the Xavier (uniform) parameters equal the eager ones bit for bit, the Gaussian (erfinv) within an ulp.
-    key = jax.random.key(tc.seed)  # what nnx.Rngs(seed) would make
-    graphdef, abstract = nnx.eval_shape(init, key)
     if init_params is None:
-        params = jax.jit(lambda k: init(k)[1], compiler_options={"xla_backend_optimization_level": 0})(key)
+        graphdef, params = initial_params(cfg, tc.seed, init=tc.init, dtype=dtype)
     else:  # checked against the abstract model: no seeded initialisation to throw away
+        graphdef, abstract = nnx.eval_shape(_init_fn(cfg, tc.init, dtype), jax.random.key(tc.seed))
         shapes = lambda t: [np.shape(x) for x in jax.tree.leaves(t)]
         if jax.tree.structure(init_params) != jax.tree.structure(abstract) or shapes(init_params) != shapes(abstract):
             raise C.ConfigError("init_params: the parameters do not match the model of this configuration")
@@ -491,11 +500,10 @@ def _write_json(path: str, obj) -> None:
     os.replace(tmp, path)
 
 
-def load_run(workdir: str) -> tuple[C.SqueezeNetConfig, TrainConfig, Any, Any]:
-    """(cfg, tc, graphdef, params) of the run in `workdir`, at its latest checkpoint.
+def run_config(workdir: str) -> tuple[str, C.SqueezeNetConfig, TrainConfig]:
+    """(the run's directory, cfg, tc) from `workdir`'s ``run.json`` (a DSD run: its ``redense`` phase's); no checkpoint.
 
-    A DSD run's top directory (``sqzdse train --dsd``) holds no run of its own: its last phase, ``redense``, is
-    loaded. Raises FileNotFoundError when there is no run or no checkpoint.
+    Raises FileNotFoundError when there is no run.
     """
     if not os.path.exists(os.path.join(workdir, "run.json")) and os.path.exists(
         os.path.join(workdir, "redense", "run.json")
@@ -506,7 +514,16 @@ def load_run(workdir: str) -> tuple[C.SqueezeNetConfig, TrainConfig, Any, Any]:
         raise FileNotFoundError(f"{workdir}: no training run here (no run.json)")
     with open(path) as f:
         run = json.load(f)
-    cfg, tc = C.from_dict(run["config"]), TrainConfig(**run["train_config"])
+    return workdir, C.from_dict(run["config"]), TrainConfig(**run["train_config"])
+
+
+def load_run(workdir: str) -> tuple[C.SqueezeNetConfig, TrainConfig, Any, Any]:
+    """(cfg, tc, graphdef, params) of the run in `workdir`, at its latest checkpoint.
+
+    A DSD run's top directory (``sqzdse train --dsd``) holds no run of its own: its last phase, ``redense``, is
+    loaded. Raises FileNotFoundError when there is no run or no checkpoint.
+    """
+    workdir, cfg, tc = run_config(workdir)
     if not os.path.isdir(os.path.join(workdir, "checkpoints")):
         raise FileNotFoundError(f"{workdir}: the run has no checkpoint yet")
     manager = _checkpointer(workdir, reading=True)

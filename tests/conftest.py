@@ -62,3 +62,16 @@ def files(rows, tmp_path_factory):
     d = tmp_path_factory.mktemp("results")
     (d / "results.json").write_text(json.dumps(rows))
     return {"csv": write_csv(d / "results.csv", rows), "json": d / "results.json", "dir": d}
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory) -> str:
+    """The workdir of a tiny model (test_train's) trained for a few updates on synthetic data."""
+    from test_train import synthetic, tiny
+
+    from sqzdse import train as T
+
+    workdir = str(tmp_path_factory.mktemp("run"))
+    tc = T.TrainConfig(batch_size=16, epochs=0.5, warmup_epochs=0, init="msra", eval_limit=16)
+    assert T.train_and_evaluate(tiny(), tc, workdir, dataset=synthetic(), progress=False)["status"] == "completed"
+    return workdir
