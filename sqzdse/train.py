@@ -341,6 +341,10 @@ class Diverged(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
+class RunFileError(ValueError):
+    """A file of a run's workdir (run.json, metrics.jsonl) cannot be read; the message names it."""
+
+
 def _say(msg: str) -> None:
     print(f"sqzdse: {msg}", file=sys.stderr, flush=True)
 
@@ -512,9 +516,12 @@ def run_config(workdir: str) -> tuple[str, C.SqueezeNetConfig, TrainConfig]:
     path = os.path.join(workdir, "run.json")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{workdir}: no training run here (no run.json)")
-    with open(path) as f:
-        run = json.load(f)
-    return workdir, C.from_dict(run["config"]), TrainConfig(**run["train_config"])
+    try:
+        with open(path) as f:
+            run = json.load(f)
+        return workdir, C.from_dict(run["config"]), TrainConfig(**run["train_config"])
+    except (ValueError, KeyError, TypeError) as e:  # not JSON, or not a run record of this version
+        raise RunFileError(f"{path}: not a readable run record ({type(e).__name__}: {e})") from None
 
 
 def load_run(workdir: str) -> tuple[C.SqueezeNetConfig, TrainConfig, Any, Any]:
@@ -601,6 +608,8 @@ def _train_and_evaluate(cfg, tc, workdir, dataset, on_epoch, progress, init_para
             for epoch in range(start // updates_per_epoch, n_epochs):
                 first = epoch * updates_per_epoch
                 steps = min(updates_per_epoch, total_updates - first)
+                if int(state.step) >= first + steps and len(history) > epoch:
+                    continue  # trained and recorded (a finished fractional epoch whose summary.json was lost)
                 epoch_batches = ds.batches("train", per_update, seed=tc.seed, epoch=epoch, train=True,
                                            limit=tc.train_limit)  # fmt: skip
                 t_epoch, seen, sums = time.perf_counter(), 0, None
@@ -735,13 +744,20 @@ def _read_history(workdir: str | None, step: int) -> list[dict]:
     path = os.path.join(workdir, "metrics.jsonl") if workdir else None
     if not path or not os.path.exists(path):
         return []
-    records, damaged = [], False
     with open(path) as f:
-        for line in f:
-            try:
-                records.append(json.loads(line))
-            except ValueError:  # a line half-written by a killed run
-                damaged = True
+        lines = [line for line in f if line.strip()]
+    records = []
+    for i, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+            int(record["step"])
+        except (ValueError, KeyError, TypeError) as e:
+            if i < len(lines):  # only the last line can be half-written (by a killed run); others are damage
+                raise RunFileError(f"{path}: line {i} is not an epoch record ({type(e).__name__}: {e})") from None
+            _say(f"{path}: dropped its last line, half-written by an interrupted run")
+            continue
+        records.append(record)
+    damaged = len(records) != len(lines)
     kept = [r for r in records if r["step"] <= step]
     if damaged or len(kept) != len(records):
         with open(path, "w") as f:

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 
 import optuna
 import pytest
@@ -50,3 +51,39 @@ def test_export_format_flag_wins_and_unknown_suffix_is_refused(storage, tmp_path
     assert not out.exists()
     assert main(["sweep", "export", "--storage", storage, "-o", str(out), "--format", "json"]) == 0
     assert json.loads(out.read_text())[0]["state"] == "COMPLETE"
+
+
+# --------------------------------------------------------------------------- a run's damaged files
+
+
+@pytest.fixture
+def damaged_run(run_dir, tmp_path):
+    workdir = tmp_path / "run"
+    shutil.copytree(run_dir, workdir, ignore=shutil.ignore_patterns("lock"))
+    return workdir
+
+
+def test_garbage_run_json_is_named(damaged_run, capsys):
+    (damaged_run / "run.json").write_text("garbage{")
+    out = damaged_run.parent / "m.onnx"
+    one_line_error(capsys, ["export", str(damaged_run), "-o", str(out)], f"{damaged_run / 'run.json'}: not a readable")
+    one_line_error(capsys, ["compress", str(damaged_run), "-o", str(out.with_suffix(".sqz"))], "run.json")
+
+
+def test_a_bad_line_in_metrics_is_named_a_half_written_last_line_dropped(damaged_run, capsys):
+    from test_train import synthetic
+
+    from sqzdse import train as T
+
+    metrics = damaged_run / "metrics.jsonl"
+    good = metrics.read_text()
+    (damaged_run / "summary.json").unlink()  # the run finishes again from its checkpoint: it reads its history
+    cfg, tc = T.run_config(str(damaged_run))[1:]
+    metrics.write_text("not json\n" + good)
+    with pytest.raises(T.RunFileError, match=r"metrics.jsonl: line 1 is not an epoch record"):
+        T.train_and_evaluate(cfg, tc, str(damaged_run), dataset=synthetic(), progress=False)
+    metrics.write_text(good + '{"step": 3, "val_to')  # a killed writer's half line
+    (damaged_run / "summary.json").unlink(missing_ok=True)
+    r = T.train_and_evaluate(cfg, tc, str(damaged_run), dataset=synthetic(), progress=False)
+    assert r["status"] == "completed" and metrics.read_text() == good
+    assert "dropped its last line" in capsys.readouterr().err
