@@ -89,7 +89,7 @@ class Slow:
             time.sleep({delay})
             yield b
 
-S.run_worker(spec(heartbeat_interval=1, grace_period=3), {url!r}, runs_dir={runs!r}, dataset=Slow(synthetic()))
+S.run_worker(spec(heartbeat_interval=1, grace_period=7), {url!r}, runs_dir={runs!r}, dataset=Slow(synthetic()))
 """
 
 
@@ -119,8 +119,8 @@ def check_killed_worker(url, runs, ds):
     p.wait()
     assert p.returncode == -signal.SIGKILL
     assert any(r["state"] == "RUNNING" for r in S.export_rows(url, "tiny"))
-    time.sleep(4)  # grace_period: the dead worker's heartbeat goes stale
-    S.run_worker(spec(heartbeat_interval=1, grace_period=3), url, runs_dir=str(runs), dataset=ds, log=lambda *_: None)
+    time.sleep(8)  # grace_period: the dead worker's heartbeat goes stale
+    S.run_worker(spec(heartbeat_interval=1, grace_period=7), url, runs_dir=str(runs), dataset=ds, log=lambda *_: None)
     rows = S.export_rows(url, "tiny")
     assert completed_points(rows) == [(0.25, 0), (0.5, 0), (0.75, 0)]  # nothing lost, nothing twice
     failed = [r for r in rows if r["state"] == "FAIL"]
@@ -131,7 +131,7 @@ def check_killed_worker(url, runs, ds):
 def _rows(url):
     try:
         return S.export_rows(url, "tiny")
-    except S.SpecError:  # the worker has not created the study yet
+    except (S.SpecError, S.StorageError):  # the worker has not created the storage or the study yet
         return []
 
 
