@@ -27,9 +27,10 @@ TINY_SPEC = {
 }
 
 
-def spec(**study):
+def spec(space=None, **study):
     raw = json.loads(json.dumps(TINY_SPEC))
     raw["study"].update(study)
+    raw["space"] = space or raw["space"]
     return S.parse_spec(raw)
 
 
@@ -89,22 +90,25 @@ class Slow:
             time.sleep({delay})
             yield b
 
-S.run_worker(spec(heartbeat_interval=1, grace_period=7), {url!r}, runs_dir={runs!r}, dataset=Slow(synthetic()))
+S.run_worker(spec(heartbeat_interval=1, grace_period=7, **{study!r}), {url!r}, runs_dir={runs!r},
+             dataset=Slow(synthetic()))
 """
 
 
-def worker(url, runs, delay=0.0):
-    code = WORKER.format(tests=str(Path(__file__).parent), url=url, runs=str(runs), delay=delay)
+def worker(url, runs, delay=0.0, study=None):
+    code = WORKER.format(tests=str(Path(__file__).parent), url=url, runs=str(runs), delay=delay, study=study or {})
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def check_concurrent_workers(url, runs):
-    procs = [worker(url, runs), worker(url, runs)]
+def check_concurrent_workers(url, runs, workers=6, seeds=6):
+    """`workers` processes start together on one grid of `seeds` points (one model: one compile each): every point
+    COMPLETE once, nothing failed."""
+    procs = [worker(url, runs, study={"seeds": seeds, "space": {"sr": [0.5]}}) for _ in range(workers)]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     rows = S.export_rows(url, "tiny")
-    assert completed_points(rows) == [(0.25, 0), (0.5, 0), (0.75, 0)], rows  # each grid point exactly once
-    assert len(rows) == 3
+    assert completed_points(rows) == [(0.5, s) for s in range(seeds)], rows
+    assert len(rows) == seeds  # no FAIL, no second claim
 
 
 def check_killed_worker(url, runs, ds):
@@ -135,12 +139,60 @@ def _rows(url):
         return []
 
 
-def test_two_concurrent_workers_cover_the_grid_once(tmp_path):
+def test_six_concurrent_workers_cover_the_grid_once(tmp_path):
     check_concurrent_workers(f"sqlite:///{tmp_path}/grid.db", tmp_path)
 
 
 def test_killed_worker_is_detected_and_its_trial_retried(ds, tmp_path):
     check_killed_worker(f"sqlite:///{tmp_path}/kill.db", tmp_path, ds)
+
+
+def _claimer(url, names, barrier, out):
+    """One racing worker: claim waiting trials (and finish each at once) until none is left."""
+    import optuna
+
+    try:
+        storage = S.open_storage(url, create=True)
+        studies = [optuna.load_study(study_name=name, storage=storage) for name in names]
+        barrier.wait()  # all start together
+        got = []
+        for study in studies:
+            while (trial := S._claim_waiting(study)) is not None:
+                got.append(trial._trial_id)
+                study.tell(trial, [0.0])
+        out.put(got)
+    except Exception as e:  # reported, not a hang
+        out.put(f"{type(e).__name__}: {e}")
+
+
+RACE = dict(processes=8, trials=100, rounds=1)  # ~10 s here, the machine shared; unserialised SQLite: ~30 doubles
+
+
+def check_claim_race(url, processes, trials, rounds):
+    """`processes` workers claim `rounds` x `trials` waiting trials at once: each trial exactly once."""
+    import multiprocessing
+
+    names = [f"race{i}" for i in range(rounds)]
+    for name in names:
+        raw = {**TINY_SPEC, "study": {"name": name, "seeds": trials}, "space": {"sr": [0.5]}}
+        S.open_study(S.parse_spec(raw), url, log=lambda *_: None)  # a grid of `trials` seeds
+    ctx = multiprocessing.get_context("fork")  # forked: no second import of JAX per racer
+    barrier, out = ctx.Barrier(processes), ctx.Queue()
+    procs = [ctx.Process(target=_claimer, args=(url, names, barrier, out)) for _ in range(processes)]
+    for p in procs:
+        p.start()
+    claims = [out.get(timeout=300) for _ in procs]
+    for p in procs:
+        p.join()
+    assert all(isinstance(c, list) for c in claims), claims
+    ids = [i for c in claims for i in c]
+    assert len(ids) - len(set(ids)) == 0, "double claims"
+    assert len(set(ids)) == rounds * trials
+    assert sum(1 for c in claims if c) > 1  # a race, not one process taking everything
+
+
+def test_claims_are_atomic_on_sqlite(tmp_path):
+    check_claim_race(f"sqlite:///{tmp_path}/race.db", **RACE)
 
 
 @pytest.fixture
@@ -165,6 +217,10 @@ def postgres_url():
 
 def test_postgres_concurrent_workers(postgres_url, tmp_path):
     check_concurrent_workers(postgres_url, tmp_path)
+
+
+def test_postgres_claims_are_atomic(postgres_url):
+    check_claim_race(postgres_url, **RACE)
 
 
 def test_postgres_killed_worker(postgres_url, tmp_path, ds):
