@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
+import warnings
 from pathlib import Path
 
 import pytest
@@ -179,8 +180,10 @@ def check_claim_race(url, processes, trials, rounds):
     ctx = multiprocessing.get_context("fork")  # forked: no second import of JAX per racer
     barrier, out = ctx.Barrier(processes), ctx.Queue()
     procs = [ctx.Process(target=_claimer, args=(url, names, barrier, out)) for _ in range(processes)]
-    for p in procs:
-        p.start()
+    with warnings.catch_warnings():  # JAX's fork warning: the racers run Optuna and SQL only, never JAX
+        warnings.filterwarnings("ignore", "os.fork", RuntimeWarning)
+        for p in procs:
+            p.start()
     claims = [out.get(timeout=300) for _ in procs]
     for p in procs:
         p.join()
