@@ -215,8 +215,8 @@ def _train(args) -> int:
 def cmd_sweep_run(args) -> int:
     from sqzdse import sweep as S
 
-    spec = S.load_spec(args.file)
-    url = args.storage or S.default_storage(spec)
+    spec = S.load_spec(args.file, max_points=None if args.yes else S.GRID_LIMIT)
+    url = S.storage_url(args.storage, spec)
     if args.workers < 1:
         raise ValueError(f"--workers {args.workers}: must be >= 1")
     if args.workers > 1:
@@ -224,7 +224,7 @@ def cmd_sweep_run(args) -> int:
     n = S.run_worker(spec, url, runs_dir=args.runs_dir, max_trials=args.max_trials, progress=not args.no_progress,
                      log=lambda msg: print(msg, file=sys.stderr, flush=True))  # fmt: skip
     st = S.status(url, spec.name)
-    print(f"{spec.name}: ran {n} trials here; storage {url} holds {st['trials']} ({_states(st)})")
+    print(f"{spec.name}: ran {n} trials here; storage {S.redact(url)} holds {st['trials']} ({_states(st)})")
     return 0
 
 
@@ -232,15 +232,20 @@ def _spawn_workers(args, url: str) -> int:
     """N worker processes on this machine, each one JAX thread pool, sharing the storage."""
     import subprocess
 
-    argv = [sys.executable, "-m", "sqzdse.cli", "sweep", "run", args.file, "--storage", url, "--runs-dir",
-            args.runs_dir, "--workers", "1", "--no-progress"]  # fmt: skip
+    from sqzdse.sweep import STORAGE_ENV
+
+    argv = [sys.executable, "-m", "sqzdse.cli", "sweep", "run", args.file, "--runs-dir", args.runs_dir, "--workers",
+            "1", "--no-progress"]  # fmt: skip
     if args.max_trials:
         argv += ["--max-trials", str(args.max_trials)]
+    if args.yes:
+        argv.append("--yes")
     from sqzdse.runtime import worker_cpus
 
     procs = []
     for cpus in worker_cpus(args.workers):  # one disjoint set of cores per worker
-        env = {**os.environ, "SQZDSE_CPUS": ",".join(map(str, cpus))}
+        # The storage goes by the environment: a password in its URL stays out of `ps`.
+        env = {**os.environ, "SQZDSE_CPUS": ",".join(map(str, cpus)), STORAGE_ENV: url}
         procs.append(subprocess.Popen(argv, env=env))
     return max(p.wait() for p in procs)
 
@@ -259,7 +264,7 @@ def cmd_sweep_status(args) -> int:
     if args.json:
         print(json.dumps(st, indent=1))
         return 0
-    print(f"study {st['study']} in {url}: {st['trials']} trials ({_states(st)})")
+    print(f"study {st['study']} in {S.redact(url)}: {st['trials']} trials ({_states(st)})")
 
     def line(r) -> str:
         objs = " ".join(f"{o}={r[o]:.4f}" if isinstance(r[o], float) else f"{o}={r[o]:,}" for o in st["objectives"])
@@ -282,14 +287,39 @@ def cmd_sweep_status(args) -> int:
 
 
 def _storage_of(args) -> tuple[str, str | None]:
+    """The storage (--storage > $SQZDSE_STORAGE > the FILE's default) and study (--study > the FILE's) to read."""
     from sqzdse import sweep as S
 
     if args.file:
-        spec = S.load_spec(args.file)
-        return args.storage or S.default_storage(spec), args.study or spec.name
-    if not args.storage:
-        raise C.ConfigError("give a sweep FILE or --storage URL")
-    return args.storage, args.study
+        spec = S.load_spec(args.file, max_points=None)  # only its name and storage are needed: no grid limit
+        return S.storage_url(args.storage, spec), args.study or spec.name
+    url = S.storage_url(args.storage)
+    if not url:
+        raise C.ConfigError(f"give a sweep FILE or --storage URL (or set ${S.STORAGE_ENV})")
+    return url, args.study
+
+
+def cmd_sweep_delete(args) -> int:
+    from sqzdse import sweep as S
+
+    url, study = _storage_of(args)
+    if not study:
+        raise C.ConfigError("sweep delete: name the study: a sweep FILE or --study NAME")
+
+    def confirm(n_trials: int) -> bool:
+        what = f"study {study!r} ({n_trials} trials) from {S.redact(url)}"
+        if args.yes:
+            return True
+        if not sys.stdin.isatty():
+            raise C.ConfigError(f"sweep delete: no terminal to confirm on; pass --yes to delete {what}")
+        try:
+            return input(f"delete {what}? This cannot be undone [y/N] ").strip().lower() in ("y", "yes")
+        except EOFError:
+            return False
+
+    n = S.delete_study(url, study, confirm)
+    print(f"deleted {study!r} ({n} trials) from {S.redact(url)}" if n is not None else "nothing deleted")
+    return 0 if n is not None else 1
 
 
 def cmd_sweep_export(args) -> int:
@@ -382,7 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_dsd_arguments(tr)
     tr.set_defaults(func=cmd_train)
 
-    sw = sub.add_parser("sweep", help="Optuna sweeps over the design space: run, status, export")
+    from sqzdse.sweep import GRID_LIMIT, STORAGE_ENV
+
+    sw = sub.add_parser("sweep", help="Optuna sweeps over the design space: run, status, export, delete")
     sws = sw.add_subparsers(dest="sweep_command", required=True)
     run = sws.add_parser(
         "run",
@@ -393,27 +425,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--storage postgresql+psycopg2://USER:PASS@HOST/DB on every machine.",
     )
     run.add_argument("file", help="sweep file (TOML), e.g. sweeps/smoke.toml")
-    run.add_argument("--storage", help="Optuna storage URL (default sqlite:///runs/NAME.db)")
+    run.add_argument("--storage", help=f"Optuna storage URL (default ${STORAGE_ENV}, else sqlite:///runs/NAME.db)")
     run.add_argument("--runs-dir", default="runs", help="trial workdirs and the JAX compilation cache (default runs)")
     run.add_argument("--max-trials", type=int, help="stop this worker after N trials")
     run.add_argument("--workers", type=int, default=1,
                      help="worker processes on this machine, each pinned to its own share of the cores "
                           "(default 1: one process using them all)")  # fmt: skip
     run.add_argument("--no-progress", action="store_true", help="no per-trial progress bar")
+    run.add_argument("--yes", action="store_true", help=f"run a grid of more than {GRID_LIMIT:,} points")
     run.set_defaults(func=cmd_sweep_run)
     for name, func, helptext in (("status", cmd_sweep_status, "progress of a sweep: trials per state, the best"),
-                                 ("export", cmd_sweep_export, "one row per trial as CSV or JSON")):  # fmt: skip
-        q = sws.add_parser(name, help=helptext, description=helptext + ". Give a sweep FILE or --storage URL.")
+                                 ("export", cmd_sweep_export, "one row per trial as CSV or JSON"),
+                                 ("delete", cmd_sweep_delete, "remove a study and all its trials from the storage, "
+                                  "after a confirmation")):  # fmt: skip
+        where = f". Give a sweep FILE or --storage URL (default ${STORAGE_ENV}); a missing storage is an error"
+        q = sws.add_parser(name, help=helptext, description=helptext + where + ", never created.")
         q.add_argument("file", nargs="?", help="sweep file (its default storage and study)")
-        q.add_argument("--storage", help="Optuna storage URL")
+        q.add_argument("--storage", help=f"Optuna storage URL (default ${STORAGE_ENV})")
         q.add_argument("--study", help="study name (optional when the storage holds one)")
         if name == "export":
             q.add_argument("--format", choices=("csv", "json"),
                            help="default: the suffix of -o (.csv or .json); CSV on standard output")  # fmt: skip
             q.add_argument("-o", "--output", help="write here instead of standard output")
-        else:
+        elif name == "status":
             q.add_argument("--json", action="store_true", help="print JSON")
             q.add_argument("--top", type=int, default=0, help="also list the N best trials by the first objective")
+        else:
+            q.add_argument("--yes", action="store_true", help="delete without asking")
         q.set_defaults(func=func)
 
     from sqzdse.plots import add_plot_arguments, run_plot

@@ -231,12 +231,15 @@ def study_spec(storage_url: str, study: str | None = None) -> dict | None:
     """The ``spec`` a sweep stored on its study (``study.user_attrs["spec"]``), or None."""
     import optuna
 
-    names = [s.study_name for s in optuna.get_all_study_summaries(storage=storage_url)]
+    from sqzdse.sweep import open_storage, study_names
+
+    storage = open_storage(storage_url)  # read only: never creates a storage
+    names = study_names(storage, storage_url)
     if study is None and len(names) == 1:
         study = names[0]
     if study not in names:
         return None
-    return optuna.load_study(study_name=study, storage=storage_url).user_attrs.get("spec")
+    return optuna.load_study(study_name=study, storage=storage).user_attrs.get("spec")
 
 
 # --------------------------------------------------------------------------- CLI glue (wired in sqzdse.cli)

@@ -100,9 +100,12 @@ def test_sweep_workers_get_disjoint_cores(monkeypatch, tmp_path):
     monkeypatch.setattr(subprocess, "Popen", FakeProcess)
     spec = tmp_path / "s.toml"
     spec.write_text('[study]\nname = "w"\n[space]\nsr = [0.125]\n[train]\ndataset = "fashion_mnist"\n')
-    assert main(["sweep", "run", str(spec), "--workers", "2", "--storage", f"sqlite:///{tmp_path}/w.db"]) == 0
+    url = f"sqlite:///{tmp_path}/w.db"
+    assert main(["sweep", "run", str(spec), "--workers", "2", "--storage", url]) == 0
     assert [env["SQZDSE_CPUS"] for _, env in started] == [",".join(map(str, c)) for c in worker_cpus(2)]
     assert all(argv[argv.index("--workers") + 1] == "1" for argv, _ in started)
+    # The storage goes by the environment: a password in the URL never shows in `ps`.
+    assert all(url not in argv and env["SQZDSE_STORAGE"] == url for argv, env in started)
     assert main(["sweep", "run", str(spec), "--workers", "0"]) == 2
 
 

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 from pathlib import Path
 
 import pytest
@@ -31,9 +32,10 @@ TINY_SPEC = {
 }
 
 
-def spec(**study):
+def spec(space=None, **study):
     raw = json.loads(json.dumps(TINY_SPEC))
     raw["study"].update(study)
+    raw["space"] = space or raw["space"]
     return S.parse_spec(raw)
 
 
@@ -119,22 +121,25 @@ class Slow:
             time.sleep({delay})
             yield b
 
-S.run_worker(spec(heartbeat_interval=1, grace_period=3), {url!r}, runs_dir={runs!r}, dataset=Slow(synthetic()))
+S.run_worker(spec(heartbeat_interval=1, grace_period=7, **{study!r}), {url!r}, runs_dir={runs!r},
+             dataset=Slow(synthetic()))
 """
 
 
-def worker(url, runs, delay=0.0):
-    code = WORKER.format(tests=str(Path(__file__).parent), url=url, runs=str(runs), delay=delay)
+def worker(url, runs, delay=0.0, study=None):
+    code = WORKER.format(tests=str(Path(__file__).parent), url=url, runs=str(runs), delay=delay, study=study or {})
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def check_concurrent_workers(url, runs):
-    procs = [worker(url, runs), worker(url, runs)]
+def check_concurrent_workers(url, runs, workers=6, seeds=6):
+    """`workers` processes start together on one grid of `seeds` points (one model: one compile each): every point
+    COMPLETE once, nothing failed."""
+    procs = [worker(url, runs, study={"seeds": seeds, "space": {"sr": [0.5]}}) for _ in range(workers)]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     rows = S.export_rows(url, "tiny")
-    assert completed_points(rows) == [(0.25, 0), (0.5, 0), (0.75, 0)], rows  # each grid point exactly once
-    assert len(rows) == 3
+    assert completed_points(rows) == [(0.5, s) for s in range(seeds)], rows
+    assert len(rows) == seeds  # no FAIL, no second claim
 
 
 def check_killed_worker(url, runs, ds):
@@ -149,8 +154,8 @@ def check_killed_worker(url, runs, ds):
     p.wait()
     assert p.returncode == -signal.SIGKILL
     assert any(r["state"] == "RUNNING" for r in S.export_rows(url, "tiny"))
-    time.sleep(4)  # grace_period: the dead worker's heartbeat goes stale
-    S.run_worker(spec(heartbeat_interval=1, grace_period=3), url, runs_dir=str(runs), dataset=ds, log=lambda *_: None)
+    time.sleep(8)  # grace_period: the dead worker's heartbeat goes stale
+    S.run_worker(spec(heartbeat_interval=1, grace_period=7), url, runs_dir=str(runs), dataset=ds, log=lambda *_: None)
     rows = S.export_rows(url, "tiny")
     assert completed_points(rows) == [(0.25, 0), (0.5, 0), (0.75, 0)]  # nothing lost, nothing twice
     failed = [r for r in rows if r["state"] == "FAIL"]
@@ -167,7 +172,7 @@ from sqzdse import data as D, sweep as S
 from sqzdse.cli import main
 
 D.load = lambda *a, **k: Slow(synthetic(), 0.5)
-S.load_spec = lambda path: spec(heartbeat_interval=1, grace_period=60)
+S.load_spec = lambda path, **_: spec(heartbeat_interval=1, grace_period=60)
 sys.exit(main(["sweep", "run", "tiny.toml", "--storage", {url!r}, "--runs-dir", {runs!r}, "--no-progress"]))
 """
 
@@ -243,16 +248,66 @@ def test_status_shows_the_pareto_set_and_the_top_n(tmp_path, capsys):
 def _rows(url):
     try:
         return S.export_rows(url, "tiny")
-    except S.SpecError:  # the worker has not created the study yet
+    except (S.SpecError, S.StorageError):  # the worker has not created the storage or the study yet
         return []
 
 
-def test_two_concurrent_workers_cover_the_grid_once(tmp_path):
+def test_six_concurrent_workers_cover_the_grid_once(tmp_path):
     check_concurrent_workers(f"sqlite:///{tmp_path}/grid.db", tmp_path)
 
 
 def test_killed_worker_is_detected_and_its_trial_retried(ds, tmp_path):
     check_killed_worker(f"sqlite:///{tmp_path}/kill.db", tmp_path, ds)
+
+
+def _claimer(url, names, barrier, out):
+    """One racing worker: claim waiting trials (and finish each at once) until none is left."""
+    import optuna
+
+    try:
+        storage = S.open_storage(url, create=True)
+        studies = [optuna.load_study(study_name=name, storage=storage) for name in names]
+        barrier.wait()  # all start together
+        got = []
+        for study in studies:
+            while (trial := S._claim_waiting(study)) is not None:
+                got.append(trial._trial_id)
+                study.tell(trial, [0.0])
+        out.put(got)
+    except Exception as e:  # reported, not a hang
+        out.put(f"{type(e).__name__}: {e}")
+
+
+RACE = dict(processes=8, trials=100, rounds=1)  # ~10 s here, the machine shared; unserialised SQLite: ~30 doubles
+
+
+def check_claim_race(url, processes, trials, rounds):
+    """`processes` workers claim `rounds` x `trials` waiting trials at once: each trial exactly once."""
+    import multiprocessing
+
+    names = [f"race{i}" for i in range(rounds)]
+    for name in names:
+        raw = {**TINY_SPEC, "study": {"name": name, "seeds": trials}, "space": {"sr": [0.5]}}
+        S.open_study(S.parse_spec(raw), url, log=lambda *_: None)  # a grid of `trials` seeds
+    ctx = multiprocessing.get_context("fork")  # forked: no second import of JAX per racer
+    barrier, out = ctx.Barrier(processes), ctx.Queue()
+    procs = [ctx.Process(target=_claimer, args=(url, names, barrier, out)) for _ in range(processes)]
+    with warnings.catch_warnings():  # JAX's fork warning: the racers run Optuna and SQL only, never JAX
+        warnings.filterwarnings("ignore", "os.fork", RuntimeWarning)
+        for p in procs:
+            p.start()
+    claims = [out.get(timeout=300) for _ in procs]
+    for p in procs:
+        p.join()
+    assert all(isinstance(c, list) for c in claims), claims
+    ids = [i for c in claims for i in c]
+    assert len(ids) - len(set(ids)) == 0, "double claims"
+    assert len(set(ids)) == rounds * trials
+    assert sum(1 for c in claims if c) > 1  # a race, not one process taking everything
+
+
+def test_claims_are_atomic_on_sqlite(tmp_path):
+    check_claim_race(f"sqlite:///{tmp_path}/race.db", **RACE)
 
 
 @pytest.fixture
@@ -279,6 +334,10 @@ def test_postgres_concurrent_workers(postgres_url, tmp_path):
     check_concurrent_workers(postgres_url, tmp_path)
 
 
+def test_postgres_claims_are_atomic(postgres_url):
+    check_claim_race(postgres_url, **RACE)
+
+
 def test_postgres_killed_worker(postgres_url, tmp_path, ds):
     check_killed_worker(postgres_url, tmp_path, ds)
 
@@ -295,6 +354,27 @@ def test_postgres_killed_worker(postgres_url, tmp_path, ds):
         ({"study": {"sampler": "tpe"}}, "study.n_trials: required with sampler 'tpe'"),
         ({"study": {"objectives": ["accuracy"]}}, "study.objectives"),
         ({"model": {"preset": "alexnet"}}, "model.preset: 'alexnet' is not one of"),
+        # Every value of every axis, and every type, before any training:
+        ({"space": {"pct3x3": [0.5, 1.5]}}, "space point sr=0.25 pct3x3=1.5: pct3x3=1.5: must be in [0, 1]"),
+        ({"space": {"sr": ["half"]}}, "space.sr: 'half' is not a number"),
+        ({"space": {"base_e": [16, 24.5]}}, "space.base_e: 24.5 is not an integer"),
+        ({"space": {"sr": [0.5, 0.5]}}, "space.sr: 0.5 is listed twice"),
+        ({"train": {"epochs": "one"}}, "train.epochs: 'one' is not a number"),
+        ({"train": {"train_limit": "many"}}, "train.train_limit: 'many' is not an integer"),
+        ({"model": {"dropout": "none"}}, "model.dropout: 'none' is not a number"),
+        (
+            {"study": {"sampler": "random", "n_trials": 2}, "space": {"sr": {"low": 0.001, "high": 0.5}}},
+            "space point sr=0.001: sr=0.001: fire2 gets",
+        ),  # a range's endpoints  # fmt: skip
+        (
+            {"space": {"sr": {"low": 0.0001, "high": 1.0, "step": 0.00005}}},
+            "space: the grid has 19,999 points (19999 sr x 1 seed), over the limit of 10,000",
+        ),
+        (
+            {"study": {"grace_period": 3}},
+            "study.grace_period: 3 s must be >= 2 x study.heartbeat_interval (10 s) + 5 s = 25 s",
+        ),
+        ({"study": {"heartbeat_interval": 60}}, "study.grace_period: 120 s must be >= 2 x study.heartbeat_interval"),
     ],
 )
 def test_invalid_sweep_file_names_the_key(patch, message):
@@ -372,3 +452,149 @@ def test_shipped_sweeps_are_valid(path):
     assert s.name == path.stem
     head = path.read_text().splitlines()[:30]
     assert any("sqzdse sweep run" in line for line in head), "the header says the command"
+
+
+def quiet(*_):
+    pass
+
+
+def points_of(url, name="tiny"):
+    import optuna
+
+    trials = optuna.load_study(study_name=name, storage=S.open_storage(url)).trials
+    return sorted((t.system_attrs["fixed_params"]["sr"], t.system_attrs["fixed_params"]["seed"]) for t in trials)
+
+
+def claim_and_suggest(study, s):
+    """What a worker does before training: claim a waiting trial and suggest its point (Optuna checks the
+    distributions against the study's earlier trials here)."""
+    trial = S._claim_waiting(study)
+    point = {d.name: d.suggest(trial) for d in s.space} | {"seed": s.seed_dim.suggest(trial)}
+    study.tell(trial, [0.5])
+    return point
+
+
+def test_a_grid_that_grew_gets_its_new_points_only(tmp_path):
+    url = f"sqlite:///{tmp_path}/grow.db"
+    first = spec()
+    study = S.open_study(first, url, log=quiet)
+    assert claim_and_suggest(study, first) == {"sr": 0.25, "seed": 0}
+    logged = []
+    grown = spec(space={"sr": [0.25, 0.5, 0.75, 1]}, seeds=[0, 1])  # 1: an int in a float axis is the point 1.0
+    study = S.open_study(grown, url, log=logged.append)
+    assert logged == ["[tiny] enqueued 5 grid points the study did not have"]
+    assert points_of(url) == sorted((sr, seed) for sr in (0.25, 0.5, 0.75, 1.0) for seed in (0, 1))
+    # New categories and seeds suggest fine next to the first trial's (a grid records ranges, not categories).
+    assert claim_and_suggest(study, grown) == {"sr": 0.5, "seed": 0}
+    S.open_study(grown, url, log=logged.append)  # idempotent: nothing more
+    assert len(points_of(url)) == 8 and len(logged) == 1
+    assert optuna_spec(url)["space"] == {"sr": [0.25, 0.5, 0.75, 1.0]}  # the study records the file it now follows
+
+
+def optuna_spec(url, name="tiny"):
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=S.open_storage(url)).user_attrs["spec"]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"train": {"epochs": 2}}, "train.epochs: 1 → 2"),
+        ({"model": {"base_e": 32}}, "model.base_e: 16 → 32"),
+        ({"study": {"objectives": ["val_top5"]}}, 'study.objectives: ["val_top1"] → ["val_top5"]'),
+        ({"study": {"sampler": "random", "n_trials": 3}}, 'study.sampler: "grid" → "random"'),
+        ({"space": {"sr": [0.25, 0.5]}}, "1 of its grid points are not in the file's grid (seed=0 sr=0.75)"),
+        ({"space": {"sr": [0.25, 0.5, 0.75], "pct3x3": [0.5]}}, "space.pct3x3: (unset) → [0.5]"),
+        ({"compress": {"bits": 4}}, "compress.bits: (unset) → 4"),
+    ],
+)
+def test_a_different_file_with_the_same_study_name_is_refused(tmp_path, change, message):
+    url = f"sqlite:///{tmp_path}/mix.db"
+    S.open_study(spec(), url, log=quiet)
+    raw = json.loads(json.dumps(TINY_SPEC))
+    for section, values in change.items():
+        raw[section] = values if section in ("space", "compress") else {**raw[section], **values}
+    with pytest.raises(S.SpecError) as e:
+        S.open_study(S.parse_spec(raw, source="other.toml"), url, log=quiet)
+    assert message in str(e.value), str(e.value)
+    assert "nothing was run" in str(e.value) and "sqzdse sweep delete other.toml" in str(e.value)
+    assert points_of(url) == [(0.25, 0), (0.5, 0), (0.75, 0)]  # nothing enqueued, nothing changed
+
+
+def test_heartbeat_and_retry_settings_may_change(tmp_path):
+    url = f"sqlite:///{tmp_path}/hb.db"
+    S.open_study(spec(), url, log=quiet)
+    S.open_study(spec(heartbeat_interval=20, grace_period=60, max_retry=1), url, log=quiet)
+    assert optuna_spec(url)["grace_period"] == 60 and len(points_of(url)) == 3
+
+
+def test_a_creator_killed_mid_enqueue_leaves_nothing_half_made(tmp_path, monkeypatch):
+    import optuna
+
+    url = f"sqlite:///{tmp_path}/half.db"
+    enqueue, calls = optuna.Study.enqueue_trial, []
+
+    def dies_after_one(self, *a, **k):
+        calls.append(1)
+        if len(calls) > 1:
+            raise KeyboardInterrupt  # killed with one of three points enqueued
+        return enqueue(self, *a, **k)
+
+    monkeypatch.setattr(optuna.Study, "enqueue_trial", dies_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        S.open_study(spec(), url, log=quiet)
+    monkeypatch.setattr(optuna.Study, "enqueue_trial", enqueue)
+    t = time.time()
+    S.open_study(spec(), url, log=quiet)  # the next run: no wait, the missing points enqueued once
+    assert time.time() - t < 10 and points_of(url) == [(0.25, 0), (0.5, 0), (0.75, 0)]
+
+
+def test_sweep_delete_asks_first(tmp_path, monkeypatch, capsys):
+    url = f"sqlite:///{tmp_path}/del.db"
+    S.open_study(spec(), url, log=quiet)
+    argv = ["sweep", "delete", "--storage", url, "--study", "tiny"]
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # no terminal, no --yes: refused
+    assert main(argv) == 2
+    assert "no terminal to confirm on; pass --yes to delete study 'tiny' (3 trials)" in capsys.readouterr().err
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
+    monkeypatch.setattr("builtins.input", lambda prompt: "n")
+    assert main(argv) == 1 and len(points_of(url)) == 3
+    monkeypatch.setattr("builtins.input", lambda prompt: "y")
+    assert main(argv) == 0 and "deleted 'tiny' (3 trials)" in capsys.readouterr().out
+    assert main([*argv, "--yes"]) == 2 and "study 'tiny' not in" in capsys.readouterr().err
+    S.open_study(spec(), url, log=quiet)
+    assert main(["sweep", "delete", "--storage", url, "--study", "tiny", "--yes"]) == 0
+
+
+def test_readers_never_create_a_storage(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path}/typo.db"
+    for argv in (["sweep", "export", "--storage", url], ["sweep", "status", "--storage", url, "--study", "x"],
+                 ["plot", "sr", url, "-o", str(tmp_path / "p.png")], ["report", url, "-o", str(tmp_path / "r.md")],
+                 ["sweep", "delete", "--storage", url, "--study", "x", "--yes"]):  # fmt: skip
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert f"{tmp_path}/typo.db: no such SQLite file" in err and "Traceback" not in err, err
+    assert not list(tmp_path.iterdir())
+
+
+def test_storage_path_through_a_file_is_one_line(tmp_path, capsys):
+    sweep = tmp_path / "s.toml"
+    sweep.write_text('[study]\nname = "w"\n[space]\nsr = [0.125]\n')
+    (tmp_path / "afile").write_text("")
+    assert main(["sweep", "run", str(sweep), "--storage", f"sqlite:///{tmp_path}/afile/x.db"]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path}/afile is a file, not a folder" in err and "Traceback" not in err
+
+
+def test_storage_from_the_environment_and_passwords_masked(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(S.STORAGE_ENV, f"sqlite:///{tmp_path}/env.db")
+    assert main(["sweep", "export"]) == 2  # $SQZDSE_STORAGE is used...
+    assert f"{tmp_path}/env.db: no such SQLite file" in capsys.readouterr().err
+    assert main(["sweep", "export", "--storage", f"sqlite:///{tmp_path}/flag.db"]) == 2  # ... --storage first
+    assert f"{tmp_path}/flag.db: no such SQLite file" in capsys.readouterr().err
+    for url in ("postgresql+psycopg2://u:Hunter2secret@127.0.0.1:9/none", "postgresql://u:Hunter2secret@h:port/x"):
+        monkeypatch.setenv(S.STORAGE_ENV, url)
+        assert main(["sweep", "export"]) == 2
+        err = capsys.readouterr().err
+        assert "Hunter2secret" not in err and "u:***@" in err and "Traceback" not in err, err
