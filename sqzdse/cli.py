@@ -132,7 +132,7 @@ def cmd_export(args) -> int:
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
     """Training-budget flags; unset ones come from the preset's default recipe (sqzdse.train.default_recipe)."""
-    from sqzdse.train import OPTIMIZERS, SCHEDULES
+    from sqzdse.recipe import OPTIMIZERS, SCHEDULES
 
     g = p.add_argument_group("training (defaults: Caffe's solver for ImageNet stems, the small-input recipe otherwise)")
     g.add_argument("--dataset", default="fashion_mnist", help="fashion_mnist, mnist, cifar10, cifar100, imagenette, "
@@ -170,7 +170,7 @@ TRAIN_FIELDS = ("dataset", "epochs", "batch_size", "iter_size", "optimizer", "lr
 
 
 def train_config_from_args(args, cfg: C.SqueezeNetConfig):
-    from sqzdse.train import default_recipe
+    from sqzdse.recipe import default_recipe
 
     return default_recipe(cfg, **{k: getattr(args, k) for k in TRAIN_FIELDS if getattr(args, k, None) is not None})
 

@@ -12,7 +12,7 @@ so every grid point runs exactly once.
 Workers send heartbeats; a trial whose worker died (kill -9) goes stale, is
 marked FAIL and re-enqueued, and its retry resumes from the dead worker's
 checkpoint. A trial's workdir, ``runs/trials/<key>``, is keyed by everything
-that decides its result (``sqzdse.train.run_identity``), shared by all studies:
+that decides its result (``sqzdse.recipe.run_identity``), shared by all studies:
 a run finished by any trial is reused, never trained twice, and workers that
 reach one key at once take turns on its lock. SIGINT/SIGTERM stop a worker
 after a checkpoint; its trial is failed as "interrupted" and queued again at
@@ -40,8 +40,8 @@ import numpy as np
 
 from sqzdse import __version__
 from sqzdse import config as C
+from sqzdse.recipe import TrainConfig, default_recipe, run_identity, run_key
 from sqzdse.runtime import deferred_signals
-from sqzdse.train import TrainConfig
 
 METAPARAMETERS = ("base_e", "incr_e", "freq", "pct3x3", "sr", "bypass")
 INT_PARAMS = ("base_e", "incr_e", "freq")
@@ -367,8 +367,6 @@ def _dim(key: str, value) -> Dim:
 
 
 def train_config(spec: SweepSpec, cfg: C.SqueezeNetConfig, seed: int):
-    from sqzdse.train import default_recipe
-
     return default_recipe(cfg, **{**spec.train, "seed": seed})
 
 
@@ -728,9 +726,7 @@ def _budget_used(study) -> int:
 
 
 def trial_key(cfg: C.SqueezeNetConfig, tc: TrainConfig) -> str:
-    """The name of what a trial trains (``sqzdse.train.run_key``: configuration, result-changing settings, seed)."""
-    from sqzdse.train import run_key
-
+    """The name of what a trial trains (``sqzdse.recipe.run_key``: configuration, result-changing settings, seed)."""
     return run_key(cfg, tc)
 
 
@@ -740,7 +736,7 @@ TRIALS_DIR = "trials"  # runs_dir/trials/<key>: one workdir per run, shared by e
 def trial_workdir(runs_dir: str, study: str, cfg: C.SqueezeNetConfig, tc: TrainConfig) -> str:
     """``runs_dir/trials/<key>``; a run that a version before shared workdirs left in ``runs_dir/<study>/<its
     key>`` (a hash of configuration and seed only) is used in place when it trains exactly this."""
-    from sqzdse.train import read_identity, run_identity
+    from sqzdse.train import read_identity
 
     workdir = os.path.join(runs_dir, TRIALS_DIR, trial_key(cfg, tc))
     blob = json.dumps([C.to_dict(cfg), tc.seed], sort_keys=True).encode()

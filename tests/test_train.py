@@ -18,8 +18,10 @@ import pytest
 
 from sqzdse import config as C
 from sqzdse import data as D
+from sqzdse import recipe
 from sqzdse import train as T
 from sqzdse.cli import main
+from sqzdse.recipe import run_key
 
 # A tiny member of the design space: 16x16x1 input, 16..64 expand filters, 4..16 squeeze.
 TINY = C.squeezenet_small(base_e=16, incr_e=16, sr=0.25, input_shape=(16, 16, 1), stem=C.Stem(16, 3, 1, 1))
@@ -127,6 +129,8 @@ import sys
 sys.path.insert(0, {tests!r})
 from test_train import Slow, synthetic, tiny
 from sqzdse import train as T
+from sqzdse import recipe
+from sqzdse.recipe import run_key
 
 tc = T.TrainConfig(batch_size=16, epochs=3, warmup_epochs=0, init="msra", checkpoint_every=13)
 T.train_and_evaluate(tiny(), tc, {workdir!r}, dataset=Slow(synthetic()), progress=False)
@@ -164,12 +168,12 @@ def test_resume_refuses_a_different_configuration(ds, tmp_path):
 
 def test_run_key_is_what_the_run_trains():
     """Every result-changing setting changes the key (the budget above all); checkpoint frequency does not."""
-    key = T.run_key(tiny(), T.TrainConfig())
+    key = run_key(tiny(), T.TrainConfig())
     assert re.fullmatch(r"[a-z2-7]{16}", key)
-    assert T.run_key(tiny(), T.TrainConfig(checkpoint_every=7)) == key
+    assert run_key(tiny(), T.TrainConfig(checkpoint_every=7)) == key
     others = [T.TrainConfig(epochs=1), T.TrainConfig(seed=1), T.TrainConfig(lr=0.1), T.TrainConfig(dtype="bfloat16")]
-    assert len({key, *(T.run_key(tiny(), tc) for tc in others), T.run_key(tiny(sr=0.5), T.TrainConfig())}) == 6
-    assert set(T.RESULT_NEUTRAL) < {f.name for f in dataclasses.fields(T.TrainConfig)}
+    assert len({key, *(run_key(tiny(), tc) for tc in others), run_key(tiny(sr=0.5), T.TrainConfig())}) == 6
+    assert set(recipe.RESULT_NEUTRAL) < {f.name for f in dataclasses.fields(T.TrainConfig)}
 
 
 @pytest.fixture(scope="module")
@@ -324,10 +328,10 @@ def test_invalid_train_config():
 
 
 def test_recipes():
-    assert T.default_recipe(C.squeezenet_v1_0()) == T.caffe_solver()
-    caffe = T.caffe_solver()  # SqueezeNet_v1.0/solver.prototxt
+    assert recipe.default_recipe(C.squeezenet_v1_0()) == recipe.caffe_solver()
+    caffe = recipe.caffe_solver()  # SqueezeNet_v1.0/solver.prototxt
     assert (caffe.lr, caffe.momentum, caffe.weight_decay, caffe.batch_size * caffe.iter_size) == (0.04, 0.9, 2e-4, 512)
-    assert T.default_recipe(C.squeezenet_small()) == T.small_input_recipe()
+    assert recipe.default_recipe(C.squeezenet_small()) == recipe.small_input_recipe()
 
 
 def test_missing_dataset_is_one_clear_message(tmp_path, capsys, monkeypatch):
