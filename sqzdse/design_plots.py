@@ -7,7 +7,7 @@ what they draw is computed in ``sqzdse.analysis``.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -17,6 +17,7 @@ from sqzdse.canvas import log_ticks, new_figure, titles
 from sqzdse.results import (
     BY_CHOICES,
     SIZES,
+    check_budgets,
     check_size,
     completed,
     count_note,
@@ -24,7 +25,10 @@ from sqzdse.results import (
     group_name,
     group_sort_key,
     metric_label,
-    require_completed,
+    plotted,
+    require_size,
+    select,
+    selection_note,
     size_mib,
     study_names,
     trial_label,
@@ -35,7 +39,12 @@ if TYPE_CHECKING:
 
 
 def plot_frontier(
-    rows_by_study, metric: str = "val_top1", annotate: bool = True, max_labels: int = 40, size: str = "bytes"
+    rows_by_study,
+    metric: str = "val_top1",
+    annotate: bool = True,
+    max_labels: int = 40,
+    size: str = "bytes",
+    where: Mapping | None = None,
 ) -> Figure:
     """Accuracy vs model size (log) of every completed trial; per study the Pareto front as a step line.
 
@@ -45,11 +54,22 @@ def plot_frontier(
         axes; labels next to the points would overlap wherever the front is dense.
       max_labels: key lines at most (the rest are counted, not named).
       size: ``bytes`` (float32 weights) or ``compressed_bytes`` (``SIZES``) on the x axis.
+      where: keep only rows with these values (``sqzdse.results.select``).
+
+    Raises:
+      BudgetMismatch: studies trained at different budgets (``check_budgets``).
+      MissingSizeError: no completed trial has `size`.
     """
     check_size(size)
     groups = group_by_study(rows_by_study)
     if not any(groups.values()):
         raise ValueError("no trial rows to plot")
+    if where:
+        picked = {id(r) for r in select([r for g in groups.values() for r in g], where)}
+        groups = {k: [r for r in g if id(r) in picked] for k, g in groups.items()}
+    done = [r for g in groups.values() for r in completed(g, metric)[0]]
+    selected = selection_note(where, check_budgets(done))
+    require_size(done, size)
     fig = new_figure(11.5 if annotate else 7.5, 5.8)
     if annotate:
         ax, kax = fig.subplots(1, 2, width_ratios=[2.1, 1])
@@ -92,8 +112,10 @@ def plot_frontier(
     ax.set_xlabel(f"model size (MiB of {SIZES[size]}, log scale)")
     ax.set_ylabel(metric_label(metric))
     ax.grid(alpha=0.3, which="both")
-    ax.legend(loc="best", fontsize=8, framealpha=0.9)
+    _legend_below(fig, ax.get_legend_handles_labels()[0], ncols=min(4, 2 * len(fronts)))
     note = count_note(n_kept, skipped_all) + "; on a front: no trial of its study is both smaller and more accurate"
+    if selected:
+        note += "\n" + selected
     titles(fig, ax, f"Accuracy vs model size: {study_names([{'study': s} for s in groups])}", note, width=90)
     if annotate:
         _front_key(fig, ax, kax, fronts, metric, max_labels)
@@ -149,6 +171,7 @@ def plot_edf(
     metric: str = "val_top1",
     bins: int = 10,
     size: str = "bytes",
+    where: Mapping | None = None,
 ) -> Figure:
     """Error EDFs (Radosavovic et al. 2019): one curve per study or per value of a metaparameter.
 
@@ -156,12 +179,14 @@ def plot_edf(
       by: ``study`` or a metaparameter column (``bypass``, ``sr``, ``pct3x3``, ...).
       normalize: weight models so every curve has the same distribution of model size (``size_weights``), the
         size being ``bytes`` or ``compressed_bytes``.
+      where: keep only rows with these values (``sqzdse.results.select``).
     """
     check_size(size)
     if by not in BY_CHOICES:
         raise ValueError(f"plot_edf: by={by!r}; choose one of {', '.join(BY_CHOICES)}")
-    kept, skipped = require_completed(rows, metric)
+    kept, skipped, selected = plotted(rows, metric, where)
     if normalize:
+        require_size(kept, size)
         sized = [r for r in kept if size_mib(r, size) is not None]
         skipped[f"no {size}"] += len(kept) - len(sized)
         kept = sized
@@ -205,9 +230,9 @@ def plot_edf(
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
     # Below the axes: good spaces rise at the left, poor ones stay low at the right; no corner is free.
-    fig.legend(loc="outside lower center", ncols=min(3, len(keys)), fontsize=8, title_fontsize=8,
-               title=f"by {by}: trials | error min | mean (%)")  # fmt: skip
-    note = count_note(len(kept), skipped)
+    _legend_below(fig, ax.get_legend_handles_labels()[0], ncols=min(3, len(keys)), title_fontsize=8,
+                  title=f"by {by}: trials | error min | mean (%)")  # fmt: skip
+    note = count_note(len(kept), skipped) + (f"\n{selected}" if selected else "")
     if normalize:
         note += f"\nnormalised: weights equalise the model-size distribution over {bins} shared log-size bins"
         dropped = len(kept) - sum(int((w > 0).sum()) for w in weights.values())
@@ -218,13 +243,16 @@ def plot_edf(
     return fig
 
 
-def plot_curves(rows: Sequence[dict], metric: str = "val_top1", include_pruned: bool = False) -> Figure:
+def plot_curves(
+    rows: Sequence[dict], metric: str = "val_top1", include_pruned: bool = False, where: Mapping | None = None
+) -> Figure:
     """Per-trial validation top-1 per epoch, coloured by the trial's final `metric`; the best trial labelled.
 
     Args:
       include_pruned: also draw PRUNED trials' partial curves (grey, dashed), to see where pruning cut.
+      where: keep only rows with these values (``sqzdse.results.select``).
     """
-    kept, skipped = require_completed(rows, metric)
+    kept, skipped, selected = plotted(rows, metric, where)
     with_curve = [r for r in kept if r.get("curve")]
     skipped["no curve"] += len(kept) - len(with_curve)
     if not with_curve:
@@ -238,7 +266,7 @@ def plot_curves(rows: Sequence[dict], metric: str = "val_top1", include_pruned: 
     cmap = colormaps["viridis_r"]  # the best curves darkest, the most visible on white
     fig = new_figure(7.5, 4.8)
     ax = fig.add_subplot()
-    pruned = [r for r in rows if r.get("state") == "PRUNED" and r.get("curve")] if include_pruned else []
+    pruned = [r for r in select(rows, where) if r.get("state") == "PRUNED" and r.get("curve")] if include_pruned else []
     for r in pruned:
         c = np.asarray(r["curve"]) * 100.0
         ax.plot(np.arange(1, len(c) + 1), c, "--", color="0.6", lw=0.8, alpha=0.7, gid=f"pruned:{r.get('number')}")
@@ -263,10 +291,19 @@ def plot_curves(rows: Sequence[dict], metric: str = "val_top1", include_pruned: 
     ax.grid(alpha=0.3)
     from matplotlib.ticker import MaxNLocator
 
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
-    note = count_note(len(with_curve), skipped)
+    # Whole epochs only: a 1-epoch curve is one point, and matplotlib would tick 0.95 .. 1.05 around it.
+    longest = max(len(r["curve"]) for r in with_curve + pruned)
+    ax.set_xlim(0.5, longest + 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    _legend_below(fig, ax.get_legend_handles_labels()[0])
+    note = count_note(len(with_curve), skipped) + (f"\n{selected}" if selected else "")
     if pruned:
         note += f"; dashed grey: {len(pruned)} PRUNED trials' partial curves"
     titles(fig, ax, f"Validation curves: {study_names(with_curve)}", note)
     return fig
+
+
+def _legend_below(fig, handles, ncols: int = 1, **kw) -> None:
+    """The legend below the axes, outside the data: inside, it hides the points or the curve ends it explains."""
+    if handles:
+        fig.legend(handles, [h.get_label() for h in handles], loc="outside lower center", ncols=ncols, fontsize=8, **kw)

@@ -17,19 +17,20 @@ from sqzdse.analysis import sweep_points
 from sqzdse.canvas import new_figure, titles
 from sqzdse.config import BYPASSES
 from sqzdse.results import (
-    BYPASS_NAMES,
     METAPARAMETERS,
     SIZES,
+    bypass_name,
     check_size,
     count_note,
     metric_label,
     paper_fig3,
-    require_completed,
-    select,
+    plotted,
+    require_size,
     short_number,
     size_mib,
     study_names,
     varying,
+    where_text,
 )
 
 if TYPE_CHECKING:
@@ -63,10 +64,8 @@ def plot_sweep(
     if param not in _AXIS:
         raise ValueError(f"plot_sweep: param={param!r}; choose one of {', '.join(_AXIS)}")
     xlabel, panel = _AXIS[param]
-    picked = select(rows, where)
-    if rows and not picked:
-        raise ValueError(f"no rows with {where}")
-    kept, skipped = require_completed(picked, metric, f" for {where}" if where else "")
+    kept, skipped, selected = plotted(rows, metric, where)
+    require_size(kept, size)
     no_x = [r for r in kept if r.get(param) is None]
     if no_x:
         skipped[f"no {param}"] += len(no_x)
@@ -113,10 +112,12 @@ def plot_sweep(
     ax.set_xlabel(xlabel)
     per_point = str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]} to {seeds[-1]}"
     note = count_note(len(kept), skipped) + f"; trials per point: {per_point}"
+    if selected:
+        note += "\n" + selected
     vary = varying(kept, (param, "seed"))
     fixed = {k: kept[0].get(k) for k in METAPARAMETERS if k != param and k not in vary}
     if fixed:
-        note += "\nfixed: " + ", ".join(f"{k}={v}" for k, v in fixed.items())
+        note += "\nfixed: " + where_text(fixed)
     if vary:
         note += f"\nnot held fixed, so each point mixes designs: {', '.join(vary)}"
     name = "squeeze ratio" if param == "sr" else param
@@ -190,8 +191,8 @@ def plot_bypass(
 ) -> Figure:
     """The paper's Table 3 as a picture: vanilla / simple / complex bypass, per-seed points, mean and min-max."""
     check_size(size)
-    rows = select(rows, where)
-    kept, skipped = require_completed(rows, metric)
+    kept, skipped, selected = plotted(rows, metric, where)
+    require_size(kept, size)
     groups = {b: [r for r in kept if r.get("bypass") == b] for b in BYPASSES}
     other = sorted({str(r.get("bypass")) for r in kept} - set(BYPASSES))
     for b in other:
@@ -235,13 +236,15 @@ def plot_bypass(
             if len(sizes) == 1
             else f"{sizes[0]:.2f}-{sizes[-1]:.2f} MiB"
         )
-        ticks.append(f"{BYPASS_NAMES.get(b, b)}\n{size_text}\n{len(acc)} trial{'s' if len(acc) != 1 else ''}")
+        ticks.append(f"{bypass_name(b)}\n{size_text}\n{len(acc)} trial{'s' if len(acc) != 1 else ''}")
     ax.set_xticks(range(len(groups)), ticks)
     ax.set_xlim(-0.7, len(groups) - 0.3)
     ax.set_ylabel(metric_label(metric))
-    ax.set_xlabel(f"macroarchitecture (Section 6); model size of {SIZES[size]}")
+    ax.set_xlabel(f"bypass (the macroarchitecture of Section 6); model size of {SIZES[size]}")
     ax.grid(alpha=0.3, axis="y")
     note = count_note(len(kept), skipped) + "; diamond: mean, bars: min-max, dots: one trial each"
+    if selected:
+        note += "\n" + selected
     vary = varying(kept, ("bypass", "seed"))
     if vary:
         note += f"\nnot held fixed: {', '.join(vary)}"

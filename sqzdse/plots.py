@@ -13,7 +13,7 @@ figures are in ``sqzdse.paper_plots``, the design-space views in ``sqzdse.design
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 # Each `import x as x` is a temporary re-export: report.py reads it as plots.<name> until it imports its module.
@@ -48,9 +48,11 @@ def make_plot(
     reference=None,
     bins: int = 10,
     size: str = "bytes",
+    where: Mapping | None = None,
 ) -> Figure:
     """The figure of one KIND (``KINDS``) from rows; options that do not apply to the kind are ignored, except
-    ``paper``, which only ``sr`` and ``pct3x3`` can draw. `size` (``SIZES``) is the model size shown."""
+    ``paper``, which only ``sr`` and ``pct3x3`` can draw. `size` (``SIZES``) is the model size shown; `where`
+    keeps only rows with these values (e.g. ``{"pct3x3": "0.5"}``, strings as a CLI reads them)."""
     check_metric(metric)
     check_size(size)
     if kind not in KINDS:
@@ -58,14 +60,14 @@ def make_plot(
     if paper and kind not in ("sr", "pct3x3"):
         raise ValueError(f"--paper: the paper's anchor points exist for sr and pct3x3 plots only, not {kind}")
     if kind in ("sr", "pct3x3"):
-        return plot_sweep(rows, kind, metric=metric, paper=paper, reference=reference, size=size)
+        return plot_sweep(rows, kind, metric=metric, paper=paper, reference=reference, size=size, where=where)
     if kind == "frontier":
-        return plot_frontier(rows, metric=metric, size=size)
+        return plot_frontier(rows, metric=metric, size=size, where=where)
     if kind == "bypass":
-        return plot_bypass(rows, metric=metric, size=size)
+        return plot_bypass(rows, metric=metric, size=size, where=where)
     if kind == "edf":
-        return plot_edf(rows, by=by, normalize=normalize, metric=metric, bins=bins, size=size)
-    return plot_curves(rows, metric=metric)
+        return plot_edf(rows, by=by, normalize=normalize, metric=metric, bins=bins, size=size, where=where)
+    return plot_curves(rows, metric=metric, where=where)
 
 
 # --------------------------------------------------------------------------- CLI glue (wired in sqzdse.cli)

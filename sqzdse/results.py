@@ -32,12 +32,25 @@ INT_FIELDS = ("number", "base_e", "incr_e", "freq", "seed", "params", "bytes", "
 FLOAT_FIELDS = ("pct3x3", "sr", "val_top1", "val_top5", "test_top1", "test_top5", "train_seconds", "compile_seconds")
 METRICS = ("val_top1", "val_top5", "test_top1", "test_top5")
 BY_CHOICES = ("study", *METAPARAMETERS, "seed")  # what rows can be grouped by
-BYPASS_NAMES = {"none": "vanilla", "simple": "simple bypass", "complex": "complex bypass"}  # Table 3's rows
+# The one vocabulary of bypass kinds in figures, tables and legends (Table 3's rows); the config says "none".
+BYPASS_NAMES = {"none": "vanilla", "simple": "simple", "complex": "complex"}
 PAPER_PROVENANCE = ("text", "derived")  # the only paper numbers a figure may show (reference/README.md)
 MIB = 2**20
 # size column -> what its MiB are of (axis labels)
 SIZES = {"bytes": "float32 weights", "compressed_bytes": "the compressed file"}
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+class ResultsError(ValueError):
+    """Rows that cannot be drawn or reported without misleading: what is wrong, and what to do instead."""
+
+
+class BudgetMismatch(ResultsError):
+    """Studies trained at different budgets asked into one figure."""
+
+
+class MissingSizeError(ResultsError):
+    """A size column (``compressed_bytes``) that none of the rows to draw has."""
 
 
 # --------------------------------------------------------------------------- loading
@@ -90,7 +103,13 @@ def _read_source(src, study: str | None) -> list[dict]:
     if is_storage_url(src):
         from sqzdse.sweep import export_rows  # the only tie to the sweep engine: its results store
 
-        return [normalize_row(r, src) for r in export_rows(src, study_name=study)]
+        rows = [normalize_row(r, src) for r in export_rows(src, study_name=study)]
+        specs = study_specs(src)
+        for r in rows:
+            train = (specs.get(r["study"]) or {}).get("train")
+            if r.get("budget") is None and isinstance(train, Mapping):
+                r["budget"] = budget_text(train)
+        return rows
     path = Path(src)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such results file")
@@ -113,6 +132,21 @@ def _read_source(src, study: str | None) -> list[dict]:
         except ValueError as e:
             raise ValueError(f"{path}: row {i + 1}: {e}") from None
     return out
+
+
+def study_specs(storage_url: str) -> dict[str, dict | None]:
+    """{study: the ``spec`` its sweep stored on it (``user_attrs["spec"]``), or None} of a storage, read only."""
+    from sqzdse.sweep import open_storage  # never creates a storage
+
+    return {s.study_name: s.user_attrs.get("spec") for s in open_storage(storage_url).get_all_studies()}
+
+
+def budget_text(train: Mapping) -> str:
+    """A study's training budget, from its spec's ``train`` table (the seed, a per-trial value, left out):
+    'dataset=fashion_mnist, epochs=10, batch_size=128'; the recipe's defaults fill in what it does not name."""
+    t = {k: v for k, v in train.items() if k != "seed" and v is not None}
+    order = [k for k in ("dataset", "epochs") if k in t] + sorted(k for k in t if k not in ("dataset", "epochs"))
+    return ", ".join(f"{k}={t[k]:g}" if isinstance(t[k], float) else f"{k}={t[k]}" for k in order) or "defaults"
 
 
 def normalize_row(raw: Mapping, default_study: str | None = None) -> dict:
@@ -237,10 +271,46 @@ def size_mib(row: dict, size: str = "bytes") -> float | None:
 
 
 def select(rows: Sequence[dict], where: Mapping | None) -> list[dict]:
-    """The rows with these values (all rows for an empty `where`)."""
+    """The rows with these values (all rows for an empty `where`); a ResultsError when none is left.
+
+    Values may be given as the CLI reads them (``{"pct3x3": "0.5"}``, ``{"bypass": "vanilla"}``): a string
+    matches a number equal to it and a bypass kind by its shown name.
+    """
     if not where:
         return list(rows)
-    return [r for r in rows if all(r.get(k) == v for k, v in where.items())]
+    columns = {k for r in rows for k in r}
+    unknown = sorted(set(where) - columns)
+    if rows and unknown:
+        raise ResultsError(f"where: no column {', '.join(unknown)}; the rows have {', '.join(sorted(columns))}")
+    picked = [r for r in rows if all(_matches(r.get(k), v) for k, v in where.items())]
+    if rows and not picked:
+        seen = "; ".join(f"{k} takes {', '.join(sorted({_shown(r.get(k)) for r in rows}))}" for k in where)
+        raise ResultsError(f"no rows with {where_text(where)} ({seen})")
+    return picked
+
+
+def where_text(where: Mapping) -> str:
+    """{'pct3x3': 0.5, 'bypass': 'none'} -> 'pct3x3=0.5, bypass=vanilla'."""
+    return ", ".join(f"{k}={bypass_name(v) if k == 'bypass' else v}" for k, v in where.items())
+
+
+def _matches(value, wanted) -> bool:
+    if value == wanted:
+        return True
+    if not isinstance(wanted, str) or value is None:
+        return False
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return float(wanted) == value
+        except ValueError:
+            return False
+    return wanted == bypass_name(value) or str(value) == wanted
+
+
+def _shown(v) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    return bypass_name(v) if isinstance(v, str) else str(v)
 
 
 def varying(rows: Sequence[dict], fixed: Sequence[str]) -> list[str]:
@@ -264,6 +334,75 @@ def group_by_study(rows_by_study) -> dict[str, list[dict]]:
     return dict(groups)
 
 
+def check_budgets(rows: Sequence[dict]) -> str | None:
+    """The one training budget of the rows' studies, or a BudgetMismatch naming each study's budget.
+
+    A study's budget is its ``budget`` column (rows read from a storage carry the spec's ``train`` table, see
+    ``budget_text``); where rows lack it (an export file), the dataset and the epochs the completed trials'
+    curves record are compared instead. Studies of which neither is known are not compared.
+
+    Returns:
+      The shared budget to name in a figure's note ('dataset=..., epochs=...'), or None when it is unknown.
+    """
+    by_study = group_by_study(rows)
+    full = {s: {r.get("budget") for r in g} for s, g in by_study.items()}
+    if all(None not in b for b in full.values()):
+        seen = {s: " | ".join(sorted(map(str, b))) for s, b in full.items()}
+    else:
+        seen = {s: _coarse_budget(g) for s, g in by_study.items()}
+        seen = {s: b for s, b in seen.items() if b is not None}
+    if len(set(seen.values())) > 1:
+        named = "; ".join(f"{s} ({b})" for s, b in seen.items())
+        raise BudgetMismatch(
+            f"studies trained at different budgets are not drawn together, their accuracies are not comparable: "
+            f"{named}. Draw each budget on its own (--study NAME, or --where)"
+        )
+    return next(iter(seen.values()), None)
+
+
+def _coarse_budget(rows: Sequence[dict]) -> str | None:
+    datasets = sorted({str(r["dataset"]) for r in rows if r.get("dataset")})
+    epochs = sorted({len(r["curve"]) for r in rows if r.get("state") == "COMPLETE" and r.get("curve")})
+    parts = ([f"dataset={'/'.join(datasets)}"] if datasets else []) + (
+        [f"{'/'.join(map(str, epochs))} epochs in the curves"] if epochs else []
+    )
+    return ", ".join(parts) or None
+
+
+def require_size(rows: Sequence[dict], size: str) -> None:
+    """A MissingSizeError when none of `rows` has `size` (e.g. ``compressed_bytes`` of a sweep that did not
+    compress): its axis would be drawn empty."""
+    check_size(size)
+    if rows and all(size_mib(r, size) is None for r in rows):
+        raise MissingSizeError(
+            f"size={size}: none of the {len(rows)} trials of {study_names(rows)} has {size} ({SIZES[size]}); "
+            + ("a sweep records it with a [compress] table; " if size == "compressed_bytes" else "")
+            + "choose another size (bytes: float32 weights)"
+        )
+
+
+def plotted(rows: Sequence[dict], metric: str, where: Mapping | None = None) -> tuple[list[dict], Counter, str]:
+    """What a figure draws: the rows with `where`, completed with `metric`, of one training budget.
+
+    Returns:
+      (kept, skipped, note lines): the note names the selection and the shared budget, where known.
+    """
+    picked = select(rows, where)
+    kept, skipped = require_completed(picked, metric, f" for {where_text(where)}" if where else "")
+    return kept, skipped, selection_note(where, check_budgets(kept))
+
+
+def selection_note(where: Mapping | None, budget: str | None) -> str:
+    """A figure's note lines on what it shows: 'selected: pct3x3=0.5' and 'trained: dataset=..., epochs=10'."""
+    lines = ([f"selected: {where_text(where)}"] if where else []) + ([f"trained: {budget}"] if budget else [])
+    return "\n".join(lines)
+
+
+def bypass_name(v) -> str:
+    """A bypass kind as every figure and table shows it: vanilla / simple / complex."""
+    return BYPASS_NAMES.get(v, "?" if v is None else str(v))
+
+
 # --------------------------------------------------------------------------- labels
 
 
@@ -283,7 +422,7 @@ def short_number(v) -> str:
 
 def trial_label(row: dict) -> str:
     """A trial's metaparameters in one short line, e.g. 'SR=.25 3x3=.5 e=128+128/2 simple'."""
-    bypass = {"none": "vanilla"}.get(row.get("bypass"), row.get("bypass") or "?")
+    bypass = bypass_name(row.get("bypass"))
     sr = "?" if row.get("sr") is None else short_number(row["sr"])
     pct = "?" if row.get("pct3x3") is None else short_number(row["pct3x3"])
     return f"SR={sr} 3x3={pct} e={row.get('base_e')}+{row.get('incr_e')}/{row.get('freq')} {bypass}"
@@ -308,7 +447,7 @@ def group_name(by: str, k) -> str:
     if by == "study":
         return str(k)
     if by == "bypass":
-        return BYPASS_NAMES.get(k, str(k))
+        return bypass_name(k)
     return f"{by}={short_number(k) if isinstance(k, float) else k}"
 
 

@@ -53,9 +53,15 @@ def test_storage_urls_go_through_sweep_export_rows(rows, monkeypatch):
         calls.append((storage_url, study_name))
         return [dict(r, curve=json.dumps(r["curve"]), params=str(r["params"])) for r in rows[:2]]
 
-    monkeypatch.setitem(sys.modules, "sqzdse.sweep", types.SimpleNamespace(export_rows=export_rows))
+    # The study's stored spec gives every row its training budget (the `train` table, less the seed).
+    spec = {"train": {"dataset": "fmnist", "epochs": 4, "seed": 3, "train_limit": 500}}
+    study = types.SimpleNamespace(study_name="fig3a", user_attrs={"spec": spec})
+    storage = types.SimpleNamespace(get_all_studies=lambda: [study])
+    fake = types.SimpleNamespace(export_rows=export_rows, open_storage=lambda url: storage)
+    monkeypatch.setitem(sys.modules, "sqzdse.sweep", fake)
     got = results.load_rows("sqlite:///runs/x.db", "postgresql://u@h/db", study="fig3a")
     assert calls == [("sqlite:///runs/x.db", "fig3a"), ("postgresql://u@h/db", "fig3a")]
+    assert {r.pop("budget") for r in got} == {"dataset=fmnist, epochs=4, train_limit=500"}
     assert got == rows[:2] + rows[:2]
 
 
@@ -92,3 +98,30 @@ def test_paper_numbers_default_location(reference, monkeypatch):
     monkeypatch.setenv("SQZDSE_REFERENCE", str(reference / "nowhere"))
     with pytest.raises(FileNotFoundError, match="SQZDSE_REFERENCE"):
         results.paper_numbers_path()
+
+
+def test_select_reads_cli_strings_and_says_what_there_is(rows):
+    assert results.select(rows, {"sr": "0.25", "bypass": "vanilla"}) == [
+        r for r in rows if r["sr"] == 0.25 and r["bypass"] == "none"
+    ]
+    assert results.select(rows, {"pct3x3": ".5"}) == [r for r in rows if r["pct3x3"] == 0.5]
+    with pytest.raises(results.ResultsError, match=r"no rows with sr=0.3 \(sr takes 0.125, 0.25"):
+        results.select(rows, {"sr": "0.3"})
+    with pytest.raises(results.ResultsError, match="where: no column lr"):
+        results.select(rows, {"lr": "1"})
+
+
+def test_budgets_of_studies_must_agree(rows):
+    same = [dict(r, budget="dataset=fmnist, epochs=4") for r in rows]
+    assert results.check_budgets(same) == "dataset=fmnist, epochs=4"
+    short = [dict(r, budget="dataset=fmnist, epochs=1") if r["study"] == "table3" else r for r in same]
+    with pytest.raises(
+        results.BudgetMismatch, match=r"fig3a \(dataset=fmnist, epochs=4\).*table3 \(dataset=fmnist, epochs=1\)"
+    ):
+        results.check_budgets(short)
+    # Without a budget column (an export file): the dataset and the epochs the curves record.
+    assert results.check_budgets(rows) == "dataset=fmnist, 4 epochs in the curves"
+    cut = [dict(r, curve=r["curve"][:1]) if r["study"] == "fig3b" and r["curve"] else r for r in rows]
+    with pytest.raises(results.BudgetMismatch, match=r"fig3b \(dataset=fmnist, 1 epochs in the curves\)"):
+        results.check_budgets(cut)
+    assert results.check_budgets([dict(r, dataset=None, curve=None) for r in rows]) is None  # nothing known
