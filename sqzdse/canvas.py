@@ -28,7 +28,8 @@ def titles(fig: Figure, ax, title: str, note: str, width: int = 110) -> None:
     """Title over the figure; the counts and caveats as a grey subtitle, wrapped to the figure's width."""
     import textwrap
 
-    fig.suptitle(title, fontsize=11)
+    # Wrapped to the figure: a long list of studies would otherwise run off both edges.
+    fig.suptitle("\n".join(textwrap.wrap(title, int(fig.get_figwidth() * 12))), fontsize=11)
     lines = [w for line in note.splitlines() for w in textwrap.wrap(line, width)]
     ax.set_title("\n".join(lines), fontsize=8.5, color="0.35")
 

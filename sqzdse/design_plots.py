@@ -124,15 +124,18 @@ def plot_frontier(
 
 def _front_key(fig, ax, kax, fronts, metric: str, max_labels: int) -> None:
     """Number the front points on `ax`; list number, metaparameters, size and accuracy on `kax`."""
-    line_pt, n, lines = 10.5, 0, []
+    line_pt, n, lines, at = 10.5, 0, [], Counter()
     for name, color, pts in fronts:
         lines.append((f"{name}: Pareto front, smallest first", color, "bold", None))
         for row, x, y in pts:
             n += 1
+            # The same design on two studies' fronts: stack the numbers, or "4" over "11" reads as "14".
+            stack = at[(float(x), float(y))]
+            at[(float(x), float(y))] += 1
             ax.annotate(
                 str(n),
                 (x, y),
-                xytext=(-4, 4),
+                xytext=(-4, 4 + 9 * stack),
                 textcoords="offset points",
                 ha="right",
                 va="bottom",

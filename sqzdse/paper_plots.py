@@ -115,7 +115,7 @@ def plot_sweep(
     if selected:
         note += "\n" + selected
     vary = varying(kept, (param, "seed"))
-    fixed = {k: kept[0].get(k) for k in METAPARAMETERS if k != param and k not in vary}
+    fixed = {k: kept[0].get(k) for k in METAPARAMETERS if k != param and k not in vary and k not in (where or {})}
     if fixed:
         note += "\nfixed: " + where_text(fixed)
     if vary:

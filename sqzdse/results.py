@@ -352,7 +352,10 @@ def check_budgets(rows: Sequence[dict]) -> str | None:
         seen = {s: _coarse_budget(g) for s, g in by_study.items()}
         seen = {s: b for s, b in seen.items() if b is not None}
     if len(set(seen.values())) > 1:
-        named = "; ".join(f"{s} ({b})" for s, b in seen.items())
+        studies = defaultdict(list)
+        for s, b in seen.items():
+            studies[b].append(s)
+        named = "; ".join(f"{', '.join(names)} ({b})" for b, names in studies.items())
         raise BudgetMismatch(
             f"studies trained at different budgets are not drawn together, their accuracies are not comparable: "
             f"{named}. Draw each budget on its own (--study NAME, or --where)"

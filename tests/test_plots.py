@@ -295,3 +295,63 @@ def test_plotting_imports_no_training_code():
     ]
     expect += ["sqzdse.plots", "sqzdse.report", "sqzdse.results"]
     assert out.strip() == str(expect)
+
+
+# --------------------------------------------------------------------------- figures that cannot mislead (#15)
+
+
+@pytest.mark.parametrize("kind", P.KINDS)
+def test_legends_sit_outside_every_data_area(rows, kind):
+    fig = P.make_plot(kind, rows, by="bypass")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legends = [*fig.legends, *(a.get_legend() for a in fig.axes if a.get_legend())]
+    data_axes = [a for a in fig.axes if a.axison and (a.lines or a.collections)]
+    assert data_axes
+    for legend in legends:
+        box = legend.get_window_extent(renderer)
+        for a in data_axes:
+            assert not box.overlaps(a.get_window_extent(renderer)), f"{kind}: legend over {a.get_ylabel()!r}"
+    assert kind == "bypass" or legends  # Table 3 names its groups on the axis
+
+
+def test_one_epoch_curves_tick_whole_epochs(rows):
+    one = [dict(r, curve=r["curve"][:1]) if r["curve"] else r for r in rows]
+    fig = design_plots.plot_curves(one)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks == [1.0]
+    ticks = [t for t in design_plots.plot_curves(rows).axes[0].get_xticks() if 0.5 <= t <= 4.5]
+    assert ticks == [1.0, 2.0, 3.0, 4.0]
+
+
+@pytest.mark.parametrize("kind", P.KINDS)
+def test_different_budgets_are_refused_by_every_kind(rows, kind):
+    mixed = [dict(r, budget="dataset=fmnist, epochs=1" if r["study"] == "table3" else "dataset=fmnist, epochs=4")
+             for r in rows]  # fmt: skip
+    with pytest.raises(results.BudgetMismatch, match=r"table3 \(dataset=fmnist, epochs=1\)"):
+        P.make_plot(kind, mixed, by="bypass")
+    # One budget selected: drawn, and the note says which.
+    fig = P.make_plot(kind, mixed, by="bypass", where={"study": "table3"})
+    assert "trained: dataset=fmnist, epochs=1" in fig.axes[0].get_title()
+
+
+@pytest.mark.parametrize("kind", P.KINDS)
+def test_where_holds_values_fixed_in_every_kind(rows, kind):
+    fig = P.make_plot(kind, rows, by="seed", where={"bypass": "vanilla", "pct3x3": "0.5"})
+    title = fig.axes[0].get_title()
+    assert "selected: bypass=vanilla, pct3x3=0.5" in title
+    n = sum(r["state"] == "COMPLETE" and r["bypass"] == "none" and r["pct3x3"] == 0.5 for r in rows)
+    assert title.startswith(f"{n} trials plotted") or kind == "bypass" and f"{n} trials plotted" in title
+    with pytest.raises(results.ResultsError, match="no rows with pct3x3=0.3"):
+        P.make_plot(kind, rows, where={"pct3x3": "0.3"})
+
+
+@pytest.mark.parametrize("kind", ["sr", "pct3x3", "frontier", "bypass"])
+def test_a_size_no_row_has_is_an_error_not_an_empty_axis(rows, kind):
+    plain = [dict(r, compressed_bytes=None) for r in rows]
+    with pytest.raises(results.MissingSizeError, match="none of the 27 trials .* has compressed_bytes"):
+        P.make_plot(kind, plain, size="compressed_bytes")
+    with pytest.raises(results.MissingSizeError):
+        design_plots.plot_edf(plain, normalize=True, size="compressed_bytes")

@@ -116,7 +116,7 @@ def test_budgets_of_studies_must_agree(rows):
     assert results.check_budgets(same) == "dataset=fmnist, epochs=4"
     short = [dict(r, budget="dataset=fmnist, epochs=1") if r["study"] == "table3" else r for r in same]
     with pytest.raises(
-        results.BudgetMismatch, match=r"fig3a \(dataset=fmnist, epochs=4\).*table3 \(dataset=fmnist, epochs=1\)"
+        results.BudgetMismatch, match=r"fig3a, fig3b \(dataset=fmnist, epochs=4\); table3 \(dataset=fmnist, epochs=1\)\. Draw"
     ):
         results.check_budgets(short)
     # Without a budget column (an export file): the dataset and the epochs the curves record.
