@@ -1,4 +1,4 @@
-"""One self-contained page per study: its spec, every trial ranked by accuracy, the Pareto set, the figures.
+"""One self-contained page per study: the results first (summary, Pareto set, figures, every trial), the spec last.
 
 Reads exported rows only (STYLE rule 8). Markdown links PNGs written beside the page (``OUT.frontier.png``,
 ...); HTML embeds them as base64 data URIs, so the one file is the whole report.
@@ -15,10 +15,11 @@ import io
 import json
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from sqzdse import plots as P
+from sqzdse.results import BudgetMismatch, budget_text, bypass_name, check_budgets, select, study_specs, where_text
 
 REPORT_SUFFIXES = (".md", ".html")
 
@@ -31,6 +32,56 @@ def _num(v, fmt: str = "{:,}") -> str:
     return "" if v is None else fmt.format(v)
 
 
+# Optuna's state as the table says it; the trial's own status is added where it says more (diverged, interrupted).
+_OUTCOMES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting"}
+_SAME = {"complete": "completed", "pruned": "pruned", "failed": "failed"}
+
+
+def outcome(row: dict) -> str:
+    """One word for a trial's end, from Optuna's ``state`` and sqzdse's ``status``: 'complete', 'pruned',
+    'failed: diverged', ...; the two columns side by side mostly said the same thing twice."""
+    state, status = row.get("state"), row.get("status")
+    word = _OUTCOMES.get(state, (state or "?").lower())
+    return word if not status or status == _SAME.get(word) else f"{word}: {status}"
+
+
+def spec_items(spec: dict) -> list[tuple[str, str]]:
+    """The spec as short (key, value) lines: tables as 'k=v, ...', a search space as its values or range."""
+    items = []
+    for key, value in spec.items():
+        if value is None or value == {} or value == []:
+            continue
+        if key == "space" and isinstance(value, dict):
+            dims = [f"{name} in {_dim(name, d)}" for name, d in value.items()]
+            items.append((key, "; ".join(dims)))
+        elif key == "train" and isinstance(value, dict):
+            items.append((key, budget_text(value)))
+        elif isinstance(value, dict):
+            items.append((key, ", ".join(f"{k}={_value(k, v)}" for k, v in value.items() if v is not None)))
+        elif isinstance(value, list):
+            items.append((key, ", ".join(map(str, value))))
+        else:
+            items.append((key, str(value)))
+    return items
+
+
+def _value(key: str, v) -> str:
+    return bypass_name(v) if key == "bypass" else str(v)
+
+
+def _dim(name: str, d) -> str:
+    if not isinstance(d, dict):
+        return ", ".join(_value(name, v) for v in d) if isinstance(d, list) else str(d)
+    if d.get("choices"):
+        return "{" + ", ".join(_value(name, v) for v in d["choices"]) + "}"
+    step = f" step {_g(d['step'])}" if d.get("step") else ""
+    return f"[{_g(d.get('low'))}, {_g(d.get('high'))}]{step}" + (" log" if d.get("log") else "")
+
+
+def _g(v) -> str:
+    return f"{v:g}" if isinstance(v, int | float) else str(v)
+
+
 def trial_table(rows: Sequence[dict], metric: str) -> tuple[list[str], list[list[str]]]:
     """Every trial: completed ones by `metric`, best first, then the rest by trial number."""
     kept, _ = P.completed(rows, metric)
@@ -39,7 +90,7 @@ def trial_table(rows: Sequence[dict], metric: str) -> tuple[list[str], list[list
         (r for r in rows if id(r) not in done), key=lambda r: (str(r.get("study")), r.get("number") or 0)
     )
     many = len({r.get("study") for r in rows}) > 1
-    head = [*(["study"] if many else []), "rank", "trial", "state", "status", "SR", "pct3x3", "e = base+incr/freq",
+    head = [*(["study"] if many else []), "rank", "trial", "outcome", "SR", "pct3x3", "e = base+incr/freq",
             "bypass", "seed", "params", "MiB", "MMACs", "val top-1 %", "val top-5 %", "test top-1 %", "test top-5 %",
             "train s", "reason"]  # fmt: skip
     body = []
@@ -50,12 +101,11 @@ def trial_table(rows: Sequence[dict], metric: str) -> tuple[list[str], list[list
             *([str(r.get("study"))] if many else []),
             str(i + 1) if id(r) in done else "",
             _num(r.get("number"), "{}"),
-            r.get("state") or "",
-            r.get("status") or "",
+            outcome(r),
             _num(r.get("sr"), "{:g}"),
             _num(r.get("pct3x3"), "{:g}"),
             f"{r.get('base_e')}+{r.get('incr_e')}/{r.get('freq')}",
-            r.get("bypass") or "",
+            bypass_name(r.get("bypass")),
             _num(r.get("seed"), "{}"),
             _num(r.get("params")),
             "" if size is None else f"{size:.2f}",
@@ -118,12 +168,17 @@ def write_report(
     spec: dict | None = None,
     metric: str = "val_top1",
     title: str | None = None,
+    where: Mapping | None = None,
 ) -> Path:
     """Write the report of `rows` (usually one study) to `out_path` (``.md`` or ``.html``).
 
+    The page leads with the results: a summary (trials, training budget, the best trial), the Pareto set, the
+    figures, every trial; the spec comes last, one short line per table (in HTML folded in ``<details>``).
+
     Args:
-      spec: the sweep's specification (e.g. the study's ``spec`` user attribute), shown as JSON.
+      spec: the sweep's specification (e.g. the study's ``spec`` user attribute).
       metric: the accuracy that ranks trials and defines the Pareto set.
+      where: report only rows with these values (``sqzdse.results.select``; CLI strings accepted).
 
     Returns:
       The report's path. Markdown also writes ``<stem>.<figure>.png`` beside it.
@@ -136,24 +191,11 @@ def write_report(
     rows = list(rows)
     if not rows:
         raise ValueError("no trial rows to report")
-    P.require_completed(rows, metric)
+    rows = select(rows, where)
+    kept, _ = P.require_completed(rows, metric)
     studies = list(dict.fromkeys(str(r.get("study")) for r in rows))
-    states = Counter(r.get("state") or "?" for r in rows)
     title = title or f"Study {', '.join(studies)}"
-    blocks: list[tuple] = [("h1", title)]
-    summary = f"{len(rows)} trials: " + ", ".join(f"{n} {s}" for s, n in states.most_common())
-    versions = sorted({str(r["version"]) for r in rows if r.get("version")})
-    if versions:
-        summary += f". sqzdse version {', '.join(versions)}"
-    # Columns the tables below do not show, and the dataset: a line each when they take few values.
-    extras = {k for r in rows for k in r if k not in P.FIELDS} | {"dataset"}
-    for k in sorted(extras):
-        values = sorted({str(r[k]) for r in rows if r.get(k) is not None})
-        if 0 < len(values) <= 5:
-            summary += f". {k}: {', '.join(values)}"
-    blocks.append(("p", summary + f". Ranked by {metric}; sizes are float32 weights in MiB."))
-    blocks.append(("h2", "Spec"))
-    blocks.append(("code", json.dumps(spec, indent=1, sort_keys=True)) if spec else ("p", "No spec given."))
+    blocks: list[tuple] = [("h1", title), ("p", _summary(rows, kept, metric, where))]
     blocks.append(("h2", f"Pareto set (max {metric}, min size)"))
     blocks.append(("table", *pareto_table(rows, metric)))
     blocks.append(("h2", "Figures"))
@@ -170,9 +212,47 @@ def write_report(
             blocks.append(("img", caption, "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()))
     blocks.append(("h2", f"Trials (by {metric}, best first)"))
     blocks.append(("table", *trial_table(rows, metric)))
+    blocks.append(("spec", spec_items(spec) if spec else []))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(_markdown(blocks) if fmt == ".md" else _html(blocks, title))
     return out
+
+
+def _summary(rows: Sequence[dict], kept: Sequence[dict], metric: str, where: Mapping | None) -> str:
+    """The page's first lines: trials by outcome, the selection, the training budget, the best trial."""
+    outcomes = Counter(outcome(r) for r in rows)
+    parts = [f"{len(rows)} trials: " + ", ".join(f"{n} {s}" for s, n in outcomes.most_common())]
+    if where:
+        parts.append(f"selected: {where_text(where)}")
+    said = []  # the budget names the dataset
+    try:
+        budget = check_budgets(rows)
+        if budget:
+            parts.append(f"trained: {budget}")
+            said.append("dataset")
+    except BudgetMismatch as e:
+        parts.append(str(e).split(". Draw")[0])
+        said.append("dataset")
+    best = max(kept, key=lambda r: r[metric])
+    size = P.size_mib(best)
+    parts.append(
+        f"best by {metric}: trial {best.get('number')}"
+        + (f" of {best.get('study')}" if len({r.get("study") for r in rows}) > 1 else "")
+        + f" ({P.trial_label(best)}), {_pct(best[metric])}%"
+        + ("" if size is None else f" at {size:.2f} MiB")
+    )
+    # Columns the tables below do not show, and the dataset: a line each when they take few values.
+    extras = {k for r in rows for k in r if k not in P.FIELDS and k != "budget"} | ({"dataset"} - set(said))
+    for k in sorted(extras):
+        values = sorted({str(r[k]) for r in rows if r.get(k) is not None})
+        if 0 < len(values) <= 5:
+            parts.append(f"{k}: {', '.join(values)}")
+    versions = sorted({str(r["version"]) for r in rows if r.get("version")})
+    if versions:
+        parts.append(f"version: sqzdse {', '.join(versions)}")
+    return ". ".join(p[0].upper() + p[1:] for p in parts) + (
+        ". Sizes are float32 weights in MiB; bypass: vanilla (none), simple, complex."
+    )
 
 
 def _md_cell(s: str) -> str:
@@ -186,8 +266,8 @@ def _markdown(blocks) -> str:
             parts.append(("#" if kind == "h1" else "##") + " " + a[0])
         elif kind == "p":
             parts.append(a[0])
-        elif kind == "code":
-            parts.append(f"```json\n{a[0]}\n```")
+        elif kind == "spec":
+            parts.append("## Spec\n\n" + ("\n".join(f"- {k}: {v}" for k, v in a[0]) if a[0] else "No spec given."))
         elif kind == "img":
             parts.append(f"![{a[0]}]({a[1]})")
         elif kind == "table":
@@ -201,7 +281,8 @@ def _markdown(blocks) -> str:
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1250px;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:13px}th,td{border:1px solid #ccc;padding:2px 6px;text-align:right}
 th{background:#f0f0f0}td:nth-last-child(1){text-align:left}pre{background:#f6f6f6;padding:.8em;overflow:auto}
-figure{margin:1.5em 0}img{max-width:100%}figcaption{color:#555;font-size:14px}"""
+figure{margin:1.5em 0}img{max-width:100%}figcaption{color:#555;font-size:14px}
+details{margin:2em 0;color:#444}summary{cursor:pointer;font-weight:600}.spec th,.spec td{text-align:left}"""
 
 
 def _html(blocks, title: str) -> str:
@@ -213,8 +294,10 @@ def _html(blocks, title: str) -> str:
             parts.append(f"<{kind}>{e(a[0])}</{kind}>")
         elif kind == "p":
             parts.append(f"<p>{e(a[0])}</p>")
-        elif kind == "code":
-            parts.append(f"<pre><code>{e(a[0])}</code></pre>")
+        elif kind == "spec":
+            items = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in a[0])
+            body = f'<table class="spec">{items}</table>' if a[0] else "<p>No spec given.</p>"
+            parts.append(f"<details><summary>Spec: the sweep as it was run</summary>{body}</details>")
         elif kind == "img":
             parts.append(f'<figure><img src="{a[1]}" alt="{e(a[0])}"><figcaption>{e(a[0])}</figcaption></figure>')
         elif kind == "table":
@@ -229,17 +312,10 @@ def _html(blocks, title: str) -> str:
 
 def study_spec(storage_url: str, study: str | None = None) -> dict | None:
     """The ``spec`` a sweep stored on its study (``study.user_attrs["spec"]``), or None."""
-    import optuna
-
-    from sqzdse.sweep import open_storage, study_names
-
-    storage = open_storage(storage_url)  # read only: never creates a storage
-    names = study_names(storage, storage_url)
-    if study is None and len(names) == 1:
-        study = names[0]
-    if study not in names:
-        return None
-    return optuna.load_study(study_name=study, storage=storage).user_attrs.get("spec")
+    specs = study_specs(storage_url)  # read only: never creates a storage
+    if study is None and len(specs) == 1:
+        study = next(iter(specs))
+    return specs.get(study)
 
 
 # --------------------------------------------------------------------------- CLI glue (wired in sqzdse.cli)

@@ -241,7 +241,8 @@ def test_markdown_report(rows, files, tmp_path):
     argv = [str(files["csv"]), "-o", str(out), "--study", "fig3a", "--spec", str(spec)]
     assert R.run_report(_report_parser().parse_args(argv)) == 0
     md = out.read_text()
-    assert '"sampler": "grid"' in md and ". dataset: fmnist." in md
+    assert "\n- sampler: grid\n" in md and ". Trained: dataset=fmnist, 4 epochs in the curves." in md  # (#15)
+    assert md.index("## Pareto") < md.index("## Figures") < md.index("## Trials") < md.index("## Spec")
     fig3a = study(rows, "fig3a")
     kept = sorted((r for r in fig3a if r["state"] == "COMPLETE"), key=lambda r: -r["val_top1"])
     # Trial table: every trial, completed ones ranked by accuracy, failures with their reason (| escaped).
@@ -355,3 +356,31 @@ def test_a_size_no_row_has_is_an_error_not_an_empty_axis(rows, kind):
         P.make_plot(kind, plain, size="compressed_bytes")
     with pytest.raises(results.MissingSizeError):
         design_plots.plot_edf(plain, normalize=True, size="compressed_bytes")
+
+
+def test_report_leads_with_results_in_one_vocabulary(rows, tmp_path):
+    spec = {"name": "<all>", "model": {"bypass": "none"}, "space": {"sr": {"low": 0.125, "high": 1.0, "step": 0.125}},
+            "train": {"dataset": "fmnist", "epochs": 4, "seed": 0}, "seeds": [0, 1]}  # fmt: skip
+    page = R.write_report(rows, tmp_path / "r.html", spec=spec).read_text()
+    # Results first; the spec last, folded, one short line per table.
+    assert page.index("Pareto set") < page.index("<figure>") < page.index("Trials (") < page.index("<details>")
+    assert "<th>model</th><td>bypass=vanilla</td>" in page and "<td>sr in [0.125, 1] step 0.125</td>" in page
+    assert "<td>dataset=fmnist, epochs=4</td>" in page and "<td>0, 1</td>" in page
+    # One column for how a trial ended; bypass as vanilla / simple / complex, never the config's "none".
+    assert "<th>outcome</th>" in page and "<th>state</th>" not in page and "<th>status</th>" not in page
+    assert "<td>failed: diverged</td>" in page or "<td>failed</td>" in page
+    assert "<td>none</td>" not in page and "<td>vanilla</td>" in page
+    assert "Best by val_top1: trial" in page
+    assert R.outcome({"state": "COMPLETE", "status": "completed"}) == "complete"
+    assert R.outcome({"state": "FAIL", "status": "diverged"}) == "failed: diverged"
+    assert R.outcome({"state": "RUNNING", "status": None}) == "running"
+
+
+def test_report_where_and_mixed_budgets(rows, tmp_path):
+    md = R.write_report(rows, tmp_path / "r.md", where={"study": "table3", "bypass": "vanilla"}).read_text()
+    assert "Selected: study=table3, bypass=vanilla." in md
+    trials = md[md.index("## Trials") :]
+    assert "| simple |" not in trials and "| vanilla |" in trials
+    mixed = [dict(r, budget="epochs=1" if r["study"] == "table3" else "epochs=4") for r in rows]
+    md = R.write_report(mixed, tmp_path / "m.md").read_text()
+    assert "Studies trained at different budgets" in md and "not drawn (studies trained at different budgets" in md

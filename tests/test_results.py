@@ -115,9 +115,8 @@ def test_budgets_of_studies_must_agree(rows):
     same = [dict(r, budget="dataset=fmnist, epochs=4") for r in rows]
     assert results.check_budgets(same) == "dataset=fmnist, epochs=4"
     short = [dict(r, budget="dataset=fmnist, epochs=1") if r["study"] == "table3" else r for r in same]
-    with pytest.raises(
-        results.BudgetMismatch, match=r"fig3a, fig3b \(dataset=fmnist, epochs=4\); table3 \(dataset=fmnist, epochs=1\)\. Draw"
-    ):
+    named = r"fig3a, fig3b \(dataset=fmnist, epochs=4\); table3 \(dataset=fmnist, epochs=1\)\. Draw"
+    with pytest.raises(results.BudgetMismatch, match=named):
         results.check_budgets(short)
     # Without a budget column (an export file): the dataset and the epochs the curves record.
     assert results.check_budgets(rows) == "dataset=fmnist, 4 epochs in the curves"
