@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from sqzdse import plots as P
-from sqzdse.results import BudgetMismatch, budget_text, bypass_name, check_budgets, select, study_specs, where_text
+from sqzdse.results import budget_text, bypass_name, check_budgets, select, study_specs, where_text
 
 REPORT_SUFFIXES = (".md", ".html")
 
@@ -175,6 +175,9 @@ def write_report(
     The page leads with the results: a summary (trials, training budget, the best trial), the Pareto set, the
     figures, every trial; the spec comes last, one short line per table (in HTML folded in ``<details>``).
 
+    Raises:
+      BudgetMismatch: rows of studies trained at different budgets (``check_budgets``): report each alone.
+
     Args:
       spec: the sweep's specification (e.g. the study's ``spec`` user attribute).
       metric: the accuracy that ranks trials and defines the Pareto set.
@@ -193,9 +196,10 @@ def write_report(
         raise ValueError("no trial rows to report")
     rows = select(rows, where)
     kept, _ = P.require_completed(rows, metric)
+    budget = check_budgets(kept)  # one ranking, one Pareto set, one figure: of one training budget
     studies = list(dict.fromkeys(str(r.get("study")) for r in rows))
     title = title or f"Study {', '.join(studies)}"
-    blocks: list[tuple] = [("h1", title), ("p", _summary(rows, kept, metric, where))]
+    blocks: list[tuple] = [("h1", title), ("p", _summary(rows, kept, metric, where, budget))]
     blocks.append(("h2", f"Pareto set (max {metric}, min size)"))
     blocks.append(("table", *pareto_table(rows, metric)))
     blocks.append(("h2", "Figures"))
@@ -218,21 +222,14 @@ def write_report(
     return out
 
 
-def _summary(rows: Sequence[dict], kept: Sequence[dict], metric: str, where: Mapping | None) -> str:
+def _summary(rows: Sequence[dict], kept: Sequence[dict], metric: str, where: Mapping | None, budget) -> str:
     """The page's first lines: trials by outcome, the selection, the training budget, the best trial."""
     outcomes = Counter(outcome(r) for r in rows)
     parts = [f"{len(rows)} trials: " + ", ".join(f"{n} {s}" for s, n in outcomes.most_common())]
     if where:
         parts.append(f"selected: {where_text(where)}")
-    said = []  # the budget names the dataset
-    try:
-        budget = check_budgets(rows)
-        if budget:
-            parts.append(f"trained: {budget}")
-            said.append("dataset")
-    except BudgetMismatch as e:
-        parts.append(str(e).split(". Draw")[0])
-        said.append("dataset")
+    if budget:
+        parts.append(f"trained: {budget}")  # it names the dataset
     best = max(kept, key=lambda r: r[metric])
     size = P.size_mib(best)
     parts.append(
@@ -242,7 +239,7 @@ def _summary(rows: Sequence[dict], kept: Sequence[dict], metric: str, where: Map
         + ("" if size is None else f" at {size:.2f} MiB")
     )
     # Columns the tables below do not show, and the dataset: a line each when they take few values.
-    extras = {k for r in rows for k in r if k not in P.FIELDS and k != "budget"} | ({"dataset"} - set(said))
+    extras = {k for r in rows for k in r if k not in P.FIELDS and k != "budget"} | (set() if budget else {"dataset"})
     for k in sorted(extras):
         values = sorted({str(r[k]) for r in rows if r.get(k) is not None})
         if 0 < len(values) <= 5:

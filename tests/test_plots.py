@@ -382,5 +382,6 @@ def test_report_where_and_mixed_budgets(rows, tmp_path):
     trials = md[md.index("## Trials") :]
     assert "| simple |" not in trials and "| vanilla |" in trials
     mixed = [dict(r, budget="epochs=1" if r["study"] == "table3" else "epochs=4") for r in rows]
-    md = R.write_report(mixed, tmp_path / "m.md").read_text()
-    assert "Studies trained at different budgets" in md and "not drawn (studies trained at different budgets" in md
+    with pytest.raises(results.BudgetMismatch, match=r"fig3a, fig3b \(epochs=4\); table3 \(epochs=1\)"):
+        R.write_report(mixed, tmp_path / "m.md")  # one ranking, one Pareto set: of one budget
+    assert "Trained: epochs=1." in R.write_report(mixed, tmp_path / "m.md", where={"study": "table3"}).read_text()
