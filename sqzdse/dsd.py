@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from sqzdse import config as C
+from sqzdse.errors import InputError
 from sqzdse.prune import parse_density, prune
 
 # JAX and sqzdse.train are imported where used, so that building the CLI's parser, which reads the defaults
@@ -51,10 +52,10 @@ def train_dsd(
 
     phases = tuple(float(f) for f in phases)
     if len(phases) != 3 or not all(f > 0 for f in phases):
-        raise ValueError(f"DSD phases={phases}: three positive fractions of --epochs (dense, sparse, re-dense)")
+        raise InputError(f"DSD phases={phases}: three positive fractions of --epochs (dense, sparse, re-dense)")
     parse_density(density)
     if not redense_lr > 0:
-        raise ValueError(f"DSD redense_lr={redense_lr}: must be > 0")
+        raise InputError(f"DSD redense_lr={redense_lr}: must be > 0")
     tcs = [dataclasses.replace(tc, epochs=tc.epochs * f) for f in phases]
     tcs[2] = dataclasses.replace(tcs[2], lr=tc.lr * redense_lr)
 

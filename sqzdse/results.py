@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from sqzdse.config import BYPASSES
+from sqzdse.errors import InputError
 
 # Section 5's metaparameters and Section 6's bypass, as the sweep names its parameters.
 METAPARAMETERS = ("base_e", "incr_e", "freq", "pct3x3", "sr", "bypass")
@@ -58,19 +59,19 @@ def load_rows(*sources: str | os.PathLike | Sequence, study: str | Sequence[str]
     """
     flat = list(_flatten(sources))
     if not flat:
-        raise ValueError("no results source given (a .csv or .json export, or a storage URL)")
+        raise InputError("no results source given (a .csv or .json export, or a storage URL)")
     wanted = None if study is None else {study} if isinstance(study, str) else set(study)
     rows = []
     for src in flat:
         got = _read_source(src, next(iter(wanted)) if wanted and len(wanted) == 1 else None)
         if not got:
-            raise ValueError(f"{src}: no trial rows")
+            raise InputError(f"{src}: no trial rows")
         rows.extend(got)
     if wanted is not None:
         found = sorted({str(r["study"]) for r in rows})
         rows = [r for r in rows if r["study"] in wanted]
         if not rows:
-            raise ValueError(f"no rows of study {', '.join(sorted(wanted))}; the sources hold: {', '.join(found)}")
+            raise InputError(f"no rows of study {', '.join(sorted(wanted))}; the sources hold: {', '.join(found)}")
     return rows
 
 
@@ -98,20 +99,20 @@ def _read_source(src, study: str | None) -> list[dict]:
         try:
             raw = json.loads(path.read_text())
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from None
+            raise InputError(f"{path}: not valid JSON ({e})") from None
         if not isinstance(raw, list) or not all(isinstance(r, dict) for r in raw):
-            raise ValueError(f"{path}: expected a JSON list of row objects")
+            raise InputError(f"{path}: expected a JSON list of row objects")
     elif path.suffix.lower() == ".csv":
         with open(path, newline="") as f:
             raw = list(csv.DictReader(f))
     else:
-        raise ValueError(f"{path}: unknown results format {path.suffix!r}; expected .csv, .json or a storage URL")
+        raise InputError(f"{path}: unknown results format {path.suffix!r}; expected .csv, .json or a storage URL")
     out = []
     for i, r in enumerate(raw):
         try:
             out.append(normalize_row(r, path.stem))
         except ValueError as e:
-            raise ValueError(f"{path}: row {i + 1}: {e}") from None
+            raise InputError(f"{path}: row {i + 1}: {e}") from None
     return out
 
 
@@ -134,7 +135,7 @@ def normalize_row(raw: Mapping, default_study: str | None = None) -> dict:
             else:
                 row[key] = _guess(value)
         except (TypeError, ValueError):
-            raise ValueError(f"column {key!r}: cannot read {value!r}") from None
+            raise InputError(f"column {key!r}: cannot read {value!r}") from None
     if row["state"] is not None:
         row["state"] = row["state"].upper().removeprefix("TRIALSTATE.")
     if row["study"] is None:
@@ -191,7 +192,7 @@ def _guess(v):
 
 def check_metric(metric: str) -> None:
     if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+        raise InputError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
 
 
 def completed(rows: Sequence[dict], metric: str = "val_top1") -> tuple[list[dict], Counter]:
@@ -223,7 +224,7 @@ def require_completed(rows: Sequence[dict], metric: str, what: str = "") -> tupl
 
 def check_size(size: str) -> None:
     if size not in SIZES:
-        raise ValueError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
+        raise InputError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
 
 
 def size_mib(row: dict, size: str = "bytes") -> float | None:

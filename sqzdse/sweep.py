@@ -40,6 +40,7 @@ import numpy as np
 
 from sqzdse import __version__
 from sqzdse import config as C
+from sqzdse.errors import SqzdseError
 from sqzdse.recipe import TrainConfig, default_recipe, run_identity, run_key
 from sqzdse.runtime import deferred_signals
 
@@ -62,7 +63,7 @@ GRID_LIMIT = 10_000  # a larger grid is refused unless `sweep run --yes`: a mist
 HEARTBEAT_MARGIN = 5
 
 
-class SpecError(ValueError):
+class SpecError(SqzdseError, ValueError):
     """An invalid sweep file; the message names the key and what is allowed."""
 
 
@@ -511,7 +512,7 @@ def _rdb_storage(url, **kwargs):
         return optuna.storages.RDBStorage(url, **kwargs)
 
 
-class StorageError(RuntimeError):
+class StorageError(SqzdseError, RuntimeError):
     """The storage URL is malformed or unreachable."""
 
 

@@ -37,6 +37,7 @@ from flax import nnx, struct
 from sqzdse import __version__
 from sqzdse import config as C
 from sqzdse.cost import summary as cost_summary
+from sqzdse.errors import SqzdseError
 from sqzdse.model import SqueezeNet
 from sqzdse.recipe import TrainConfig, run_identity
 from sqzdse.runtime import check_signals, deferred_signals, signal_pending
@@ -252,11 +253,11 @@ def evaluate(eval_step, params, batches, batch_size: int) -> dict:
 # --------------------------------------------------------------------------- the run
 
 
-class Diverged(RuntimeError):
+class Diverged(SqzdseError, RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-class RunFileError(ValueError):
+class RunFileError(SqzdseError, ValueError):
     """A file of a run's workdir (run.json, metrics.jsonl) cannot be read; the message names it."""
 
 
@@ -267,7 +268,7 @@ def _say(msg: str) -> None:
 # --------------------------------------------------------------------------- workdir lock
 
 
-class WorkdirBusy(RuntimeError):
+class WorkdirBusy(SqzdseError, RuntimeError):
     """Another process holds the workdir."""
 
 
@@ -316,7 +317,7 @@ CHECKPOINTS_KEPT = 2  # a damaged latest checkpoint falls back to the one before
 CHECKSUMS = "sqzdse-sha256.json"  # beside orbax's files in each step directory: size and sha256 of every file
 
 
-class CheckpointDamaged(RuntimeError):
+class CheckpointDamaged(SqzdseError, RuntimeError):
     """The checkpoint a caller needs cannot be restored intact."""
 
 

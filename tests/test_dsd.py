@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from test_train import synthetic, tiny
 
-from sqzdse import compress as Z
 from sqzdse import dsd
 from sqzdse import train as T
 
@@ -37,6 +36,7 @@ def test_dsd_runs_three_phases_and_holds_the_mask(ds, tmp_path):
 
 def test_train_dsd_command_prints_every_phase(monkeypatch, capsys):
     from sqzdse.cli import build_parser
+    from sqzdse.cli.compress import run_dsd
 
     seen = {}
 
@@ -49,10 +49,10 @@ def test_train_dsd_command_prints_every_phase(monkeypatch, capsys):
     monkeypatch.setattr(dsd, "train_dsd", fake)
     args = build_parser().parse_args(["train", "--dsd", "--dsd-density", "released", "--dsd-phases", "0.6,0.2,0.2",
                                       "--workdir", "w", "--no-progress"])  # fmt: skip
-    assert Z.run_dsd(args, tiny(), T.TrainConfig(), dataset=None) == 0
+    assert run_dsd(args, tiny(), T.TrainConfig(), dataset=None) == 0
     assert seen["density"] == "released" and seen["phases"] == (0.6, 0.2, 0.2) and seen["redense_lr"] == 0.1
     out = capsys.readouterr().out
     assert [line.split()[0] for line in out.splitlines()] == ["phase", *dsd.PHASE_NAMES]
     args.dsd_phases = "half,rest"
     with pytest.raises(ValueError, match="--dsd-phases 'half,rest'"):
-        Z.run_dsd(args, tiny(), T.TrainConfig(), dataset=None)
+        run_dsd(args, tiny(), T.TrainConfig(), dataset=None)
