@@ -17,6 +17,7 @@ import ctypes.util
 import os
 import shlex
 import signal
+import sys
 import threading
 import warnings
 
@@ -37,6 +38,8 @@ def _flag_names(flags: str) -> set[str]:
 
 def backend_initialized() -> bool:
     """Whether JAX has already created its backends (XLA_FLAGS changes no longer apply)."""
+    if "jax" not in sys.modules:  # not even imported: asking would import it, and plot/report/export never need it
+        return False
     from jax._src import xla_bridge
 
     return xla_bridge.backends_are_initialized()
