@@ -242,3 +242,14 @@ def heartbeat(trial):
     # start one, and without heartbeats a killed worker's trial stays RUNNING for ever. Trial._trial_id is the
     # storage's key for the trial, which only private attributes hold.
     return get_heartbeat_thread(trial._trial_id, trial.storage)
+
+
+def report(trial, value: float, step: int) -> None:
+    """Record ``value`` as the trial's intermediate value at ``step``: what pruners and optuna-dashboard read."""
+    if len(trial.study.directions) == 1:
+        trial.report(value, step)
+        return
+    # Trial.report refuses multi-objective studies (their pruners would need one objective), yet the storage keeps
+    # intermediate values for any trial and optuna-dashboard draws them; the storage's setter is public, the
+    # trial's key in it (Trial._trial_id) is not.
+    trial.storage.set_trial_intermediate_value(trial._trial_id, step, value)

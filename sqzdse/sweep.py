@@ -55,6 +55,7 @@ from sqzdse.storage import (
     heartbeat,
     open_storage,
     redact,
+    report,
     storage_url,
     study_lock,
     study_names,
@@ -113,6 +114,8 @@ def open_study(spec: SweepSpec, storage_url: str, log=print):
         held = {point_key(t.system_attrs["fixed_params"]) for t in trials if "fixed_params" in t.system_attrs}
         points = spec.grid_points() if spec.sampler == "grid" else []
         check_agreement(study, spec, redact(storage_url), trials, held, {point_key(p) for p in points})
+        if study.metric_names != list(spec.objectives):  # what optuna-dashboard calls the objectives
+            _set_metric_names(study, spec.objectives)
         record = spec_record(spec)
         if study.user_attrs.get("spec") != record:
             study.set_user_attr("spec", record)
@@ -122,6 +125,14 @@ def open_study(spec: SweepSpec, storage_url: str, log=print):
     if missing and trials:
         log(f"[{spec.name}] enqueued {len(missing)} grid points the study did not have")
     return study
+
+
+def _set_metric_names(study, objectives) -> None:
+    import optuna
+
+    with warnings.catch_warnings():  # "experimental" since Optuna 3.2
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(objectives))
 
 
 # --------------------------------------------------------------------------- workers
@@ -239,16 +250,16 @@ def _run_trial(spec: SweepSpec, trial, dataset, runs_dir: str, progress: bool, l
     one = (lambda xs: xs[0]) if len(runs) == 1 else list  # one seed: plain values, as "seed" is
     trial.set_user_attr("key", one([trial_key(cfg, tc) for _, tc, _ in runs]))
     trial.set_user_attr("workdir", one([workdir for _, _, workdir in runs]))
-    results, reused = [], []
+    results, reused, reported = [], [], set()
     try:
         for seed, tc, workdir in runs:
             log(f"[{spec.name}] trial {trial.number}: {label} seed={seed} in {workdir}")
 
-            def on_epoch(record, _seed=seed):
-                if spec.pruner != "none" and len(seeds) == 1:
-                    trial.report(record["val_top1"], record["epoch"])
-                    if trial.should_prune():
-                        raise optuna.TrialPruned(f"pruned after epoch {record['epoch']}")
+            def on_epoch(record, first=seed == seeds[0]):
+                if first:  # the learning curve, whatever the pruner: the first seed's, as the "curve" attribute
+                    _report_curve(trial, [record], reported)
+                if spec.pruner != "none" and len(seeds) == 1 and trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned after epoch {record['epoch']}")
 
             def on_busy(msg):
                 log(f"[{spec.name}] trial {trial.number}: {msg} (the same run, for another trial); waiting")
@@ -256,6 +267,8 @@ def _run_trial(spec: SweepSpec, trial, dataset, runs_dir: str, progress: bool, l
             r = train_and_evaluate(cfg, tc, workdir, dataset=dataset, on_epoch=on_epoch, progress=progress,
                                    on_busy=on_busy, origin=dict(study=spec.name, trial=trial.number))  # fmt: skip
             state = r.pop("state")
+            if seed == seeds[0]:  # a reused or resumed run: the epochs trained before this process
+                _report_curve(trial, r.get("history", []), reported)
             reused.append(_origin(r) if r.pop("reused", False) else None)
             if reused[-1]:
                 trial.set_user_attr("reused_from", one(reused))
@@ -285,6 +298,14 @@ def _run_trial(spec: SweepSpec, trial, dataset, runs_dir: str, progress: bool, l
     values = [agg.get(o, cost.get(o)) for o in spec.objectives]
     log(f"[{spec.name}] trial {trial.number}: val_top1={agg['val_top1']:.4f} test_top1={agg['test_top1']:.4f}")
     return TrialState.COMPLETE, values
+
+
+def _report_curve(trial, history: list[dict], reported: set) -> None:
+    """Each epoch's val_top1 as the trial's intermediate value at step = epoch, once per epoch."""
+    for h in history:
+        if h["epoch"] not in reported and h.get("val_top1") is not None:
+            report(trial, h["val_top1"], h["epoch"])
+            reported.add(h["epoch"])
 
 
 def _origin(summary: dict) -> str:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_spec import TINY_SPEC, spec
+from test_spec import TINY_SPEC, quiet, spec
 from test_train import synthetic
 
 from sqzdse import config as C
@@ -94,7 +94,7 @@ def test_diverged_trial_is_a_recorded_failure_and_the_sweep_goes_on(ds, tmp_path
 WORKER = """
 import sys, time
 sys.path.insert(0, {tests!r})
-from test_spec import TINY_SPEC, spec
+from test_spec import TINY_SPEC, quiet, spec
 from test_train import synthetic
 from test_sweep import spec
 from sqzdse import config as C
@@ -280,3 +280,33 @@ def test_compressed_bytes_objective(ds, tmp_path):
     # The objective alone brings the default settings; no [compress] and no objective: nothing is compressed.
     del raw["compress"]
     assert SP.parse_spec(raw).compress == SP.COMPRESS_DEFAULTS and spec().compress is None
+
+
+def test_the_dashboard_sees_metric_names_learning_curves_and_attributes(ds, tmp_path):
+    """What optuna-dashboard reads from the storage: the objectives' names, each trial's intermediate values (val
+    top-1 per epoch, with no pruner; a multi-objective study too) and its attributes; a reused run's curve too."""
+    import optuna
+
+    url = f"sqlite:///{tmp_path}/dash.db"
+    raw = json.loads(json.dumps(TINY_SPEC))
+    raw["study"]["objectives"], raw["space"], raw["train"]["epochs"] = ["val_top1", "bytes"], {"sr": [0.5]}, 2
+    assert S.run_worker(SP.parse_spec(raw), url, runs_dir=str(tmp_path), dataset=ds, log=quiet) == 1
+    raw["study"]["name"], raw["study"]["objectives"] = "again", ["val_top1"]  # the same run: reused
+    assert S.run_worker(SP.parse_spec(raw), url, runs_dir=str(tmp_path), dataset=ds, log=quiet) == 1
+    storage = ST.open_storage(url)
+    (first,) = optuna.load_study(study_name="tiny", storage=storage).trials
+    study = optuna.load_study(study_name="again", storage=storage)
+    (reused,) = study.trials
+    assert optuna.load_study(study_name="tiny", storage=storage).metric_names == ["val_top1", "bytes"]
+    assert study.metric_names == ["val_top1"]
+    curve = first.user_attrs["curve"]
+    assert len(curve) == 2 and first.intermediate_values == {1: curve[0], 2: curve[1]}
+    assert reused.user_attrs["reused_from"] == "tiny/0" and reused.intermediate_values == first.intermediate_values
+    assert {"sr", "bytes", "val_top1", "test_top1", "status", "key", "workdir"} <= set(first.user_attrs)
+    # A study an older sqzdse made (no metric names) gets them from the next `sweep run`.
+    old = optuna.create_study(study_name="old", storage=storage, directions=["maximize"])
+    raw["study"]["name"] = "old"
+    old.set_user_attr("spec", SP.spec_record(SP.parse_spec(raw)))
+    assert old.metric_names is None
+    S.open_study(SP.parse_spec(raw), url, log=quiet)
+    assert optuna.load_study(study_name="old", storage=storage).metric_names == ["val_top1"]
