@@ -1,8 +1,10 @@
 """Sweeps: a declarative TOML file becomes an Optuna study whose trials are training runs.
 
-Stages, as in pycls: ``load_spec`` (validate the file), ``run_worker`` (any number
-of processes, on any number of machines, on one storage), ``export_rows``
-(collect), then ``sqzdse plot`` / ``sqzdse report`` (analyse; they never train).
+Stages, as in pycls: ``load_spec`` (validate the file; ``sqzdse.spec``), ``run_worker`` (any number
+of processes, on any number of machines, on one storage; ``sqzdse.storage`` opens and locks it),
+``export_rows`` (collect), then ``sqzdse plot`` / ``sqzdse report`` (analyse; they never train).
+Each trial records its val top-1 per epoch as intermediate values and each study its metric names, which is
+what optuna-dashboard shows.
 
 Safety: every ``sweep run`` checks, under a study lock, that the file and the
 study agree (or refuses before training) and enqueues the grid points the study
