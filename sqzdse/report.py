@@ -233,7 +233,7 @@ def study_spec(storage_url: str, study: str | None = None) -> dict | None:
     """The ``spec`` a sweep stored on its study (``study.user_attrs["spec"]``), or None."""
     import optuna
 
-    from sqzdse.sweep import open_storage, study_names
+    from sqzdse.storage import open_storage, study_names
 
     storage = open_storage(storage_url)  # read only: never creates a storage
     names = study_names(storage, storage_url)

@@ -28,7 +28,7 @@ METAPARAMETERS = ("base_e", "incr_e", "freq", "pct3x3", "sr", "bypass")
 # The export's columns, in its order (sqzdse sweep export); a row read back has every one of them.
 FIELDS = ("study", "number", "state", *METAPARAMETERS, "seed", "params", "bytes", "compressed_bytes", "macs",
           "val_top1", "val_top5", "test_top1", "test_top5", "curve", "train_seconds", "compile_seconds", "status",
-          "reason", "dataset", "version")  # fmt: skip
+          "reason", "dataset", "version", "key", "workdir", "reused_from")  # fmt: skip
 INT_FIELDS = ("number", "base_e", "incr_e", "freq", "seed", "params", "bytes", "compressed_bytes", "macs")
 FLOAT_FIELDS = ("pct3x3", "sr", "val_top1", "val_top5", "test_top1", "test_top5", "train_seconds", "compile_seconds")
 METRICS = ("val_top1", "val_top5", "test_top1", "test_top5")
