@@ -34,6 +34,7 @@ from sqzdse import checkpoints as ckpt
 from sqzdse import config as C
 from sqzdse.cost import summary as cost_summary
 from sqzdse.model import SqueezeNet
+from sqzdse.progress import Progress
 from sqzdse.recipe import TrainConfig
 from sqzdse.runtime import check_signals, deferred_signals, signal_pending
 
@@ -231,10 +232,10 @@ def train_epoch(train_step, state: TrainState, batches: Iterable, tc: TrainConfi
     """`train_step` over `batches`; returns (state, the mean of each metric, updates done).
 
     batches: (images, labels) of batch_size x iter_size examples, reshaped to micro-batches here. A NaN or
-    infinite loss raises Diverged. bar: a ``progress_bar``, shown `postfix` beside the loss; const: passed to
-    every step (``make_train_step``); on_update(state): after every update (checkpoints, signals).
+    infinite loss raises Diverged. bar: a ``sqzdse.progress.Progress``, shown `postfix` beside the loss;
+    const: passed to every step (``make_train_step``); on_update(state): after every update (checkpoints, signals).
     """
-    t0, seen, sums = time.perf_counter(), 0, None
+    seen, sums = 0, None
     for x, y in batches:
         x = x.reshape(tc.iter_size, tc.batch_size, *x.shape[1:])
         y = y.reshape(tc.iter_size, tc.batch_size)
@@ -245,11 +246,11 @@ def train_epoch(train_step, state: TrainState, batches: Iterable, tc: TrainConfi
         sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
         seen += 1
         if bar is not None:
-            rate = seen * tc.batch_size * tc.iter_size / (time.perf_counter() - t0)
-            bar.set_postfix(**postfix, loss=f"{loss:.3f}", acc=f"{float(m['top1']):.3f}", img_s=f"{rate:.0f}")
-            bar.update(1)
+            bar.update(tc.batch_size * tc.iter_size, **postfix, loss=f"{loss:.3f}", acc=f"{float(m['top1']):.3f}")
         if on_update is not None:
             on_update(state)
+    if bar is not None:
+        bar.end_epoch()
     return state, {k: float(v) / max(seen, 1) for k, v in jax.device_get(sums or {}).items()}, seen
 
 
@@ -506,9 +507,5 @@ def _stop(manager, state: TrainState, total: int) -> None:
 
 
 def progress_bar(total: int, done: int, enabled: bool):
-    """A tqdm bar of `total` updates, `done` of them done (a null context when not `enabled`)."""
-    if not enabled:
-        return contextlib.nullcontext()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=done, unit="update", dynamic_ncols=True, leave=True)
+    """A ``Progress`` of `total` updates, `done` of them done (a null context when not `enabled`)."""
+    return Progress(total, done) if enabled else contextlib.nullcontext()
