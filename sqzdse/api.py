@@ -186,6 +186,7 @@ def load(
     match the configuration.
     """
     from sqzdse import train as T
+    from sqzdse.checkpoints import run_config
 
     source = os.fspath(source)
     is_file = source == RELEASED or os.path.isfile(source) or os.path.splitext(source)[1] in COMPRESSED_SUFFIXES
@@ -199,7 +200,7 @@ def load(
         if isinstance(config, C.SqueezeNetConfig):
             cfg = config
         elif config is not None:
-            _, cfg, tc = T.run_config(os.fspath(config))
+            _, cfg, tc = run_config(os.fspath(config))
             dataset = tc.dataset
         graphdef, params = _load_compressed(source, cfg)
     return Classifier(cfg, graphdef, params, *what_training_saw(dataset, cfg, data_dir), source)

@@ -19,7 +19,6 @@ DSD is ``sqzdse.dsd``. The flags of both are ``sqzdse.cli.compress``'s.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 import os
 
@@ -76,72 +75,38 @@ def finetune_centroids(
     """Train the shared weights (and biases) with every weight tied to its centroid (Deep Compression 3.3).
 
     The network's kernels are codebook[codes]; the gradient of a centroid is the sum of its weights'
-    gradients (the gather's transpose). Optimizer and schedule as `tc` (``sqzdse.train``), over `epochs`.
-    Codes, and so the pruning mask and the stored indices, do not change.
+    gradients (the gather's transpose). Optimizer, schedule and steps as `tc`'s (``sqzdse.train.train_epoch``),
+    over `epochs`. Codes, and so the pruning mask and the stored indices, do not change.
     """
     import jax
     import jax.numpy as jnp
-    import optax
-    from flax import nnx
 
     from sqzdse import train as T
     from sqzdse.weights import caffe_key
 
-    per_update = tc.batch_size * tc.iter_size
-    per_epoch = dataset.steps_per_epoch("train", per_update, limit=tc.train_limit)
-    if per_epoch < 1:
-        raise C.ConfigError(f"batch_size x iter_size = {per_update}: larger than the training split")
-    total = max(1, math.ceil(epochs * per_epoch))
+    tc = dataclasses.replace(tc, epochs=float(epochs))
+    per_epoch, total = T.update_counts(dataset, tc)
     theta = {x.name: {"codebook": jnp.asarray(x.codebook), "bias": jnp.asarray(x.bias)} for x in layers}
     codes = {x.name: jnp.asarray(dense_codes(x).transpose(2, 3, 1, 0)) for x in layers}  # OIHW -> HWIO
     treedef = jax.tree.structure(params)
     keys = [caffe_key(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
-    tx = T._optimizer(tc)
-    opt_state = tx.init(theta)
-    hp = dict(lr=tc.lr, warmup_steps=round(tc.warmup_epochs * per_epoch), total_steps=total, power=tc.power)
-    hp = {k: jnp.float32(v) for k, v in hp.items()}
 
-    def build(theta, codes):
+    def to_params(theta, codes):
         # Code 0 is the pruned weight: its value is pinned to 0, so it gets no gradient.
         leaves = [theta[n]["codebook"].at[0].set(0.0)[codes[n]] if kind == "kernel" else theta[n]["bias"]
                   for n, kind in keys]  # fmt: skip
         return jax.tree.unflatten(treedef, leaves)
 
-    def loss_fn(theta, codes, x, y, key):
-        logits = nnx.merge(graphdef, build(theta, codes))(x, train=True, dropout_rng=key)
-        return T._metrics(logits, y)["loss"].mean()
-
-    grad_fn = jax.jit(jax.value_and_grad(loss_fn))
-
-    @jax.jit
-    def update(theta, opt_state, grads, step):
-        lr = T.learning_rate(step, hp, tc.schedule)
-        opt_state = opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": lr})
-        updates, opt_state = tx.update(grads, opt_state, theta)
-        return optax.apply_updates(theta, updates), opt_state
-
-    seed_key = jax.random.key(tc.seed)
-    step = 0
-    with T._progress(total, 0, progress) as bar:
+    train_step = T.make_train_step(graphdef, tc, to_params=to_params)
+    state = T.init_train_state(tc, theta, total, per_epoch)
+    with T.progress_bar(total, 0, progress) as bar:
         for epoch in range(math.ceil(total / per_epoch)):
-            batches = dataset.batches("train", per_update, seed=tc.seed, epoch=epoch, train=True, limit=tc.train_limit)
-            for x, y in itertools.islice(batches, min(per_epoch, total - step)):
-                x = x.reshape(tc.iter_size, tc.batch_size, *x.shape[1:])
-                y = y.reshape(tc.iter_size, tc.batch_size)
-                grads, loss = None, 0.0
-                for i in range(tc.iter_size):
-                    key = jax.random.fold_in(jax.random.fold_in(seed_key, step), i)
-                    value, g = grad_fn(theta, codes, x[i], y[i], key)
-                    loss += float(value) / tc.iter_size
-                    grads = g if grads is None else jax.tree.map(jnp.add, grads, g)
-                if not math.isfinite(loss):
-                    raise T.Diverged(f"centroid fine-tuning: the loss became {loss} at update {step + 1}")
-                grads = jax.tree.map(lambda g: g / tc.iter_size, grads)
-                theta, opt_state = update(theta, opt_state, grads, step)
-                step += 1
-                if bar is not None:
-                    bar.set_postfix(stage="centroids", loss=f"{loss:.3f}")
-                    bar.update(1)
+            with T.train_batches(dataset, tc, epoch, 0, min(per_epoch, total - int(state.step))) as batches:
+                try:
+                    state = T.train_epoch(train_step, state, batches, tc, bar=bar, const=codes, stage="centroids")[0]
+                except T.Diverged as e:
+                    raise T.Diverged(f"centroid fine-tuning: {e}") from None
+    theta = state.params
     out = []
     for x in layers:
         cb = np.asarray(theta[x.name]["codebook"], np.float32).copy()
@@ -199,9 +164,9 @@ def compress_model(
     if finetune_epochs:  # both fine-tunings: finetune_epochs at finetune_lr x the run's rate
         ft = dataclasses.replace(tc, epochs=float(finetune_epochs), lr=tc.lr * finetune_lr)
         r = T.train_and_evaluate(cfg, ft, None, dataset=dataset, progress=progress, init_params=pruned, mask=mask_tree)
-        if r["status"] != "completed":
-            raise T.Diverged(f"fine-tuning after pruning: {r['reason']}")
-        pruned = r["state"][1].params
+        if r.status != "completed":
+            raise T.Diverged(f"fine-tuning after pruning: {r.reason}")
+        pruned = r.state.params
         measure("pruned + fine-tuned", pruned)
     layers = share_weights(caffe_weights(cfg, pruned), masks, bits)
     measure("quantised", with_caffe_weights(pruned, decoded_weights(layers)))

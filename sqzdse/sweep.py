@@ -158,7 +158,7 @@ TRIALS_DIR = "trials"  # runs_dir/trials/<key>: one workdir per run, shared by e
 def trial_workdir(runs_dir: str, study: str, cfg: C.SqueezeNetConfig, tc: TrainConfig) -> str:
     """``runs_dir/trials/<key>``; a run that a version before shared workdirs left in ``runs_dir/<study>/<its
     key>`` (a hash of configuration and seed only) is used in place when it trains exactly this."""
-    from sqzdse.train import read_identity
+    from sqzdse.checkpoints import read_identity
 
     workdir = os.path.join(runs_dir, TRIALS_DIR, trial_key(cfg, tc))
     blob = json.dumps([C.to_dict(cfg), tc.seed], sort_keys=True).encode()
@@ -266,19 +266,19 @@ def _run_trial(spec: SweepSpec, trial, dataset, runs_dir: str, progress: bool, l
             def on_busy(msg):
                 log(f"[{spec.name}] trial {trial.number}: {msg} (the same run, for another trial); waiting")
 
-            r = train_and_evaluate(cfg, tc, workdir, dataset=dataset, on_epoch=on_epoch, progress=progress,
-                                   on_busy=on_busy, origin=dict(study=spec.name, trial=trial.number))  # fmt: skip
-            state = r.pop("state")
+            result = train_and_evaluate(cfg, tc, workdir, dataset=dataset, on_epoch=on_epoch, progress=progress,
+                                        on_busy=on_busy, origin=dict(study=spec.name, trial=trial.number))  # fmt: skip
+            r = result.summary()
             if seed == seeds[0]:  # a reused or resumed run: the epochs trained before this process
                 _report_curve(trial, r.get("history", []), reported)
-            reused.append(_origin(r) if r.pop("reused", False) else None)
+            reused.append(_origin(r) if result.reused else None)
             if reused[-1]:
                 trial.set_user_attr("reused_from", one(reused))
                 log(f"[{spec.name}] trial {trial.number}: finished before by {reused[-1]}: not trained again")
             if spec.compress and r["status"] == "completed":
                 from sqzdse.compress import compressed_size
 
-                r["compressed_bytes"] = compressed_size(cfg, state[1].params, **spec.compress)
+                r["compressed_bytes"] = compressed_size(cfg, result.state.params, **spec.compress)
             results.append(r)
             if r["status"] != "completed":
                 return _record_failure(trial, r["status"], r["reason"], log, r)

@@ -74,7 +74,7 @@ def run_dir(tmp_path_factory) -> str:
 
     workdir = str(tmp_path_factory.mktemp("run"))
     tc = T.TrainConfig(batch_size=16, epochs=0.5, warmup_epochs=0, init="msra", eval_limit=16)
-    assert T.train_and_evaluate(tiny(), tc, workdir, dataset=synthetic(), progress=False)["status"] == "completed"
+    assert T.train_and_evaluate(tiny(), tc, workdir, dataset=synthetic(), progress=False).status == "completed"
     return workdir
 
 

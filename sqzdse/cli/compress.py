@@ -102,8 +102,7 @@ def run_dsd(args, cfg, tc, dataset) -> int:
         raise InputError(f"--dsd-phases {args.dsd_phases!r}: three comma-separated fractions") from None
     r = dsd.train_dsd(cfg, tc, args.workdir, dataset=dataset, density=parse_density(args.dsd_density),
                       phases=phases, redense_lr=args.dsd_redense_lr, progress=not args.no_progress)  # fmt: skip
-    for key in ("state", "mask", "sparse_params"):
-        r.pop(key)
+    r = r.summary
     if args.json:
         print(json.dumps(r, indent=1))
     else:

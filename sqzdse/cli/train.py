@@ -88,10 +88,10 @@ def _train(args) -> int:
         from sqzdse.cli.compress import run_dsd
 
         return run_dsd(args, cfg, tc, ds)
-    r = train_and_evaluate(cfg, tc, args.workdir, dataset=ds, progress=not args.no_progress)
-    r.pop("state")
-    if r.pop("reused", False):
+    result = train_and_evaluate(cfg, tc, args.workdir, dataset=ds, progress=not args.no_progress)
+    if result.reused:
         print(f"{args.workdir} holds this run, finished: its summary, not trained again", file=sys.stderr)
+    r = result.summary()
     if args.json:
         print(json.dumps(r, indent=1))
     else:
