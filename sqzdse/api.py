@@ -25,6 +25,7 @@ from flax import nnx
 from PIL import Image
 
 from sqzdse import config as C
+from sqzdse.errors import InputError
 from sqzdse.model import SqueezeNet
 
 RELEASED = "released"  # the bundled Deep-Compression v1.0 (sqzdse.reference.weights_path)
@@ -74,7 +75,7 @@ class Preprocessing:
         from sqzdse import predict
 
         if isinstance(image, np.ndarray) and image.dtype != np.uint8:
-            raise ValueError(
+            raise InputError(
                 f"image array must be uint8 0-255 (H, W[, C]), got {image.dtype} {image.shape}; give already"
                 " preprocessed float batches to Classifier.probabilities"
             )
@@ -108,7 +109,7 @@ class Classifier:
     def prepare(self, images) -> np.ndarray:
         """PIL images or uint8 arrays -> the float32 (N, H, W, C) batch the model was trained on."""
         if self.preprocessing is None:
-            raise ValueError(
+            raise InputError(
                 f"{self.source}: how its training images were normalised is not recorded (dataset not known to"
                 " sqzdse.data); preprocess them yourself and call probabilities()"
             )
@@ -132,7 +133,7 @@ class Classifier:
         top: at most the model's number of classes are listed.
         """
         if top < 1:
-            raise ValueError(f"top={top}: must be >= 1")
+            raise InputError(f"top={top}: must be >= 1")
         probs = self.probabilities(self.prepare(images))
         out = []
         for p in probs:
@@ -185,12 +186,13 @@ def load(
     match the configuration.
     """
     from sqzdse import train as T
+    from sqzdse.checkpoints import run_config
 
     source = os.fspath(source)
     is_file = source == RELEASED or os.path.isfile(source) or os.path.splitext(source)[1] in COMPRESSED_SUFFIXES
     if not is_file:
         if config is not None:
-            raise ValueError(f"{source}: a run directory brings its own configuration; config= is for files")
+            raise InputError(f"{source}: a run directory brings its own configuration; config= is for files")
         cfg, tc, graphdef, params = T.load_run(source)
         dataset = tc.dataset
     else:
@@ -198,7 +200,7 @@ def load(
         if isinstance(config, C.SqueezeNetConfig):
             cfg = config
         elif config is not None:
-            _, cfg, tc = T.run_config(os.fspath(config))
+            _, cfg, tc = run_config(os.fspath(config))
             dataset = tc.dataset
         graphdef, params = _load_compressed(source, cfg)
     return Classifier(cfg, graphdef, params, *what_training_saw(dataset, cfg, data_dir), source)

@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sqzdse.errors import InputError
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -52,7 +54,7 @@ def log_ticks(ax) -> None:
 def check_figure_path(out: str | os.PathLike) -> Path:
     path = Path(out)
     if path.suffix.lower() not in FIGURE_SUFFIXES:
-        raise ValueError(f"{path}: the figure's format comes from its suffix; use one of {', '.join(FIGURE_SUFFIXES)}")
+        raise InputError(f"{path}: the figure's format comes from its suffix; use one of {', '.join(FIGURE_SUFFIXES)}")
     return path
 
 

@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from sqzdse.config import squeezenet_v1_0
+from sqzdse.errors import InputError, SqzdseError
 from sqzdse.plan import caffe_layer_shapes
 
 BITS = tuple(range(2, 9))  # codes are stored in at most one byte; code 0 is the zero filler
@@ -59,7 +60,7 @@ HUFFMAN_FLAG = 1
 PART_ORDER = ("header", "codebook", "bias", "tables", "codes", "index")
 
 
-class WeightsFormatError(ValueError):
+class WeightsFormatError(SqzdseError, ValueError):
     """A weights file or dict that does not match the expected layout; the message says where."""
 
 
@@ -94,7 +95,7 @@ class CompressedLayer:
 
 def check_bits(bits) -> int:
     if isinstance(bits, bool) or not isinstance(bits, int | np.integer) or bits not in BITS:
-        raise ValueError(
+        raise InputError(
             f"bits={bits!r}: must be an integer from {BITS[0]} to {BITS[-1]} (codes fit a byte; code 0 is the zero "
             "filler, so 2**bits - 1 shared weights per layer)"
         )
@@ -181,7 +182,7 @@ def share_weights(
         w = np.asarray(w, np.float32)
         pos = np.flatnonzero(np.asarray(masks[name]).reshape(-1))
         if pos.size == 0:
-            raise ValueError(f"{name}: the mask keeps no weight")
+            raise InputError(f"{name}: the mask keeps no weight")
         centroids, labels = kmeans_1d(w.reshape(-1)[pos], 2**bits - 1)
         codes, gaps = relative_index(pos, labels + 1)
         codebook = np.concatenate([[0.0], centroids]).astype(np.float32)

@@ -13,24 +13,19 @@ As it made the released ``compressed_SqueezeNet.net``:
    layouts of both files (the released ``.net`` and SQZC).
 
 Sizes are always the bytes the encoder produced, and ``sqzdse compress`` reports the file's size on disk.
-DSD is ``sqzdse.dsd``; its flags (``sqzdse train --dsd``) are wired here too.
+DSD is ``sqzdse.dsd``. The flags of both are ``sqzdse.cli.compress``'s.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
-import json
 import math
 import os
-import sys
 
 import numpy as np
 
 from sqzdse import config as C
-from sqzdse import dsd
 from sqzdse.codec import (
-    BITS,
     CompressedLayer,
     check_bits,
     decoded_weights,
@@ -41,10 +36,12 @@ from sqzdse.codec import (
     size_report,
     write,
 )
-from sqzdse.prune import layer_densities, parse_density, prune, prune_masks
+from sqzdse.errors import InputError
+from sqzdse.prune import layer_densities, prune, prune_masks
+from sqzdse.prune import parse_density as parse_density  # sqzdse.sweep imports it from here
 
 # JAX, Flax, sqzdse.train and sqzdse.weights (which import them) are imported where used, so that building the
-# CLI's parser, which reads this module's flags, stays cheap (as sqzdse.plots does with matplotlib).
+# CLI's parser, which reads DEFAULT_BITS, stays cheap.
 
 DEFAULT_BITS = 6  # the paper's 0.47 MB point
 
@@ -78,72 +75,38 @@ def finetune_centroids(
     """Train the shared weights (and biases) with every weight tied to its centroid (Deep Compression 3.3).
 
     The network's kernels are codebook[codes]; the gradient of a centroid is the sum of its weights'
-    gradients (the gather's transpose). Optimizer and schedule as `tc` (``sqzdse.train``), over `epochs`.
-    Codes, and so the pruning mask and the stored indices, do not change.
+    gradients (the gather's transpose). Optimizer, schedule and steps as `tc`'s (``sqzdse.train.train_epoch``),
+    over `epochs`. Codes, and so the pruning mask and the stored indices, do not change.
     """
     import jax
     import jax.numpy as jnp
-    import optax
-    from flax import nnx
 
     from sqzdse import train as T
     from sqzdse.weights import caffe_key
 
-    per_update = tc.batch_size * tc.iter_size
-    per_epoch = dataset.steps_per_epoch("train", per_update, limit=tc.train_limit)
-    if per_epoch < 1:
-        raise C.ConfigError(f"batch_size x iter_size = {per_update}: larger than the training split")
-    total = max(1, math.ceil(epochs * per_epoch))
+    tc = dataclasses.replace(tc, epochs=float(epochs))
+    per_epoch, total = T.update_counts(dataset, tc)
     theta = {x.name: {"codebook": jnp.asarray(x.codebook), "bias": jnp.asarray(x.bias)} for x in layers}
     codes = {x.name: jnp.asarray(dense_codes(x).transpose(2, 3, 1, 0)) for x in layers}  # OIHW -> HWIO
     treedef = jax.tree.structure(params)
     keys = [caffe_key(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
-    tx = T._optimizer(tc)
-    opt_state = tx.init(theta)
-    hp = dict(lr=tc.lr, warmup_steps=round(tc.warmup_epochs * per_epoch), total_steps=total, power=tc.power)
-    hp = {k: jnp.float32(v) for k, v in hp.items()}
 
-    def build(theta, codes):
+    def to_params(theta, codes):
         # Code 0 is the pruned weight: its value is pinned to 0, so it gets no gradient.
         leaves = [theta[n]["codebook"].at[0].set(0.0)[codes[n]] if kind == "kernel" else theta[n]["bias"]
                   for n, kind in keys]  # fmt: skip
         return jax.tree.unflatten(treedef, leaves)
 
-    def loss_fn(theta, codes, x, y, key):
-        logits = nnx.merge(graphdef, build(theta, codes))(x, train=True, dropout_rng=key)
-        return T._metrics(logits, y)["loss"].mean()
-
-    grad_fn = jax.jit(jax.value_and_grad(loss_fn))
-
-    @jax.jit
-    def update(theta, opt_state, grads, step):
-        lr = T.learning_rate(step, hp, tc.schedule)
-        opt_state = opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": lr})
-        updates, opt_state = tx.update(grads, opt_state, theta)
-        return optax.apply_updates(theta, updates), opt_state
-
-    seed_key = jax.random.key(tc.seed)
-    step = 0
-    with T._progress(total, 0, progress) as bar:
+    train_step = T.make_train_step(graphdef, tc, to_params=to_params)
+    state = T.init_train_state(tc, theta, total, per_epoch)
+    with T.progress_bar(total, 0, progress) as bar:
         for epoch in range(math.ceil(total / per_epoch)):
-            batches = dataset.batches("train", per_update, seed=tc.seed, epoch=epoch, train=True, limit=tc.train_limit)
-            for x, y in itertools.islice(batches, min(per_epoch, total - step)):
-                x = x.reshape(tc.iter_size, tc.batch_size, *x.shape[1:])
-                y = y.reshape(tc.iter_size, tc.batch_size)
-                grads, loss = None, 0.0
-                for i in range(tc.iter_size):
-                    key = jax.random.fold_in(jax.random.fold_in(seed_key, step), i)
-                    value, g = grad_fn(theta, codes, x[i], y[i], key)
-                    loss += float(value) / tc.iter_size
-                    grads = g if grads is None else jax.tree.map(jnp.add, grads, g)
-                if not math.isfinite(loss):
-                    raise T.Diverged(f"centroid fine-tuning: the loss became {loss} at update {step + 1}")
-                grads = jax.tree.map(lambda g: g / tc.iter_size, grads)
-                theta, opt_state = update(theta, opt_state, grads, step)
-                step += 1
-                if bar is not None:
-                    bar.set_postfix(stage="centroids", loss=f"{loss:.3f}")
-                    bar.update(1)
+            with T.train_batches(dataset, tc, epoch, 0, min(per_epoch, total - int(state.step))) as batches:
+                try:
+                    state = T.train_epoch(train_step, state, batches, tc, bar=bar, const=codes, stage="centroids")[0]
+                except T.Diverged as e:
+                    raise T.Diverged(f"centroid fine-tuning: {e}") from None
+    theta = state.params
     out = []
     for x in layers:
         cb = np.asarray(theta[x.name]["codebook"], np.float32).copy()
@@ -180,7 +143,7 @@ def compress_model(
 
     bits = check_bits(bits)
     if finetune_epochs < 0:
-        raise ValueError(f"finetune_epochs={finetune_epochs}: must be >= 0")
+        raise InputError(f"finetune_epochs={finetune_epochs}: must be >= 0")
     if finetune_epochs and dataset is None:
         raise ValueError("fine-tuning needs the training run's dataset")
     if dataset is not None and (tc is None or graphdef is None):
@@ -201,9 +164,9 @@ def compress_model(
     if finetune_epochs:  # both fine-tunings: finetune_epochs at finetune_lr x the run's rate
         ft = dataclasses.replace(tc, epochs=float(finetune_epochs), lr=tc.lr * finetune_lr)
         r = T.train_and_evaluate(cfg, ft, None, dataset=dataset, progress=progress, init_params=pruned, mask=mask_tree)
-        if r["status"] != "completed":
-            raise T.Diverged(f"fine-tuning after pruning: {r['reason']}")
-        pruned = r["state"][1].params
+        if r.status != "completed":
+            raise T.Diverged(f"fine-tuning after pruning: {r.reason}")
+        pruned = r.state.params
         measure("pruned + fine-tuned", pruned)
     layers = share_weights(caffe_weights(cfg, pruned), masks, bits)
     measure("quantised", with_caffe_weights(pruned, decoded_weights(layers)))
@@ -261,67 +224,6 @@ def compress_to_file(
     )  # fmt: skip
 
 
-# --------------------------------------------------------------------------- CLI glue (wired in sqzdse.cli)
-
-
-def add_compress_arguments(p) -> None:
-    """Flags of ``sqzdse compress``."""
-    p.add_argument("run", nargs="?", metavar="RUN_DIR", help="a training run's workdir (sqzdse train --workdir)")
-    p.add_argument(
-        "--pretrained",
-        metavar="PATH",
-        help="compress the released v1.0 instead: 'released' (the bundled compressed_SqueezeNet.net) or a path to "
-        "that file (no accuracy: ImageNet is not here)",
-    )
-    p.add_argument("-o", "--output", required=True, help="the compressed file to write")
-    p.add_argument("--bits", type=int, default=DEFAULT_BITS, help=f"bits per shared-weight code, {BITS[0]}-{BITS[-1]} "
-                   f"(default {DEFAULT_BITS}; the paper: 8 and 6)")  # fmt: skip
-    p.add_argument("--density", default="released", help="'released' (the released model's per-layer pattern, "
-                   "33%% for expand3x3; default) or one fraction kept for every layer, e.g. 0.4")  # fmt: skip
-    p.add_argument("--huffman", action="store_true", help="Huffman-code codes and indices (both sizes are reported)")
-    p.add_argument("--finetune-epochs", type=float, default=0.0, help="retrain after pruning (mask held) and after "
-                   "weight sharing (centroids) for N epochs each (default 0)")  # fmt: skip
-    p.add_argument("--finetune-lr", type=float, default=0.1, help="fine-tuning learning rate as a multiple of the "
-                   "run's (default 0.1)")  # fmt: skip
-    p.add_argument("--data-dir", help="tensorflow-datasets directory of the run's dataset")
-    p.add_argument("--no-eval", action="store_true", help="skip the accuracy measurements")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar while fine-tuning")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-
-
-def run_compress(args) -> int:
-    """``sqzdse compress``: compress a run's checkpoint (or the released v1.0), write, print the report."""
-    check_bits(args.bits)
-    density = parse_density(args.density)
-    if (args.run is None) == (args.pretrained is None):
-        raise ValueError("give a RUN_DIR or --pretrained PATH (one of them)")
-    kw = dict(bits=args.bits, density=density, finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr,
-              progress=not args.no_progress)  # fmt: skip
-    if args.pretrained:
-        if args.finetune_epochs:
-            raise ValueError("--finetune-epochs: the released v1.0 would need ImageNet; compress a training run")
-        from flax import nnx
-
-        from sqzdse.weights import load_pretrained
-
-        cfg = C.squeezenet_v1_0()
-        params = nnx.state(load_pretrained(args.pretrained), nnx.Param)
-    else:
-        from sqzdse import data as D
-        from sqzdse.train import load_run
-
-        cfg, tc, graphdef, params = load_run(args.run)
-        kw.update(tc=tc, graphdef=graphdef)
-        if not args.no_eval or args.finetune_epochs:
-            kw["dataset"] = D.load(tc.dataset, data_dir=args.data_dir, val_size=tc.val_size)
-    r = compress_to_file(args.output, cfg, params, huffman=args.huffman, **kw)
-    if args.json:
-        print(json.dumps(r, indent=1))
-    else:
-        print(format_report(r))
-    return 0
-
-
 def _parts(e: dict) -> str:
     return ", ".join(f"{k} {v:,}" for k, v in e["parts"].items())
 
@@ -356,37 +258,3 @@ def format_report(r: dict) -> str:
 
 def _pct(v) -> str:
     return f"{100 * v:8.2f}%" if v is not None else f"{'-':>9}"
-
-
-def add_dsd_arguments(p) -> None:
-    """``sqzdse train --dsd`` and its options."""
-    g = p.add_argument_group("Dense-Sparse-Dense training (Han et al. 2017), within the --epochs budget")
-    g.add_argument("--dsd", action="store_true", help="train dense, prune and retrain with the mask held, then "
-                   "retrain dense; phases in WORKDIR/dense, /sparse, /redense")  # fmt: skip
-    g.add_argument("--dsd-density", default=str(dsd.DSD_DENSITY), help=f"weights kept in the sparse phase: a fraction "
-                   f"per layer or 'released' (default {dsd.DSD_DENSITY}, i.e. 30%% sparsity)")  # fmt: skip
-    g.add_argument("--dsd-phases", default=",".join(map(str, dsd.DSD_PHASES)), help="fractions of --epochs for dense,"
-                   f" sparse, re-dense (default {','.join(map(str, dsd.DSD_PHASES))})")  # fmt: skip
-    g.add_argument("--dsd-redense-lr", type=float, default=dsd.DSD_REDENSE_LR, help="re-dense learning rate as a "
-                   f"multiple of --lr (default {dsd.DSD_REDENSE_LR})")  # fmt: skip
-
-
-def run_dsd(args, cfg, tc, dataset) -> int:
-    """``sqzdse train --dsd``: the three phases, then each phase's accuracy."""
-    try:
-        phases = tuple(float(f) for f in args.dsd_phases.split(","))
-    except ValueError:
-        raise ValueError(f"--dsd-phases {args.dsd_phases!r}: three comma-separated fractions") from None
-    r = dsd.train_dsd(cfg, tc, args.workdir, dataset=dataset, density=parse_density(args.dsd_density),
-                      phases=phases, redense_lr=args.dsd_redense_lr, progress=not args.no_progress)  # fmt: skip
-    for key in ("state", "mask", "sparse_params"):
-        r.pop(key)
-    if args.json:
-        print(json.dumps(r, indent=1))
-    else:
-        print(f"{'phase':<8} {'epochs':>7} {'lr':>9} {'density':>8} {'val top-1':>10} {'test top-1':>10}  status")
-        for name, p in r["phases"].items():
-            print(f"{name:<8} {p['epochs']:>7.3g} {p['lr']:>9.3g} {p['kernel_density']:>8.1%} {_pct(p['val_top1'])}"
-                  f"  {_pct(p['test_top1'])}  {p['status']}")  # fmt: skip
-    print(f"DSD {r['status']}: test top-1 {_pct(r['test_top1']).strip()}", file=sys.stderr)
-    return 0 if r["status"] == "completed" else 3

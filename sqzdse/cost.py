@@ -1,7 +1,9 @@
 """What a configuration costs: parameters and bytes from the parameter tree, MACs from the plan.
 
-Sizes are never computed by a second formula: they count the leaves of the real
-(``nnx.eval_shape``-d, so free) parameter tree. MACs are analytic from the layer
+Sizes count the leaves of the real (``nnx.eval_shape``-d, so free) parameter tree when given a model;
+without one they sum ``sqzdse.plan.caffe_layer_shapes`` (kernel + bias per conv), the shapes the weight
+files are mapped onto, so that ``model summary`` needs no JAX. The tests check both give the same count,
+layer by layer, over many configurations. MACs are analytic from the layer
 plan and cross-checked against XLA's cost analysis in the tests. Like XLA, they
 count the multiply-accumulates that touch the input: taps that fall on zero
 padding are not counted (v1.0's conv10, with pad 1 on a 1x1 kernel, computes
@@ -12,15 +14,16 @@ from __future__ import annotations
 
 import math
 
-import jax
-from flax import nnx
-
 from sqzdse.config import SqueezeNetConfig
-from sqzdse.plan import POOL_KERNEL, POOL_STRIDE, conv_out, layer_plan, pool_out
+from sqzdse.errors import InputError
+from sqzdse.plan import POOL_KERNEL, POOL_STRIDE, caffe_layer_shapes, conv_out, layer_plan, pool_out
 
 
 def abstract_model(cfg: SqueezeNetConfig):
     """The model with shape-only parameters: no memory, no initialisation work."""
+
+    from flax import nnx
+
     from sqzdse.model import SqueezeNet
 
     return nnx.eval_shape(lambda: SqueezeNet(cfg, rngs=nnx.Rngs(0)))
@@ -28,6 +31,9 @@ def abstract_model(cfg: SqueezeNetConfig):
 
 def param_counts(model) -> dict[str, int]:
     """Parameter count per top-level layer (conv1, fire2, ..., conv10), summed from the tree."""
+    import jax
+    from flax import nnx
+
     counts: dict[str, int] = {}
     for path, leaf in jax.tree_util.tree_leaves_with_path(nnx.state(model, nnx.Param)):
         top = str(path[0].key)
@@ -35,10 +41,19 @@ def param_counts(model) -> dict[str, int]:
     return counts
 
 
+def plan_param_counts(cfg: SqueezeNetConfig) -> dict[str, int]:
+    """``param_counts`` of the model without building it: each conv's OIHW kernel and its O biases."""
+    counts: dict[str, int] = {}
+    for name, shape in caffe_layer_shapes(cfg).items():
+        top = name.split("/")[0]
+        counts[top] = counts.get(top, 0) + math.prod(shape) + shape[0]
+    return counts
+
+
 def model_bytes(params: int, bits: int = 32) -> int:
     """Storage of `params` weights at `bits` each, rounded up to whole bytes."""
     if isinstance(bits, bool) or not isinstance(bits, int) or bits < 1:
-        raise ValueError(f"bits={bits!r}: the bits per weight must be a positive whole number (32 for float32)")
+        raise InputError(f"bits={bits!r}: the bits per weight must be a positive whole number (32 for float32)")
     return -(-params * bits // 8)
 
 
@@ -65,7 +80,7 @@ def layer_table(cfg: SqueezeNetConfig, model=None) -> list[dict]:
     per image, and ``activations`` (output elements per image).
     """
     plan = layer_plan(cfg)
-    counts = param_counts(model if model is not None else abstract_model(cfg))
+    counts = param_counts(model) if model is not None else plan_param_counts(cfg)
     st = cfg.stem
     rows = [dict(name="input image", output=list(plan.input_shape), params=0, macs=0, activations=0)]
 

@@ -37,6 +37,7 @@ import numpy as np
 from PIL import Image
 
 from sqzdse import tfds_prep
+from sqzdse.errors import InputError
 from sqzdse.tfds_prep import DatasetUnavailable
 
 DEFAULT_DATA_DIR = (
@@ -146,7 +147,7 @@ _SPECS = {
 
 def _spec(name: str) -> _Spec:
     if name not in _SPECS:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(sorted(_SPECS))}")
+        raise InputError(f"unknown dataset {name!r}; known: {', '.join(sorted(_SPECS))}")
     return _SPECS[name]
 
 
@@ -321,7 +322,7 @@ def _dataset(name: str, spec: _Spec, train, test, val_size: int | None) -> Datas
     if val_size is None:
         val_size = min(_MAX_DEFAULT_VAL, n // 10)
     if not 0 <= val_size < n:
-        raise ValueError(f"val_size must be in [0, {n}) for {name}, got {val_size}")
+        raise InputError(f"val_size must be in [0, {n}) for {name}, got {val_size}")
     # A fixed permutation, independent of any training seed; a smaller val_size takes
     # a subset of a larger one's images.
     perm = np.random.default_rng(_VAL_SEED).permutation(n)

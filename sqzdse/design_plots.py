@@ -14,6 +14,7 @@ import numpy as np
 
 from sqzdse.analysis import edf, pareto_front, size_weights
 from sqzdse.canvas import log_ticks, new_figure, titles
+from sqzdse.errors import InputError
 from sqzdse.results import (
     BY_CHOICES,
     SIZES,
@@ -63,7 +64,7 @@ def plot_frontier(
     check_size(size)
     groups = group_by_study(rows_by_study)
     if not any(groups.values()):
-        raise ValueError("no trial rows to plot")
+        raise InputError("no trial rows to plot")
     if where:
         picked = {id(r) for r in select([r for g in groups.values() for r in g], where)}
         groups = {k: [r for r in g if id(r) in picked] for k, g in groups.items()}
@@ -105,7 +106,7 @@ def plot_frontier(
         fronts.append((name, color, [(sized[k], x[k], y[k]) for k in front]))
     if n_kept == 0:
         why = ", ".join(f"{n} {s}" for s, n in skipped_all.most_common() if n > 0)
-        raise ValueError(f"no completed trials with {metric} and {size} ({why})")
+        raise InputError(f"no completed trials with {metric} and {size} ({why})")
     ax.set_xscale("log")
     ax.margins(x=0.08, y=0.1)
     log_ticks(ax)
@@ -194,7 +195,7 @@ def plot_edf(
         skipped[f"no {size}"] += len(kept) - len(sized)
         kept = sized
         if not kept:
-            raise ValueError(f"normalize: no completed trial has {size}")
+            raise InputError(f"normalize: no completed trial has {size}")
     groups = defaultdict(list)
     for r in kept:
         groups[r.get(by)].append(r)
@@ -259,7 +260,7 @@ def plot_curves(
     with_curve = [r for r in kept if r.get("curve")]
     skipped["no curve"] += len(kept) - len(with_curve)
     if not with_curve:
-        raise ValueError(f"none of the {len(kept)} completed trials has a validation curve")
+        raise InputError(f"none of the {len(kept)} completed trials has a validation curve")
     from matplotlib import colormaps
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize

@@ -9,10 +9,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from typing import Any
 
 import numpy as np
 
 from sqzdse import config as C
+from sqzdse.errors import InputError
 from sqzdse.prune import parse_density, prune
 
 # JAX and sqzdse.train are imported where used, so that building the CLI's parser, which reads the defaults
@@ -26,6 +28,17 @@ DSD_REDENSE_LR = 0.1
 PHASE_NAMES = ("dense", "sparse", "redense")
 
 
+@dataclasses.dataclass(frozen=True)
+class DSDResult:
+    """What ``train_dsd`` returns: the summary (as in WORKDIR/summary.json) and the phases' live state."""
+
+    summary: dict  # the re-dense run's summary, every phase's accuracy and kernel density under "phases"
+    graphdef: Any = dataclasses.field(default=None, repr=False)
+    state: Any = dataclasses.field(default=None, repr=False)  # the last phase's TrainState
+    mask: Any = dataclasses.field(default=None, repr=False)  # the sparse phase's; None if the dense phase failed
+    sparse_params: Any = dataclasses.field(default=None, repr=False)  # the sparse phase's trained parameters
+
+
 def train_dsd(
     cfg: C.SqueezeNetConfig,
     tc,
@@ -36,7 +49,7 @@ def train_dsd(
     phases=DSD_PHASES,
     redense_lr: float = DSD_REDENSE_LR,
     progress: bool = True,
-) -> dict:
+) -> DSDResult:
     """Dense-Sparse-Dense training (Han et al. 2017) within the budget of ``tc.epochs``.
 
     Dense: the recipe for phases[0] x epochs. Sparse: prune every conv to `density` by magnitude (or the
@@ -51,10 +64,10 @@ def train_dsd(
 
     phases = tuple(float(f) for f in phases)
     if len(phases) != 3 or not all(f > 0 for f in phases):
-        raise ValueError(f"DSD phases={phases}: three positive fractions of --epochs (dense, sparse, re-dense)")
+        raise InputError(f"DSD phases={phases}: three positive fractions of --epochs (dense, sparse, re-dense)")
     parse_density(density)
     if not redense_lr > 0:
-        raise ValueError(f"DSD redense_lr={redense_lr}: must be > 0")
+        raise InputError(f"DSD redense_lr={redense_lr}: must be > 0")
     tcs = [dataclasses.replace(tc, epochs=tc.epochs * f) for f in phases]
     tcs[2] = dataclasses.replace(tcs[2], lr=tc.lr * redense_lr)
 
@@ -69,33 +82,31 @@ def train_dsd(
         r = train_and_evaluate(cfg, phase_tc, sub(name), dataset=dataset, progress=progress, init_params=init,
                                mask=mask)  # fmt: skip
         results[name] = r
-        if r["status"] != "completed":
+        if r.status != "completed":
             break
-        init = r["state"][1].params
+        init = r.state.params
     last = results[list(results)[-1]]
 
     def phase_record(r):
-        ks = kernels(r["state"][1].params)
+        ks = kernels(r.state.params)
         nonzero = sum(int(np.count_nonzero(k)) for k in ks) / sum(k.size for k in ks)
         keys = ("status", "reason", "val_top1", "val_top5", "test_top1", "test_top5", "epochs", "updates",
                 "train_seconds")  # fmt: skip
-        return {**{k: r[k] for k in keys}, "lr": r["train_config"]["lr"], "kernel_density": nonzero}
+        return {**{k: getattr(r, k) for k in keys}, "lr": r.train_config["lr"], "kernel_density": nonzero}
 
-    summary = {k: v for k, v in last.items() if k not in ("state", "history", "train_config")}
+    summary = {k: v for k, v in last.summary().items() if k not in ("history", "train_config")}
     summary.update(
         epochs=tc.epochs,
         train_config=dataclasses.asdict(tc),
         dsd=dict(density=density, phases=list(phases), redense_lr=redense_lr),
         phases={name: phase_record(r) for name, r in results.items()},
-        updates=sum(r["updates"] for r in results.values()),
-        train_seconds=sum(r["train_seconds"] for r in results.values()),
-        compile_seconds=sum(r["compile_seconds"] for r in results.values()),
-        wall_seconds=sum(r["wall_seconds"] for r in results.values()),
+        updates=sum(r.updates for r in results.values()),
+        train_seconds=sum(r.train_seconds for r in results.values()),
+        compile_seconds=sum(r.compile_seconds for r in results.values()),
+        wall_seconds=sum(r.wall_seconds for r in results.values()),
     )
     if workdir:
         with open(os.path.join(workdir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=1)
-    summary["state"] = last["state"]
-    summary["mask"] = sparse_mask  # the sparse phase's (param_mask tree), None if the dense phase failed
-    summary["sparse_params"] = results["sparse"]["state"][1].params if "sparse" in results else None
-    return summary
+    sparse = results.get("sparse")
+    return DSDResult(summary, last.graphdef, last.state, sparse_mask, sparse.state.params if sparse else None)

@@ -27,6 +27,7 @@ from jax import lax
 from sqzdse import __version__
 from sqzdse import config as C
 from sqzdse.api import Classifier
+from sqzdse.errors import InputError, MissingDependency
 from sqzdse.ops import ceil_pad
 from sqzdse.plan import POOL_KERNEL, POOL_STRIDE, layer_plan
 
@@ -36,7 +37,7 @@ INPUT, SCORES, PROBS = "data", "scores", "probabilities"  # "data": the prototxt
 def lax_forward(cfg: C.SqueezeNetConfig, weights: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> Callable:
     """``f(x) -> (scores, probabilities)`` for NCHW x: the network of `cfg` in plain lax ops, inference mode.
 
-    weights: {prototxt name: (OIHW kernel, bias)}, as ``sqzdse.compress.caffe_weights`` gives them.
+    weights: {prototxt name: (OIHW kernel, bias)}, as ``sqzdse.weights.caffe_weights`` gives them.
     """
     plan = layer_plan(cfg)
     w = {name: (jnp.asarray(k, jnp.float32), jnp.asarray(b, jnp.float32)) for name, (k, b) in weights.items()}
@@ -80,7 +81,7 @@ def lax_forward(cfg: C.SqueezeNetConfig, weights: Mapping[str, tuple[np.ndarray,
 
 def to_onnx(clf: Classifier):
     """The classifier as an ``onnx.ModelProto``: input ``data`` (batch, C, H, W), dynamic batch; metadata attached."""
-    from sqzdse.compress import caffe_weights
+    from sqzdse.weights import caffe_weights
 
     try:
         # jax2onnx imports every plugin it has; those of libraries newer than it knows log tracebacks while being
@@ -88,7 +89,7 @@ def to_onnx(clf: Classifier):
         logging.getLogger("jax2onnx.plugins.plugin_system").setLevel(logging.ERROR)
         from jax2onnx import to_onnx as convert
     except ImportError:
-        raise RuntimeError("ONNX export needs jax2onnx: pip install 'sqzdse[onnx]'") from None
+        raise MissingDependency("ONNX export needs jax2onnx: pip install 'sqzdse[onnx]'") from None
     h, w, c = clf.cfg.input_shape
     proto = convert(
         lax_forward(clf.cfg, caffe_weights(clf.cfg, clf.params)),
@@ -187,7 +188,7 @@ def export(clf: Classifier, path: str | os.PathLike) -> dict:
 
     path = os.fspath(path)
     if not path.lower().endswith(".onnx"):
-        raise ValueError(f"-o {path}: the output must be an .onnx file")
+        raise InputError(f"-o {path}: the output must be an .onnx file")
     proto = to_onnx(clf)
     onnx.checker.check_model(proto)
     onnx.save(proto, path)  # one file: SqueezeNet's ~5 MB of weights need no external data

@@ -16,6 +16,7 @@ import numpy as np
 from sqzdse.analysis import sweep_points
 from sqzdse.canvas import new_figure, titles
 from sqzdse.config import BYPASSES
+from sqzdse.errors import InputError
 from sqzdse.results import (
     METAPARAMETERS,
     SIZES,
@@ -71,7 +72,7 @@ def plot_sweep(
         skipped[f"no {param}"] += len(no_x)
         kept = [r for r in kept if r.get(param) is not None]
         if not kept:
-            raise ValueError(f"no completed trials with a value of {param}")
+            raise InputError(f"no completed trials with a value of {param}")
     pts = sweep_points(kept, param, metric, size)
     xs = np.array([p[0] for p in pts], dtype=float)
     means = np.array([p[1].mean() for p in pts])

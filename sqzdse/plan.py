@@ -10,11 +10,13 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from sqzdse.errors import SqzdseError
+
 FIRE_NAMES = tuple(f"fire{i}" for i in range(2, 10))  # fire2..fire9, i = 0..7 in the paper
 POOL_KERNEL, POOL_STRIDE = 3, 2  # every max pool in both prototxts is 3x3/2
 
 
-class ConfigError(ValueError):
+class ConfigError(SqzdseError, ValueError):
     """An impossible metaparameter; the message names the field and the allowed range."""
 
 

@@ -17,6 +17,7 @@ from flax import nnx
 from PIL import Image
 
 from sqzdse.data import CAFFE_CROP, CAFFE_MEAN_BGR, caffe_crop
+from sqzdse.errors import InputError
 from sqzdse.model import SqueezeNet
 
 
@@ -62,7 +63,7 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     except FileNotFoundError:
         raise FileNotFoundError(f"image file not found: {path}") from None
     except (OSError, SyntaxError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
-        raise ValueError(f"cannot read image {path}: {e}") from e
+        raise InputError(f"cannot read image {path}: {e}") from e
 
 
 @nnx.jit
@@ -93,11 +94,11 @@ def predict_files(model: SqueezeNet, paths: list[str], top: int = 5, batch_size:
     cfg = model.cfg
     shape = (CAFFE_CROP, CAFFE_CROP, 3)
     if cfg.input_shape != shape or cfg.num_classes != 1000:
-        raise ValueError(
+        raise InputError(
             f"ImageNet prediction needs a {shape} -> 1000 model, not {cfg.input_shape} -> {cfg.num_classes}"
         )
     if not 1 <= top <= 1000:
-        raise ValueError(f"top={top}: must be in 1..1000")
+        raise InputError(f"top={top}: must be in 1..1000")
     images = np.stack([load_image(p) for p in paths]) if paths else np.zeros((0, *shape), np.float32)
     probs = probabilities(model, images, batch_size)
     labels, synsets = imagenet_labels(), imagenet_synsets()

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from sqzdse import config as C
+from sqzdse.errors import InputError
 from sqzdse.plan import caffe_layer_shapes
 
 # Stored non-zero weights per layer of the released compressed_SqueezeNet.net (tests recount them from
@@ -54,7 +55,7 @@ def parse_density(value) -> str | float:
     except (TypeError, ValueError):
         d = math.nan
     if isinstance(value, bool) or not 0 < d <= 1:
-        raise ValueError(f"density={value!r}: must be 'released' or a fraction of weights kept in (0, 1]")
+        raise InputError(f"density={value!r}: must be 'released' or a fraction of weights kept in (0, 1]")
     return d
 
 
@@ -72,7 +73,7 @@ def magnitude_masks(weights: Mapping[str, np.ndarray], densities: Mapping[str, f
     masks = {}
     for name, w in weights.items():
         if name not in densities:
-            raise ValueError(f"{name}: no density given for this layer")
+            raise InputError(f"{name}: no density given for this layer")
         a = np.abs(np.asarray(w, np.float32)).reshape(-1)
         k = min(a.size, max(1, C.round_half_up(densities[name] * a.size)))
         m = np.zeros(a.size, bool)

@@ -15,6 +15,7 @@ from sqzdse import config as C
 INITS = ("caffe", "msra")  # initialisation schemes; sqzdse.model.INITS holds their fillers
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("poly", "cosine", "constant")
+DTYPES = ("float32", "bfloat16")  # compute dtypes; parameters stay float32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +54,7 @@ class TrainConfig:
             raise C.ConfigError(f"momentum={self.momentum!r}: must be in [0, 1)")
         if self.weight_decay < 0 or self.warmup_epochs < 0:
             raise C.ConfigError("weight_decay and warmup_epochs must be >= 0")
-        choices = dict(optimizer=OPTIMIZERS, schedule=SCHEDULES, init=INITS, dtype=("float32", "bfloat16"))
+        choices = dict(optimizer=OPTIMIZERS, schedule=SCHEDULES, init=INITS, dtype=DTYPES)
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise C.ConfigError(f"{name}={getattr(self, name)!r}: must be one of {', '.join(allowed)}")

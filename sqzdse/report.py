@@ -5,6 +5,8 @@ Reads exported rows only (STYLE rule 8). Markdown links PNGs written beside the 
 
     sqzdse report sqlite:///runs/fig3a.db -o reports/fig3a.html
     sqzdse report fig3a.csv -o reports/fig3a.md --spec sweeps/fig3a.json
+
+Its flags are ``sqzdse.cli.report``'s.
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from sqzdse import plots as P
+from sqzdse.errors import InputError
 from sqzdse.results import budget_text, bypass_name, check_budgets, select, study_specs, where_text
 
 REPORT_SUFFIXES = (".md", ".html")
@@ -189,11 +191,11 @@ def write_report(
     out = Path(out_path)
     fmt = out.suffix.lower()
     if fmt not in REPORT_SUFFIXES:
-        raise ValueError(f"{out}: a report is .md (figures as PNG files beside it) or .html (self-contained)")
+        raise InputError(f"{out}: a report is .md (figures as PNG files beside it) or .html (self-contained)")
     P.check_metric(metric)
     rows = list(rows)
     if not rows:
-        raise ValueError("no trial rows to report")
+        raise InputError("no trial rows to report")
     rows = select(rows, where)
     kept, _ = P.require_completed(rows, metric)
     budget = check_budgets(kept)  # one ranking, one Pareto set, one figure: of one training budget
@@ -313,38 +315,3 @@ def study_spec(storage_url: str, study: str | None = None) -> dict | None:
     if study is None and len(specs) == 1:
         study = next(iter(specs))
     return specs.get(study)
-
-
-# --------------------------------------------------------------------------- CLI glue (wired in sqzdse.cli)
-
-
-def add_report_arguments(p) -> None:
-    """Flags of ``sqzdse report SOURCE... -o OUT.md|OUT.html``."""
-    p.add_argument("sources", nargs="+", metavar="SOURCE", help="results: .csv / .json exports or storage URLs")
-    p.add_argument("-o", "--out", required=True, help="OUT.md (figures as PNGs beside it) or OUT.html (one file)")
-    p.add_argument("--study", action="append", help="only this study (repeatable)")
-    p.add_argument("--metric", default="val_top1", choices=P.METRICS, help="ranks trials (default val_top1)")
-    p.add_argument("--spec", help="the sweep's spec as a JSON file (default: the spec stored on the study, when "
-                   "SOURCE is a storage URL)")  # fmt: skip
-    p.add_argument("--title", help="page title (default: Study NAME)")
-
-
-def run_report(args) -> int:
-    """``sqzdse report``: load the rows, write the page, print its path."""
-    P.check_metric(args.metric)
-    out = Path(args.out)
-    if out.suffix.lower() not in REPORT_SUFFIXES:
-        raise ValueError(f"{out}: a report is .md or .html")
-    rows = P.load_rows(*args.sources, study=args.study)
-    spec = None
-    if args.spec:
-        try:
-            spec = json.loads(Path(args.spec).read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{args.spec}: not valid JSON ({e})") from None
-    elif len(args.sources) == 1 and P.is_storage_url(args.sources[0]):
-        names = {r["study"] for r in rows}
-        spec = study_spec(args.sources[0], names.pop()) if len(names) == 1 else None
-    path = write_report(rows, out, spec=spec, metric=args.metric, title=args.title)
-    print(f"wrote {path}")
-    return 0

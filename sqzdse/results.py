@@ -21,13 +21,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from sqzdse.config import BYPASSES
+from sqzdse.errors import InputError
 
 # Section 5's metaparameters and Section 6's bypass, as the sweep names its parameters.
 METAPARAMETERS = ("base_e", "incr_e", "freq", "pct3x3", "sr", "bypass")
 # The export's columns, in its order (sqzdse sweep export); a row read back has every one of them.
 FIELDS = ("study", "number", "state", *METAPARAMETERS, "seed", "params", "bytes", "compressed_bytes", "macs",
           "val_top1", "val_top5", "test_top1", "test_top5", "curve", "train_seconds", "compile_seconds", "status",
-          "reason", "dataset", "version")  # fmt: skip
+          "reason", "dataset", "budget", "version", "key", "workdir", "reused_from")  # fmt: skip
 INT_FIELDS = ("number", "base_e", "incr_e", "freq", "seed", "params", "bytes", "compressed_bytes", "macs")
 FLOAT_FIELDS = ("pct3x3", "sr", "val_top1", "val_top5", "test_top1", "test_top5", "train_seconds", "compile_seconds")
 METRICS = ("val_top1", "val_top5", "test_top1", "test_top5")
@@ -41,7 +42,7 @@ SIZES = {"bytes": "float32 weights", "compressed_bytes": "the compressed file"}
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
-class ResultsError(ValueError):
+class ResultsError(InputError):
     """Rows that cannot be drawn or reported without misleading: what is wrong, and what to do instead."""
 
 
@@ -71,19 +72,19 @@ def load_rows(*sources: str | os.PathLike | Sequence, study: str | Sequence[str]
     """
     flat = list(_flatten(sources))
     if not flat:
-        raise ValueError("no results source given (a .csv or .json export, or a storage URL)")
+        raise InputError("no results source given (a .csv or .json export, or a storage URL)")
     wanted = None if study is None else {study} if isinstance(study, str) else set(study)
     rows = []
     for src in flat:
         got = _read_source(src, next(iter(wanted)) if wanted and len(wanted) == 1 else None)
         if not got:
-            raise ValueError(f"{src}: no trial rows")
+            raise InputError(f"{src}: no trial rows")
         rows.extend(got)
     if wanted is not None:
         found = sorted({str(r["study"]) for r in rows})
         rows = [r for r in rows if r["study"] in wanted]
         if not rows:
-            raise ValueError(f"no rows of study {', '.join(sorted(wanted))}; the sources hold: {', '.join(found)}")
+            raise InputError(f"no rows of study {', '.join(sorted(wanted))}; the sources hold: {', '.join(found)}")
     return rows
 
 
@@ -103,13 +104,7 @@ def _read_source(src, study: str | None) -> list[dict]:
     if is_storage_url(src):
         from sqzdse.sweep import export_rows  # the only tie to the sweep engine: its results store
 
-        rows = [normalize_row(r, src) for r in export_rows(src, study_name=study)]
-        specs = study_specs(src)
-        for r in rows:
-            train = (specs.get(r["study"]) or {}).get("train")
-            if r.get("budget") is None and isinstance(train, Mapping):
-                r["budget"] = budget_text(train)
-        return rows
+        return [normalize_row(r, src) for r in export_rows(src, study_name=study)]
     path = Path(src)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such results file")
@@ -117,26 +112,26 @@ def _read_source(src, study: str | None) -> list[dict]:
         try:
             raw = json.loads(path.read_text())
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from None
+            raise InputError(f"{path}: not valid JSON ({e})") from None
         if not isinstance(raw, list) or not all(isinstance(r, dict) for r in raw):
-            raise ValueError(f"{path}: expected a JSON list of row objects")
+            raise InputError(f"{path}: expected a JSON list of row objects")
     elif path.suffix.lower() == ".csv":
         with open(path, newline="") as f:
             raw = list(csv.DictReader(f))
     else:
-        raise ValueError(f"{path}: unknown results format {path.suffix!r}; expected .csv, .json or a storage URL")
+        raise InputError(f"{path}: unknown results format {path.suffix!r}; expected .csv, .json or a storage URL")
     out = []
     for i, r in enumerate(raw):
         try:
             out.append(normalize_row(r, path.stem))
         except ValueError as e:
-            raise ValueError(f"{path}: row {i + 1}: {e}") from None
+            raise InputError(f"{path}: row {i + 1}: {e}") from None
     return out
 
 
 def study_specs(storage_url: str) -> dict[str, dict | None]:
     """{study: the ``spec`` its sweep stored on it (``user_attrs["spec"]``), or None} of a storage, read only."""
-    from sqzdse.sweep import open_storage  # never creates a storage
+    from sqzdse.storage import open_storage  # never creates a storage
 
     return {s.study_name: s.user_attrs.get("spec") for s in open_storage(storage_url).get_all_studies()}
 
@@ -168,7 +163,7 @@ def normalize_row(raw: Mapping, default_study: str | None = None) -> dict:
             else:
                 row[key] = _guess(value)
         except (TypeError, ValueError):
-            raise ValueError(f"column {key!r}: cannot read {value!r}") from None
+            raise InputError(f"column {key!r}: cannot read {value!r}") from None
     if row["state"] is not None:
         row["state"] = row["state"].upper().removeprefix("TRIALSTATE.")
     if row["study"] is None:
@@ -225,7 +220,7 @@ def _guess(v):
 
 def check_metric(metric: str) -> None:
     if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+        raise InputError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
 
 
 def completed(rows: Sequence[dict], metric: str = "val_top1") -> tuple[list[dict], Counter]:
@@ -245,19 +240,19 @@ def completed(rows: Sequence[dict], metric: str = "val_top1") -> tuple[list[dict
 def require_completed(rows: Sequence[dict], metric: str, what: str = "") -> tuple[list[dict], Counter]:
     """``completed``, or a ValueError that says why nothing is left (states, first failure reasons)."""
     if not rows:
-        raise ValueError("no trial rows to plot")
+        raise InputError("no trial rows to plot")
     kept, skipped = completed(rows, metric)
     if not kept:
         why = ", ".join(f"{n} {s}" for s, n in skipped.most_common())
         reasons = sorted({r["reason"] for r in rows if r.get("reason")})[:3]
         more = f"; reasons: {' | '.join(reasons)}" if reasons else ""
-        raise ValueError(f"no completed trials with {metric}{what} among {len(rows)} rows ({why}){more}")
+        raise InputError(f"no completed trials with {metric}{what} among {len(rows)} rows ({why}){more}")
     return kept, skipped
 
 
 def check_size(size: str) -> None:
     if size not in SIZES:
-        raise ValueError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
+        raise InputError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
 
 
 def size_mib(row: dict, size: str = "bytes") -> float | None:

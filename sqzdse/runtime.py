@@ -17,8 +17,11 @@ import ctypes.util
 import os
 import shlex
 import signal
+import sys
 import threading
 import warnings
+
+from sqzdse.errors import InputError
 
 # name -> value; appended to XLA_FLAGS unless the user already set that flag.
 CPU_FLAGS = {
@@ -37,6 +40,8 @@ def _flag_names(flags: str) -> set[str]:
 
 def backend_initialized() -> bool:
     """Whether JAX has already created its backends (XLA_FLAGS changes no longer apply)."""
+    if "jax" not in sys.modules:  # not imported, so not started: and asking must not import it (~1.5 s)
+        return False
     from jax._src import xla_bridge
 
     return xla_bridge.backends_are_initialized()
@@ -93,9 +98,9 @@ def parse_cpus(text: str) -> list[int]:
             lo, _, hi = part.partition("-")
             cpus.extend(range(int(lo), int(hi or lo) + 1))
     except ValueError:
-        raise ValueError(f"CPU list {text!r}: expected comma-separated CPU numbers or ranges, e.g. 0,1,4-7") from None
+        raise InputError(f"CPU list {text!r}: expected comma-separated CPU numbers or ranges, e.g. 0,1,4-7") from None
     if not cpus:
-        raise ValueError(f"CPU list {text!r} names no CPU")
+        raise InputError(f"CPU list {text!r} names no CPU")
     return cpus
 
 
@@ -133,7 +138,7 @@ def configure_cpu(threads: int | None = None, *, cpus: list[int] | None = None, 
         try:
             os.sched_setaffinity(0, cpus)
         except OSError as e:
-            raise ValueError(f"cannot pin to CPUs {cpus}: {e.strerror}") from None
+            raise InputError(f"cannot pin to CPUs {cpus}: {e.strerror}") from None
     return flags
 
 

@@ -34,6 +34,8 @@ import numpy as np
 from etils import epath
 from PIL import Image
 
+from sqzdse.errors import InputError, SqzdseError
+
 # Debian's `dataset-fashion-mnist` package; the env var SQZDSE_DEBIAN_FASHION_MNIST
 # points elsewhere (tests use it for tiny files of the same format).
 DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -42,7 +44,7 @@ CACHE_NAME = "sqzdse-uint8.npz"
 log = logging.getLogger(__name__)
 
 
-class DatasetUnavailable(RuntimeError):
+class DatasetUnavailable(SqzdseError, RuntimeError):
     """The dataset is neither prepared nor obtainable; the message says how to get it."""
 
 
@@ -215,7 +217,7 @@ def _read_idx(path: str) -> np.ndarray:
     with gzip.open(path, "rb") as f:
         data = f.read()
     if data[:2] != b"\0\0" or data[2] != 0x08:
-        raise ValueError(f"{path} is not an unsigned-byte idx file")
+        raise InputError(f"{path} is not an unsigned-byte idx file")
     ndim = data[3]
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)

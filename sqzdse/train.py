@@ -2,30 +2,25 @@
 
 Everything configuration-dependent is bound before ``jax.jit``; the learning rate,
 momentum and weight decay travel as arrays in the train state, so a new value
-does not recompile. A run in ``workdir`` checkpoints with orbax and, started
-again with the same arguments, resumes where it stopped and ends with the same
-result as an uninterrupted run; started on a finished run, it returns that run's
-summary. One process at a time holds a workdir (``workdir_lock``); the last two
-checkpoints are kept, each with sha256 checksums of its files, so a damaged one
-falls back to the one before (``_restore``); SIGINT/SIGTERM stop a run at the
-next update with a checkpoint (``sqzdse.runtime.deferred_signals``).
+does not recompile. A run in ``workdir`` checkpoints with orbax (``sqzdse.checkpoints``)
+and, started again with the same arguments, resumes where it stopped and ends with the
+same result as an uninterrupted run; started on a finished run, it returns that run's
+summary. One process at a time holds a workdir (``workdir_lock``); a damaged checkpoint
+falls back to the one before; SIGINT/SIGTERM stop a run at the next update with a
+checkpoint (``sqzdse.runtime.deferred_signals``). ``train_epoch`` is the one inner loop:
+centroid fine-tuning (``sqzdse.compress``) runs it too.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import functools
-import hashlib
 import itertools
-import json
 import math
 import os
-import shutil
-import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import jax
@@ -35,10 +30,13 @@ import optax
 from flax import nnx, struct
 
 from sqzdse import __version__
+from sqzdse import checkpoints as ckpt
 from sqzdse import config as C
 from sqzdse.cost import summary as cost_summary
+from sqzdse.errors import SqzdseError
 from sqzdse.model import SqueezeNet
-from sqzdse.recipe import TrainConfig, run_identity
+from sqzdse.progress import Progress
+from sqzdse.recipe import TrainConfig
 from sqzdse.runtime import check_signals, deferred_signals, signal_pending
 
 # --------------------------------------------------------------------------- state and steps
@@ -126,8 +124,11 @@ def create_train_state(
         if jax.tree.structure(init_params) != jax.tree.structure(abstract) or shapes(init_params) != shapes(abstract):
             raise C.ConfigError("init_params: the parameters do not match the model of this configuration")
         params = jax.tree.map(lambda x, a: jnp.array(x, a.dtype), init_params, abstract)  # a copy: steps donate it
-    params = apply_mask(params, mask)
-    tx = _optimizer(tc)
+    return graphdef, init_train_state(tc, apply_mask(params, mask), total_steps, steps_per_epoch)
+
+
+def init_train_state(tc: TrainConfig, params, total_steps: int, steps_per_epoch: int) -> TrainState:
+    """The optimizer's state, the schedule and the dropout key of `tc` around `params` (any tree of arrays)."""
     hparams = dict(
         lr=jnp.float32(tc.lr),
         warmup_steps=jnp.float32(round(tc.warmup_epochs * steps_per_epoch)),
@@ -135,8 +136,8 @@ def create_train_state(
         power=jnp.float32(tc.power),
     )
     rng = jax.random.key_data(jax.random.key(tc.seed))
-    state = TrainState(step=jnp.int32(0), params=params, opt_state=tx.init(params), rng=rng, hparams=hparams)
-    return graphdef, state
+    opt_state = _optimizer(tc).init(params)
+    return TrainState(step=jnp.int32(0), params=params, opt_state=opt_state, rng=rng, hparams=hparams)
 
 
 def _metrics(logits, labels) -> dict:
@@ -149,8 +150,8 @@ def _metrics(logits, labels) -> dict:
     )
 
 
-def make_train_step(graphdef, tc: TrainConfig, mask=None) -> Callable:
-    """``train_step(state, images, labels) -> (state, metrics)``.
+def make_train_step(graphdef, tc: TrainConfig, mask=None, *, to_params: Callable | None = None) -> Callable:
+    """``train_step(state, images, labels, const=None) -> (state, metrics)``.
 
     images: (iter_size, batch_size, H, W, C). The gradients of the micro-batches
     are averaged (Caffe's iter_size) before one update, so any batch_size x
@@ -163,18 +164,22 @@ def make_train_step(graphdef, tc: TrainConfig, mask=None) -> Callable:
 
     mask: a pruning mask (``apply_mask``) re-applied after every update, so pruned weights stay exactly 0
     whatever the optimizer's momentum or weight decay would do to them.
+    to_params: the model's parameters from the trained ones and `const` (``to_params(state.params, const)``),
+    when those are not the model's own: centroid fine-tuning trains codebooks, `const` holds the codes
+    (an argument of the jitted gradient, not a constant compiled into it).
     """
     tx = _optimizer(tc)
 
-    def loss_fn(params, x, y, key):
-        logits = nnx.merge(graphdef, params)(x, train=True, dropout_rng=key)
+    def loss_fn(params, const, x, y, key):
+        model_params = params if to_params is None else to_params(params, const)
+        logits = nnx.merge(graphdef, model_params)(x, train=True, dropout_rng=key)
         m = _metrics(logits, y)
         return m["loss"].mean(), jax.tree.map(jnp.mean, m)
 
     @jax.jit
-    def gradient(state: TrainState, x, y, i):
+    def gradient(state: TrainState, const, x, y, i):
         key = jax.random.fold_in(jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step), i)
-        return jax.grad(loss_fn, has_aux=True)(state.params, x, y, key)
+        return jax.grad(loss_fn, has_aux=True)(state.params, const, x, y, key)
 
     # Summing micro-batch gradients is its own small jit: with the sum inside `gradient`, every
     # parameter's add would be one more kernel to compile, also when iter_size is 1.
@@ -191,16 +196,63 @@ def make_train_step(graphdef, tc: TrainConfig, mask=None) -> Callable:
         params = apply_mask(optax.apply_updates(state.params, updates), mask)
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), lr
 
-    def train_step(state: TrainState, images, labels):
+    def train_step(state: TrainState, images, labels, const=None):
         acc, metrics = None, []
         for i in range(images.shape[0]):
-            grads, m = gradient(state, images[i], labels[i], i)
+            grads, m = gradient(state, const, images[i], labels[i], i)
             acc = grads if acc is None else add(acc, grads)
             metrics.append(m)
         state, lr = apply(state, acc, mask)
         return state, {**jax.tree.map(lambda *v: sum(v) / len(v), *metrics), "lr": lr}
 
     return train_step
+
+
+def update_counts(ds, tc: TrainConfig) -> tuple[int, int]:
+    """(updates per epoch, updates in all) of `tc` on the dataset `ds` (a ``sqzdse.data.Dataset``)."""
+    per_update = tc.batch_size * tc.iter_size
+    per_epoch = ds.steps_per_epoch("train", per_update, limit=tc.train_limit)
+    if per_epoch < 1:
+        raise C.ConfigError(f"batch_size x iter_size = {per_update}: larger than the training split")
+    return per_epoch, max(1, math.ceil(tc.epochs * per_epoch))
+
+
+@contextlib.contextmanager
+def train_batches(ds, tc: TrainConfig, epoch: int, start: int, stop: int):
+    """Updates `start` to `stop` of epoch `epoch`'s shuffled training batches, batch_size x iter_size images each."""
+    batches = ds.batches("train", tc.batch_size * tc.iter_size, seed=tc.seed, epoch=epoch, train=True,
+                         limit=tc.train_limit)  # fmt: skip
+    try:
+        yield itertools.islice(batches, start, stop)
+    finally:  # stop the prefetching thread now, not at interpreter exit
+        getattr(batches, "close", lambda: None)()
+
+
+def train_epoch(train_step, state: TrainState, batches: Iterable, tc: TrainConfig, *, bar=None, const=None,
+                on_update: Callable | None = None, **postfix) -> tuple[TrainState, dict, int]:  # fmt: skip
+    """`train_step` over `batches`; returns (state, the mean of each metric, updates done).
+
+    batches: (images, labels) of batch_size x iter_size examples, reshaped to micro-batches here. A NaN or
+    infinite loss raises Diverged. bar: a ``sqzdse.progress.Progress``, shown `postfix` beside the loss;
+    const: passed to every step (``make_train_step``); on_update(state): after every update (checkpoints, signals).
+    """
+    seen, sums = 0, None
+    for x, y in batches:
+        x = x.reshape(tc.iter_size, tc.batch_size, *x.shape[1:])
+        y = y.reshape(tc.iter_size, tc.batch_size)
+        state, m = train_step(state, x, y, const)
+        loss = float(m["loss"])  # a host sync per update; an update is >= 100 ms of work here
+        if not math.isfinite(loss):
+            raise Diverged(f"training loss became {loss} at update {int(state.step)}", state)
+        sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
+        seen += 1
+        if bar is not None:
+            bar.update(tc.batch_size * tc.iter_size, **postfix, loss=f"{loss:.3f}", acc=f"{float(m['top1']):.3f}")
+        if on_update is not None:
+            on_update(state)
+    if bar is not None:
+        bar.end_epoch()
+    return state, {k: float(v) / max(seen, 1) for k, v in jax.device_get(sums or {}).items()}, seen
 
 
 @contextlib.contextmanager
@@ -252,191 +304,54 @@ def evaluate(eval_step, params, batches, batch_size: int) -> dict:
 # --------------------------------------------------------------------------- the run
 
 
-class Diverged(RuntimeError):
-    """The training loss became NaN or infinite."""
+class Diverged(SqzdseError, RuntimeError):
+    """The training loss became NaN or infinite; `state`: the train state after that update (the one before
+    was donated to it)."""
+
+    def __init__(self, message: str, state: TrainState | None = None):
+        super().__init__(message)
+        self.state = state
 
 
-class RunFileError(ValueError):
-    """A file of a run's workdir (run.json, metrics.jsonl) cannot be read; the message names it."""
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    """What ``train_and_evaluate`` returns: the run's summary (``summary()``, as in summary.json) and its state."""
 
+    status: str  # "completed" or "diverged"
+    reason: str | None  # why it diverged
+    val_top1: float | None  # the last epoch's (None unless completed)
+    val_top5: float | None
+    test_top1: float | None
+    test_top5: float | None
+    test_loss: float | None
+    params: int  # the model's parameters, bytes (float32) and MACs (``sqzdse.cost.summary``)
+    bytes: int
+    macs: int
+    epochs: float
+    updates: int
+    train_seconds: float  # every epoch's, also those of an earlier session
+    compile_seconds: float  # this session's
+    wall_seconds: float  # this session's
+    resumed_at: int  # the update this session's training started at (0: from scratch)
+    history: list  # the epoch records (metrics.jsonl)
+    config: dict
+    train_config: dict
+    version: str
+    origin: dict | None  # who asked for the run (a sweep's study and trial)
+    reused: bool = False  # the workdir held this run finished: not trained again
+    graphdef: Any = dataclasses.field(default=None, repr=False, compare=False)  # live, never serialised
+    state: TrainState | None = dataclasses.field(default=None, repr=False, compare=False)
 
-def _say(msg: str) -> None:
-    print(f"sqzdse: {msg}", file=sys.stderr, flush=True)
+    def summary(self) -> dict:
+        """The JSON-serialisable summary (what summary.json holds): every field but reused, graphdef and state."""
+        live = {"reused", "graphdef", "state"}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in live}
 
-
-# --------------------------------------------------------------------------- workdir lock
-
-
-class WorkdirBusy(RuntimeError):
-    """Another process holds the workdir."""
-
-
-@contextlib.contextmanager
-def workdir_lock(workdir: str, on_busy: Callable[[str], None] | None = None):
-    """Hold ``workdir/lock`` (``fcntl.flock``, exclusive) for the block: one process per workdir.
-
-    The kernel drops the lock when its holder exits, ``kill -9`` included, so a lock is never stale. It covers
-    processes of one machine; across machines only on a shared filesystem whose flock is enforced by the server
-    (Linux NFS clients map it to NFS byte-range locks; other network filesystems may not lock at all).
-    on_busy: None raises ``WorkdirBusy`` when the workdir is held; otherwise it is called once with the reason,
-    and the lock is waited for (a deferred SIGINT/SIGTERM ends the wait).
-    """
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, "lock")
-    with open(path, "a+") as f:
-        told = False
-        while True:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                f.seek(0)
-                holder = f.read().strip() or "another process"
-                msg = f"workdir {workdir!r} is busy: process {holder} is training in it ({path})"
-                if on_busy is None:
-                    raise WorkdirBusy(f"{msg}; wait for it to finish or use another workdir") from None
-                if not told:
-                    on_busy(msg)
-                    told = True
-                check_signals(f"while waiting for {workdir}")
-                time.sleep(0.5)
-        try:
-            f.seek(0)
-            f.truncate()
-            f.write(f"{os.getpid()}\n")
-            f.flush()
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-CHECKPOINTS_KEPT = 2  # a damaged latest checkpoint falls back to the one before
-CHECKSUMS = "sqzdse-sha256.json"  # beside orbax's files in each step directory: size and sha256 of every file
-
-
-class CheckpointDamaged(RuntimeError):
-    """The checkpoint a caller needs cannot be restored intact."""
-
-
-def _checkpointer(workdir: str, reading: bool = False):
-    """The run's checkpoint manager; reading=True saves and deletes nothing (orbax's read_only option would,
-    but logs three warnings)."""
-    import orbax.checkpoint as ocp
-
-    options = ocp.CheckpointManagerOptions(max_to_keep=None if reading else CHECKPOINTS_KEPT, create=not reading)
-    return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")), options=options)
-
-
-def _files(step_dir: str) -> list[str]:
-    out = []
-    for root, _, names in os.walk(step_dir):
-        out += [os.path.relpath(os.path.join(root, n), step_dir) for n in names]
-    return sorted(f for f in out if f != CHECKSUMS)
-
-
-def _sha256(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def _write_checksums(step_dir: str) -> None:
-    files = {f: [os.path.getsize(os.path.join(step_dir, f)), _sha256(os.path.join(step_dir, f))]
-             for f in _files(step_dir)}  # fmt: skip
-    _write_json(os.path.join(step_dir, CHECKSUMS), {"files": files})
-
-
-def _checksum_problem(step_dir: str) -> str | None:
-    """What is wrong with a checkpoint's files against its checksums, or None (intact, or written without)."""
-    path = os.path.join(step_dir, CHECKSUMS)
-    if not os.path.exists(path):
-        return None  # written before checksums, or killed between orbax's commit and this file: unverified
-    try:
-        with open(path) as f:
-            files = json.load(f)["files"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return f"{CHECKSUMS} is unreadable"
-    for name, (size, digest) in sorted(files.items()):
-        full = os.path.join(step_dir, name)
-        if not os.path.exists(full):
-            return f"{name} is missing"
-        if os.path.getsize(full) != size:
-            return f"{name} has {os.path.getsize(full)} bytes, {size} were written"
-        if _sha256(full) != digest:
-            return f"{name} does not match its sha256 (changed on disk)"
-    return None
-
-
-def _restore(manager, state: TrainState, workdir: str, *, fallback: bool = True) -> TrainState:
-    """The newest intact checkpoint restored into `state`'s structure (`state` itself when there is none).
-
-    Each checkpoint is checked against its checksums, then read by orbax; a damaged one is reported in one
-    line and set aside in ``workdir/damaged-checkpoints/`` (the run resumes from the one before, or from
-    scratch). fallback=False (reading a finished run): a damaged latest checkpoint raises CheckpointDamaged.
-    """
-    import orbax.checkpoint as ocp
-
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-    for step in sorted(manager.all_steps(), reverse=True):
-        step_dir = os.path.join(str(manager.directory), str(step))
-        problem = _checksum_problem(step_dir)
-        if problem is None:
-            try:
-                return manager.restore(step, args=ocp.args.StandardRestore(abstract))
-            except Exception as e:  # orbax/tensorstore raise many kinds for unreadable files
-                problem = f"orbax cannot read it ({type(e).__name__}: {str(e).splitlines()[0][:160]})"
-        older = [s for s in manager.all_steps() if s < step]
-        if not fallback:
-            redo = f"from step {max(older)}" if older else "from scratch"
-            raise CheckpointDamaged(f"checkpoint {step_dir} (step {step}) is damaged: {problem}; run the same "
-                                    f"`sqzdse train` again to redo it {redo}")  # fmt: skip
-        aside = os.path.join(workdir, "damaged-checkpoints", f"{step}-{time.strftime('%Y%m%dT%H%M%S')}")
-        os.makedirs(os.path.dirname(aside), exist_ok=True)
-        shutil.move(step_dir, aside)
-        manager.reload()
-        then = f"resuming from step {max(older)}" if older else "no checkpoint left: starting from scratch"
-        _say(f"checkpoint step {step} is damaged: {problem}; moved to {aside}; {then}")
-    return state
-
-
-def _save(manager, state: TrainState) -> None:
-    import orbax.checkpoint as ocp
-
-    step = int(state.step)
-    if step in manager.all_steps():  # an epoch ending right at a --checkpoint-every step: saved already
-        return
-    manager.save(step, args=ocp.args.StandardSave(state))
-    manager.wait_until_finished()
-    _write_checksums(os.path.join(str(manager.directory), str(step)))
-
-
-def _write_json(path: str, obj) -> None:
-    """Write-then-rename: a reader (or a killed writer) never sees half a file."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
-
-
-def run_config(workdir: str) -> tuple[str, C.SqueezeNetConfig, TrainConfig]:
-    """(the run's directory, cfg, tc) from `workdir`'s ``run.json`` (a DSD run: its ``redense`` phase's); no checkpoint.
-
-    Raises FileNotFoundError when there is no run.
-    """
-    if not os.path.exists(os.path.join(workdir, "run.json")) and os.path.exists(
-        os.path.join(workdir, "redense", "run.json")
-    ):
-        workdir = os.path.join(workdir, "redense")
-    path = os.path.join(workdir, "run.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{workdir}: no training run here (no run.json)")
-    try:
-        with open(path) as f:
-            run = json.load(f)
-        return workdir, C.from_dict(run["config"]), TrainConfig(**run["train_config"])
-    except (ValueError, KeyError, TypeError) as e:  # not JSON, or not a run record of this version
-        raise RunFileError(f"{path}: not a readable run record ({type(e).__name__}: {e})") from None
+    @classmethod
+    def from_summary(cls, summary: dict, **live) -> RunResult:
+        """A result from a summary.json (an older version's lacks some fields: None)."""
+        names = [f.name for f in dataclasses.fields(cls) if f.name not in ("reused", "graphdef", "state")]
+        return cls(**{k: summary.get(k) for k in names}, **live)
 
 
 def load_run(workdir: str) -> tuple[C.SqueezeNetConfig, TrainConfig, Any, Any]:
@@ -445,14 +360,14 @@ def load_run(workdir: str) -> tuple[C.SqueezeNetConfig, TrainConfig, Any, Any]:
     A DSD run's top directory (``sqzdse train --dsd``) holds no run of its own: its last phase, ``redense``, is
     loaded. Raises FileNotFoundError when there is no run or no checkpoint.
     """
-    workdir, cfg, tc = run_config(workdir)
+    workdir, cfg, tc = ckpt.run_config(workdir)
     if not os.path.isdir(os.path.join(workdir, "checkpoints")):
         raise FileNotFoundError(f"{workdir}: the run has no checkpoint yet")
-    manager = _checkpointer(workdir, reading=True)
+    manager = ckpt.checkpoint_manager(workdir, reading=True)
     if manager.latest_step() is None:
         raise FileNotFoundError(f"{workdir}: the run has no checkpoint yet")
     graphdef, state = create_train_state(cfg, tc, 1, 1)
-    return cfg, tc, graphdef, _restore(manager, state, workdir, fallback=False).params
+    return cfg, tc, graphdef, ckpt.restore(manager, state, workdir, fallback=False).params
 
 
 def train_and_evaluate(
@@ -467,8 +382,8 @@ def train_and_evaluate(
     mask=None,
     on_busy: Callable[[str], None] | None = None,
     origin: dict | None = None,
-) -> dict:
-    """Train `cfg` under `tc`; returns the run summary (also written to ``workdir/summary.json``).
+) -> RunResult:
+    """Train `cfg` under `tc`; returns the run's result (its summary also written to ``workdir/summary.json``).
 
     dataset: a ``sqzdse.data.Dataset`` (default: ``data.load(tc.dataset)``).
     on_epoch: called with each epoch's record (a sweep reports to Optuna and may raise to prune).
@@ -476,16 +391,16 @@ def train_and_evaluate(
     ``make_train_step``); a resumed run takes its parameters from the checkpoint, the mask from the caller.
     on_busy: another process trains in `workdir`: None raises WorkdirBusy, a callable is told and the lock
     waited for (``workdir_lock``). origin: who asked for the run (a sweep's study and trial), kept in the summary.
-    The summary's ``status`` is "completed" or "diverged" (a NaN/inf loss stops the run, recorded). A workdir
+    The result's ``status`` is "completed" or "diverged" (a NaN/inf loss stops the run, recorded). A workdir
     that holds this run finished is not trained again: its summary comes back as written, with ``reused``.
     SIGINT/SIGTERM stop the run at the next update: it checkpoints (with a workdir) and raises Interrupted.
     """
-    lock = workdir_lock(workdir, on_busy) if workdir else contextlib.nullcontext()
+    lock = ckpt.workdir_lock(workdir, on_busy) if workdir else contextlib.nullcontext()
     with deferred_signals(), lock:
         return _train_and_evaluate(cfg, tc, workdir, dataset, on_epoch, progress, init_params, mask, origin)
 
 
-def _train_and_evaluate(cfg, tc, workdir, dataset, on_epoch, progress, init_params, mask, origin) -> dict:
+def _train_and_evaluate(cfg, tc, workdir, dataset, on_epoch, progress, init_params, mask, origin) -> RunResult:
     from sqzdse import data as D
 
     t_start = time.perf_counter()
@@ -495,85 +410,65 @@ def _train_and_evaluate(cfg, tc, workdir, dataset, on_epoch, progress, init_para
             f"input_shape={cfg.input_shape}, num_classes={cfg.num_classes}: the dataset {ds.info.name} has"
             f" images {ds.info.image_shape} and {ds.info.num_classes} classes"
         )
-    micro = tc.batch_size
-    per_update = micro * tc.iter_size
-    updates_per_epoch = ds.steps_per_epoch("train", per_update, limit=tc.train_limit)
-    if updates_per_epoch < 1:
-        raise C.ConfigError(f"batch_size x iter_size = {per_update}: larger than the training split")
-    total_updates = max(1, math.ceil(tc.epochs * updates_per_epoch))
+    updates_per_epoch, total_updates = update_counts(ds, tc)
     n_epochs = math.ceil(total_updates / updates_per_epoch)
 
     graphdef, state = create_train_state(cfg, tc, total_updates, updates_per_epoch, init_params=init_params, mask=mask)
     manager = None
     if workdir:
-        _claim_workdir(workdir, cfg, tc)
-        manager = _checkpointer(workdir)
-        state = _restore(manager, state, workdir)
-        finished = _finished_summary(workdir, int(state.step))
+        ckpt.claim_workdir(workdir, cfg, tc)
+        manager = ckpt.checkpoint_manager(workdir)
+        state = ckpt.restore(manager, state, workdir)
+        finished = ckpt.finished_summary(workdir, int(state.step))
         if finished is not None:
-            return {**finished, "reused": True, "state": (graphdef, state)}
+            return RunResult.from_summary(finished, reused=True, graphdef=graphdef, state=state)
     train_step = make_train_step(graphdef, tc, mask)
     eval_step = make_eval_step(graphdef)
     start = int(state.step)
-    history = _read_history(workdir, start)
+    history = ckpt.read_history(workdir, start)
 
+    def on_update(state):
+        if manager is not None and tc.checkpoint_every and int(state.step) % tc.checkpoint_every == 0:
+            ckpt.save(manager, state)
+        if signal_pending():
+            _stop(manager, state, total_updates)
+
+    micro = tc.batch_size
     status, reason, test = "completed", None, {}
-    with compile_timer() as compiled, _progress(total_updates, start, progress) as bar:
+    with compile_timer() as compiled, progress_bar(total_updates, start, progress) as bar:
         try:
             for epoch in range(start // updates_per_epoch, n_epochs):
                 first = epoch * updates_per_epoch
                 steps = min(updates_per_epoch, total_updates - first)
                 if int(state.step) >= first + steps and len(history) > epoch:
                     continue  # trained and recorded (a finished fractional epoch whose summary.json was lost)
-                epoch_batches = ds.batches("train", per_update, seed=tc.seed, epoch=epoch, train=True,
-                                           limit=tc.train_limit)  # fmt: skip
-                t_epoch, seen, sums = time.perf_counter(), 0, None
-                try:
-                    for x, y in itertools.islice(epoch_batches, int(state.step) - first, steps):  # resume mid-epoch
-                        x = x.reshape(tc.iter_size, micro, *x.shape[1:])
-                        y = y.reshape(tc.iter_size, micro)
-                        state, m = train_step(state, x, y)
-                        loss = float(m["loss"])  # a host sync per update; an update is >= 100 ms of work here
-                        if not math.isfinite(loss):
-                            raise Diverged(f"training loss became {loss} at update {int(state.step)}")
-                        sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
-                        seen += 1
-                        if bar is not None:
-                            rate = seen * per_update / (time.perf_counter() - t_epoch)
-                            bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}", acc=f"{float(m['top1']):.3f}",
-                                            img_s=f"{rate:.0f}")  # fmt: skip
-                            bar.update(1)
-                        if manager is not None and tc.checkpoint_every and int(state.step) % tc.checkpoint_every == 0:
-                            _save(manager, state)
-                        if signal_pending():
-                            _stop(manager, state, total_updates)
-                finally:  # stop the prefetching thread now, not at interpreter exit
-                    getattr(epoch_batches, "close", lambda: None)()
+                t_epoch = time.perf_counter()
+                with train_batches(ds, tc, epoch, int(state.step) - first, steps) as batches:  # resume mid-epoch
+                    state, train_m, seen = train_epoch(train_step, state, batches, tc, bar=bar, on_update=on_update,
+                                                       epoch=epoch + 1)  # fmt: skip
                 epoch_s = time.perf_counter() - t_epoch
-                train_m = {k: float(v) / max(seen, 1) for k, v in jax.device_get(sums or {}).items()}
                 val = evaluate(eval_step, state.params, ds.batches("val", micro, seed=0, train=False,
                                                                    limit=tc.eval_limit), micro)  # fmt: skip
                 record = dict(
                     epoch=epoch + 1, step=int(state.step), lr=train_m.pop("lr", None),
                     train_loss=train_m.get("loss"), train_top1=train_m.get("top1"),
                     val_loss=val.get("loss"), val_top1=val.get("top1"), val_top5=val.get("top5"),
-                    seconds=epoch_s, images_per_s=seen * per_update / epoch_s if epoch_s else None,
+                    seconds=epoch_s, images_per_s=seen * micro * tc.iter_size / epoch_s if epoch_s else None,
                 )  # fmt: skip
                 if manager is not None:
-                    _save(manager, state)
-                    with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
-                        f.write(json.dumps(record) + "\n")
+                    ckpt.save(manager, state)
+                    ckpt.append_record(workdir, record)
                 history.append(record)
                 if on_epoch is not None:
                     on_epoch(record)
         except Diverged as e:
-            status, reason = "diverged", str(e)
+            status, reason, state = "diverged", str(e), e.state
         if status == "completed":
             test = evaluate(eval_step, state.params, ds.batches("test", micro, seed=0, train=False,
                                                                 limit=tc.eval_limit), micro)  # fmt: skip
     cost = cost_summary(cfg)
     last = history[-1] if history else {}
-    result = dict(
+    result = RunResult(
         status=status,
         reason=reason,
         val_top1=last.get("val_top1") if status == "completed" else None,
@@ -586,19 +481,20 @@ def _train_and_evaluate(cfg, tc, workdir, dataset, on_epoch, progress, init_para
         macs=cost["macs"],
         epochs=tc.epochs,
         updates=int(state.step),
-        train_seconds=sum(h["seconds"] for h in history),  # every epoch's, also those of an earlier session
-        compile_seconds=compiled[0],  # this session's
-        wall_seconds=time.perf_counter() - t_start,  # this session's
-        resumed_at=start,  # the update this session's training started at (0: from scratch)
+        train_seconds=sum(h["seconds"] for h in history),
+        compile_seconds=compiled[0],
+        wall_seconds=time.perf_counter() - t_start,
+        resumed_at=start,
         history=history,
         config=C.to_dict(cfg),
         train_config=dataclasses.asdict(tc),
         version=__version__,
         origin=origin,
+        graphdef=graphdef,
+        state=state,
     )
     if workdir:
-        _write_json(os.path.join(workdir, "summary.json"), result)
-    result["state"] = (graphdef, state)
+        ckpt.write_json(os.path.join(workdir, "summary.json"), result.summary())
     return result
 
 
@@ -607,82 +503,10 @@ def _stop(manager, state: TrainState, total: int) -> None:
     step = int(state.step)
     if manager is None:
         check_signals(f"at update {step} of {total}: no workdir, nothing saved")
-    _save(manager, state)
+    ckpt.save(manager, state)
     check_signals(f"at update {step} of {total}: checkpoint saved in {manager.directory}; a rerun resumes from it")
 
 
-def _finished_summary(workdir: str, step: int) -> dict | None:
-    """The summary of the finished run in `workdir` whose last checkpoint (restored: `step`) is intact, or None."""
-    try:
-        with open(os.path.join(workdir, "summary.json")) as f:
-            summary = json.load(f)
-    except (OSError, ValueError):
-        return None  # none (or half of one, written by an older version): the run finishes again
-    if summary.get("status") == "diverged" or (summary.get("status") == "completed" and summary.get("updates") == step):
-        return summary  # a diverged run's checkpoints precede the divergence, which a rerun would repeat
-    return None
-
-
-def _claim_workdir(workdir: str, cfg: C.SqueezeNetConfig, tc: TrainConfig) -> None:
-    """Record the run's configuration; refuse to resume a different run from the same workdir.
-
-    Runs differing only in RESULT_NEUTRAL fields (checkpoint frequency) are the same run.
-    """
-    path = os.path.join(workdir, "run.json")
-    old = read_identity(workdir)
-    if old is None and not os.path.exists(path):
-        _write_json(path, dict(config=C.to_dict(cfg), train_config=dataclasses.asdict(tc)))
-        return
-    new = run_identity(cfg, tc)
-    if old is None:
-        raise C.ConfigError(f"workdir={workdir!r}: {path} is unreadable or from an incompatible version; use a new "
-                            "workdir")  # fmt: skip
-    if old != new:
-        diff = [f"{k}: {old[part].get(k)!r} -> {v!r}" for part in ("config", "train_config")
-                for k, v in new[part].items() if old[part].get(k) != v]  # fmt: skip
-        raise C.ConfigError(f"workdir={workdir!r} holds a run of a different configuration ({path}: "
-                            f"{', '.join(diff)}); use a new workdir")  # fmt: skip
-
-
-def read_identity(workdir: str) -> dict | None:
-    """``run_identity`` of the run recorded in ``workdir/run.json`` (older versions' files too), or None."""
-    try:
-        with open(os.path.join(workdir, "run.json")) as f:
-            run = json.load(f)
-        return run_identity(C.from_dict(run["config"]), TrainConfig(**run["train_config"]))
-    except (OSError, ValueError, KeyError, TypeError):  # none, unreadable, or fields this version lacks
-        return None
-
-
-def _read_history(workdir: str | None, step: int) -> list[dict]:
-    """Epoch records of a resumed run, up to the restored checkpoint (later lines are dropped)."""
-    path = os.path.join(workdir, "metrics.jsonl") if workdir else None
-    if not path or not os.path.exists(path):
-        return []
-    with open(path) as f:
-        lines = [line for line in f if line.strip()]
-    records = []
-    for i, line in enumerate(lines, 1):
-        try:
-            record = json.loads(line)
-            int(record["step"])
-        except (ValueError, KeyError, TypeError) as e:
-            if i < len(lines):  # only the last line can be half-written (by a killed run); others are damage
-                raise RunFileError(f"{path}: line {i} is not an epoch record ({type(e).__name__}: {e})") from None
-            _say(f"{path}: dropped its last line, half-written by an interrupted run")
-            continue
-        records.append(record)
-    damaged = len(records) != len(lines)
-    kept = [r for r in records if r["step"] <= step]
-    if damaged or len(kept) != len(records):
-        with open(path, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in kept)
-    return kept
-
-
-def _progress(total: int, done: int, enabled: bool):
-    if not enabled:
-        return contextlib.nullcontext()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=done, unit="update", dynamic_ncols=True, leave=True)
+def progress_bar(total: int, done: int, enabled: bool):
+    """A ``Progress`` of `total` updates, `done` of them done (a null context when not `enabled`)."""
+    return Progress(total, done) if enabled else contextlib.nullcontext()

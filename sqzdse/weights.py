@@ -18,6 +18,7 @@ from flax import nnx
 from sqzdse.codec import WeightsFormatError, read_weights
 from sqzdse.config import SqueezeNetConfig, squeezenet_v1_0
 from sqzdse.cost import abstract_model
+from sqzdse.errors import InputError
 from sqzdse.model import SqueezeNet
 from sqzdse.plan import caffe_layer_shapes
 from sqzdse.reference import weights_path
@@ -36,7 +37,7 @@ def caffe_weights(cfg: SqueezeNetConfig, params) -> dict[str, tuple[np.ndarray, 
     for name, shape in caffe_layer_shapes(cfg).items():
         w = leaves[(name, "kernel")].transpose(3, 2, 0, 1)  # HWIO -> OIHW
         if w.shape != shape:
-            raise ValueError(f"{name}: parameters of shape {w.shape}, the configuration needs {shape}")
+            raise InputError(f"{name}: parameters of shape {w.shape}, the configuration needs {shape}")
         out[name] = (w, leaves[(name, "bias")])
     return out
 

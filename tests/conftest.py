@@ -2,6 +2,7 @@
 
 import json
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -73,5 +74,25 @@ def run_dir(tmp_path_factory) -> str:
 
     workdir = str(tmp_path_factory.mktemp("run"))
     tc = T.TrainConfig(batch_size=16, epochs=0.5, warmup_epochs=0, init="msra", eval_limit=16)
-    assert T.train_and_evaluate(tiny(), tc, workdir, dataset=synthetic(), progress=False)["status"] == "completed"
+    assert T.train_and_evaluate(tiny(), tc, workdir, dataset=synthetic(), progress=False).status == "completed"
     return workdir
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh database on the PostgreSQL server .ci/run starts (SQZDSE_TEST_POSTGRES_URL)."""
+    url = os.environ.get("SQZDSE_TEST_POSTGRES_URL")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("CI must set SQZDSE_TEST_POSTGRES_URL (see .ci/run)")
+        pytest.skip("no PostgreSQL server: run `export SQZDSE_TEST_POSTGRES_URL=$(bash .ci/postgres)`")
+    import sqlalchemy
+
+    name = f"sqzdse_{uuid.uuid4().hex[:8]}"
+    engine = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as c:
+        c.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
+    yield url.rsplit("/", 1)[0] + "/" + name
+    engine.dispose()
+    with sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT").connect() as c:
+        c.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))

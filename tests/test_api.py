@@ -13,7 +13,7 @@ from sqzdse import compress as Z
 from sqzdse import config as C
 from sqzdse import train as T
 from sqzdse.model import SqueezeNet
-from sqzdse.weights import WeightsFormatError
+from sqzdse.weights import WeightsFormatError, caffe_weights
 
 
 def test_init_model_equals_the_eager_model():
@@ -50,8 +50,8 @@ def test_a_run_and_its_compressed_file_load_back(run_dir, tmp_path):
     Z.compress_to_file(sqz, cfg, params, bits=6)
     packed = api.load(sqz, config=run_dir)
     decoded = Z.decoded_weights(Z.read(sqz))
-    assert Z.caffe_weights(cfg, packed.params).keys() == decoded.keys()
-    for name, (w, b) in Z.caffe_weights(cfg, packed.params).items():
+    assert caffe_weights(cfg, packed.params).keys() == decoded.keys()
+    for name, (w, b) in caffe_weights(cfg, packed.params).items():
         np.testing.assert_array_equal(w, decoded[name][0])
         np.testing.assert_array_equal(b, decoded[name][1])
     with pytest.raises(WeightsFormatError, match="conv1: .* config=RUN_DIR"):

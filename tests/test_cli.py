@@ -7,7 +7,26 @@ import pytest
 from sqzdse.cli import build_parser, main
 
 
-@pytest.mark.parametrize("argv", [[], ["model"], ["model", "summary"], ["predict"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["model"],
+        ["model", "summary"],
+        ["predict"],
+        ["export"],
+        ["train"],
+        ["sweep"],
+        ["sweep", "run"],
+        ["sweep", "status"],
+        ["sweep", "export"],
+        ["sweep", "delete"],
+        ["compress"],
+        ["plot"],
+        ["plot", "sr"],
+        ["report"],
+    ],
+)
 def test_every_help_answers(argv, capsys):
     with pytest.raises(SystemExit) as e:
         main([*argv, "--help"])
@@ -117,3 +136,50 @@ def test_compress_and_dsd_are_on_the_command_line(capsys):
     out = capsys.readouterr().out
     assert all(flag in out for flag in ("--pretrained", "--bits", "--huffman", "--finetune-epochs", "--dsd",
                                         "--dsd-density", "--dsd-phases", "--dsd-redense-lr"))  # fmt: skip
+
+
+def test_parser_and_summary_import_no_heavy_library():
+    """--help and `model summary` answer at once: JAX, Flax, matplotlib and Optuna load when a command needs them."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from sqzdse.cli import build_parser, main; build_parser(); main(['model', 'summary']); "
+            "print(sorted(m for m in ('jax', 'flax', 'matplotlib', 'optuna') if m in sys.modules))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_version_and_defaults_in_help(capsys):
+    from sqzdse import __version__
+
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == f"sqzdse {__version__}"
+    for argv, shown in ((["model", "summary"], "(default: 32)"), (["train"], "with the small stem"),
+                        (["plot", "edf"], "(default: study)"), (["compress"], "(default: 6)")):  # fmt: skip
+        with pytest.raises(SystemExit):
+            main([*argv, "--help"])
+        assert shown in " ".join(capsys.readouterr().out.split()), argv
+
+
+@pytest.mark.parametrize("kind", ["sr", "pct3x3", "frontier", "bypass", "edf", "curves"])
+def test_each_plot_kind_has_only_its_options(kind, capsys):
+    with pytest.raises(SystemExit):
+        main(["plot", kind, "--help"])
+    out = capsys.readouterr().out
+    assert "--where" in out and "-o FILE" in out
+    assert ("--paper" in out) == (kind in ("sr", "pct3x3"))
+    assert ("--normalize" in out) == (kind == "edf")
+
+
+def test_a_bug_shows_its_traceback(monkeypatch):
+    """Only the project's errors become one line; anything else is a bug and propagates."""
+    from sqzdse.cli import model
+
+    def broken(args):
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(model, "format_table", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        main(["model", "summary"])

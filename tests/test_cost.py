@@ -84,3 +84,17 @@ def test_activation_memory_counts_every_layer_output():
     assert by_name["conv1"]["activations"] == 28 * 28 * 64
     assert by_name["fire2"]["activations"] == 14 * 14 * (16 + 128)
     assert s["activation_bytes"] == 4 * sum(r["activations"] for r in s["layers"])
+
+
+@pytest.mark.parametrize("preset", sorted(C.PRESETS))
+def test_plan_counts_equal_the_parameter_tree(preset):
+    """`model summary` counts from the plan's conv shapes; that must be the tree, layer by layer."""
+    import dataclasses
+
+    from sqzdse.cost import abstract_model, param_counts, plan_param_counts
+
+    base = C.from_preset(preset)
+    for change in ({}, dict(sr=0.75, pct3x3=0.0), dict(pct3x3=1.0, bypass="complex"), dict(base_e=64, incr_e=32,
+                   freq=3, bypass="simple", num_classes=10), dict(input_shape=(32, 32, 1))):  # fmt: skip
+        cfg = dataclasses.replace(base, **change)
+        assert plan_param_counts(cfg) == param_counts(abstract_model(cfg)), (preset, change)

@@ -73,17 +73,18 @@ def test_garbage_run_json_is_named(damaged_run, capsys):
 def test_a_bad_line_in_metrics_is_named_a_half_written_last_line_dropped(damaged_run, capsys):
     from test_train import synthetic
 
+    from sqzdse import checkpoints as ckpt
     from sqzdse import train as T
 
     metrics = damaged_run / "metrics.jsonl"
     good = metrics.read_text()
     (damaged_run / "summary.json").unlink()  # the run finishes again from its checkpoint: it reads its history
-    cfg, tc = T.run_config(str(damaged_run))[1:]
+    cfg, tc = ckpt.run_config(str(damaged_run))[1:]
     metrics.write_text("not json\n" + good)
-    with pytest.raises(T.RunFileError, match=r"metrics.jsonl: line 1 is not an epoch record"):
+    with pytest.raises(ckpt.RunFileError, match=r"metrics.jsonl: line 1 is not an epoch record"):
         T.train_and_evaluate(cfg, tc, str(damaged_run), dataset=synthetic(), progress=False)
     metrics.write_text(good + '{"step": 3, "val_to')  # a killed writer's half line
     (damaged_run / "summary.json").unlink(missing_ok=True)
     r = T.train_and_evaluate(cfg, tc, str(damaged_run), dataset=synthetic(), progress=False)
-    assert r["status"] == "completed" and metrics.read_text() == good
+    assert r.status == "completed" and metrics.read_text() == good
     assert "dropped its last line" in capsys.readouterr().err

@@ -14,8 +14,8 @@ from test_train import tiny
 from sqzdse import api
 from sqzdse import config as C
 from sqzdse.cli import main
-from sqzdse.compress import caffe_weights
 from sqzdse.export import export, lax_forward
+from sqzdse.weights import caffe_weights
 
 
 def run_onnx(path, x_nhwc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

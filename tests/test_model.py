@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from sqzdse import api
 from sqzdse import config as C
+from sqzdse.api import init_model
 from sqzdse.cost import abstract_model, layer_table, param_counts
-from sqzdse.model import SqueezeNet, max_pool_ceil
+from sqzdse.model import max_pool_ceil
 from sqzdse.plan import layer_plan
 
 OUR_ROW = {"pool10": "avgpool10"}  # Caffe blob -> our table row where the names differ
@@ -90,7 +92,7 @@ def test_paper_sweep_model_sizes(paper_numbers, sweep, field):
     ],
 )
 def test_output_shapes(cfg, batch):
-    model = SqueezeNet(cfg, rngs=nnx.Rngs(0))
+    model = init_model(cfg)
     y = nnx.jit(lambda m, x: m(x))(model, jnp.ones((batch, *cfg.input_shape)))
     assert y.shape == (batch, cfg.num_classes) and y.dtype == jnp.float32
     assert bool(jnp.all(y >= 0))  # Caffe's ReLU follows conv10
@@ -106,7 +108,7 @@ def test_simple_bypass_placement_as_residual_prototxt():
 
 
 def test_caffe_initialisation():
-    model = SqueezeNet(C.squeezenet_v1_0(), rngs=nnx.Rngs(0))
+    model = init_model(C.squeezenet_v1_0())
     k = model.fire9.expand3x3.kernel[...]
     bound = np.sqrt(3.0 / (3 * 3 * 64))  # xavier: uniform +-sqrt(3 / fan_in)
     assert float(jnp.max(jnp.abs(k))) <= bound and float(jnp.max(jnp.abs(k))) > 0.95 * bound
@@ -133,7 +135,7 @@ def test_ceil_mode_max_pool_matches_caffe(hw):
 
 def test_fire_concat_order_is_expand1x1_then_expand3x3():
     cfg = C.squeezenet_small()
-    model = SqueezeNet(cfg, rngs=nnx.Rngs(0))
+    model = init_model(cfg)
     fire = model.fire2
     x = jax.random.normal(jax.random.key(1), (64, 5, 5, 1))  # (C, H, W, N): the layout inside the network
     y1 = fire(x)
@@ -144,10 +146,11 @@ def test_fire_concat_order_is_expand1x1_then_expand3x3():
 
 
 def test_dropout_only_in_training_and_seeded():
-    model = SqueezeNet(C.squeezenet_small(), rngs=nnx.Rngs(0))
+    model = init_model(C.squeezenet_small())
     x = jax.random.normal(jax.random.key(0), (2, 28, 28, 1))
     key = jax.random.key(3)
-    a, b = model(x, train=True, dropout_rng=key), model(x, train=True, dropout_rng=key)
+    train = nnx.jit(lambda m, x, key: m(x, train=True, dropout_rng=key))
+    a, b = train(model, x, key), train(model, x, key)
     np.testing.assert_array_equal(a, b)
-    assert not np.allclose(a, model(x))
-    np.testing.assert_array_equal(model(x), model(x))
+    assert not np.allclose(a, api.forward(model, x))
+    np.testing.assert_array_equal(api.forward(model, x), api.forward(model, x))

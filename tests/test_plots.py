@@ -11,6 +11,8 @@ from sweep_rows import BYPASSES, SRS, acc_of, brute_front, params, study
 from sqzdse import analysis, design_plots, paper_plots, results
 from sqzdse import plots as P
 from sqzdse import report as R
+from sqzdse.cli import plot as plot_cli
+from sqzdse.cli import report as report_cli
 
 
 def test_unknown_metric_and_no_completed_trials_are_clear_errors(rows):
@@ -193,8 +195,18 @@ def test_curves_plot_one_line_per_completed_trial(rows):
 
 def _plot_parser():
     p = argparse.ArgumentParser()
-    P.add_plot_arguments(p)
-    return p
+    plot_cli.add_commands(p.add_subparsers(dest="command"))
+    return _Prefixed(p, "plot")
+
+
+class _Prefixed:
+    """The `sqzdse plot` parser, given argv without "plot"."""
+
+    def __init__(self, parser, *prefix):
+        self.parser, self.prefix = parser, prefix
+
+    def parse_args(self, argv):
+        return self.parser.parse_args([*self.prefix, *argv])
 
 
 MAGIC = {".png": b"\x89PNG", ".svg": b"<?xml", ".pdf": b"%PDF"}
@@ -208,7 +220,7 @@ MAGIC = {".png": b"\x89PNG", ".svg": b"<?xml", ".pdf": b"%PDF"}
 def test_every_kind_and_format_through_the_cli_glue(files, tmp_path, capsys, argv):
     argv = [argv[0], str(files["csv"]), str(files["json"]), *argv[1:-1], str(tmp_path / argv[-1])]
     args = _plot_parser().parse_args(argv)
-    assert P.run_plot(args) == 0
+    assert plot_cli.run_plot(args) == 0
     out = tmp_path / argv[-1]
     assert out.read_bytes().startswith(MAGIC[out.suffix])
     assert capsys.readouterr().out.startswith(f"wrote {out}")
@@ -217,10 +229,10 @@ def test_every_kind_and_format_through_the_cli_glue(files, tmp_path, capsys, arg
 def test_cli_glue_errors(files, tmp_path):
     args = _plot_parser().parse_args(["sr", str(files["csv"]), "-o", str(tmp_path / "x.jpg")])
     with pytest.raises(ValueError, match="suffix"):
-        P.run_plot(args)
+        plot_cli.run_plot(args)
     args = _plot_parser().parse_args(["edf", str(files["csv"]), "-o", str(tmp_path / "x.png"), "--study", "nope"])
     with pytest.raises(ValueError, match="no rows of study nope"):
-        P.run_plot(args)
+        plot_cli.run_plot(args)
     with pytest.raises(SystemExit):
         _plot_parser().parse_args(["sr", str(files["csv"]), "-o", "x.png", "--metric", "top1"])
 
@@ -230,8 +242,8 @@ def test_cli_glue_errors(files, tmp_path):
 
 def _report_parser():
     p = argparse.ArgumentParser()
-    R.add_report_arguments(p)
-    return p
+    report_cli.add_commands(p.add_subparsers(dest="command"))
+    return _Prefixed(p, "report")
 
 
 def test_markdown_report(rows, files, tmp_path):
@@ -239,7 +251,7 @@ def test_markdown_report(rows, files, tmp_path):
     spec.write_text(json.dumps({"name": "fig3a", "sampler": "grid", "space": {"sr": list(SRS)}}))
     out = tmp_path / "rep" / "fig3a.md"
     argv = [str(files["csv"]), "-o", str(out), "--study", "fig3a", "--spec", str(spec)]
-    assert R.run_report(_report_parser().parse_args(argv)) == 0
+    assert report_cli.run_report(_report_parser().parse_args(argv)) == 0
     md = out.read_text()
     assert "\n- sampler: grid\n" in md and ". Trained: dataset=fmnist, 4 epochs in the curves." in md  # (#15)
     assert md.index("## Pareto") < md.index("## Figures") < md.index("## Trials") < md.index("## Spec")
@@ -292,7 +304,7 @@ def test_plotting_imports_no_training_code():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     expect = [
         "sqzdse",
-        *(f"sqzdse.{m}" for m in ("analysis", "canvas", "config", "design_plots", "paper_plots", "plan")),
+        *(f"sqzdse.{m}" for m in ("analysis", "canvas", "config", "design_plots", "errors", "paper_plots", "plan")),
     ]
     expect += ["sqzdse.plots", "sqzdse.report", "sqzdse.results"]
     assert out.strip() == str(expect)

@@ -38,8 +38,8 @@ def test_pruning_masks_survive_fine_tuning(ds):
     _, state = T.create_train_state(cfg, tc, 1, 1)
     pruned, masks, mask = P.prune(cfg, state.params, 0.4)
     r = T.train_and_evaluate(cfg, tc, None, dataset=ds, progress=False, init_params=pruned, mask=mask)
-    assert r["updates"] == 10
-    before, after = caffe_weights(cfg, pruned), caffe_weights(cfg, r["state"][1].params)
+    assert r.updates == 10
+    before, after = caffe_weights(cfg, pruned), caffe_weights(cfg, r.state.params)
     for name, (w, _) in after.items():
         m = masks[name]
         assert m.sum() == C.round_half_up(0.4 * m.size)

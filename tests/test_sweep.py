@@ -10,33 +10,19 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
-import warnings
 from pathlib import Path
 
 import pytest
+from test_spec import TINY_SPEC, quiet, spec
 from test_train import synthetic
 
 from sqzdse import config as C
+from sqzdse import spec as SP
+from sqzdse import storage as ST
 from sqzdse import sweep as S
 from sqzdse.cli import main
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
-
-# A tiny sweep: 16x16x1 synthetic images, 16..64 expand filters, one quick epoch.
-TINY_SPEC = {
-    "study": {"name": "tiny", "sampler": "grid", "seeds": [0]},
-    "model": {"preset": "squeezenet_small", "base_e": 16, "incr_e": 16},
-    "space": {"sr": [0.25, 0.5, 0.75]},
-    "train": {"dataset": "synthetic", "epochs": 1, "batch_size": 16, "init": "msra", "warmup_epochs": 0.0},
-}
-
-
-def spec(space=None, **study):
-    raw = json.loads(json.dumps(TINY_SPEC))
-    raw["study"].update(study)
-    raw["space"] = space or raw["space"]
-    return S.parse_spec(raw)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +57,7 @@ def test_three_trial_sweep_end_to_end(ds, tmp_path):
     # A new budget, same study name and runs dir, fresh storage: a new run, not "a different configuration".
     raw = json.loads(json.dumps(TINY_SPEC))
     raw["space"], raw["train"]["epochs"] = {"sr": [0.25]}, 2
-    S.run_worker(S.parse_spec(raw), f"sqlite:///{tmp_path}/e2.db", runs_dir=str(tmp_path), dataset=ds, log=print)
+    S.run_worker(SP.parse_spec(raw), f"sqlite:///{tmp_path}/e2.db", runs_dir=str(tmp_path), dataset=ds, log=print)
     (row,) = S.export_rows(f"sqlite:///{tmp_path}/e2.db")
     assert row["state"] == "COMPLETE" and len(row["curve"]) == 2 and row["key"] not in {r["key"] for r in rows}
 
@@ -99,7 +85,7 @@ def test_diverged_trial_is_a_recorded_failure_and_the_sweep_goes_on(ds, tmp_path
     raw["space"] = {"sr": [0.25, 0.5]}
     raw["train"].update(optimizer="sgd", lr=1e8, schedule="constant")
     url = f"sqlite:///{tmp_path}/div.db"
-    S.run_worker(S.parse_spec(raw), url, runs_dir=str(tmp_path), dataset=ds, log=lambda *_: None)
+    S.run_worker(SP.parse_spec(raw), url, runs_dir=str(tmp_path), dataset=ds, log=lambda *_: None)
     rows = S.export_rows(url)
     assert [r["state"] for r in rows] == ["FAIL", "FAIL"]
     assert all(r["status"] == "diverged" and "loss became" in r["reason"] for r in rows)
@@ -108,9 +94,12 @@ def test_diverged_trial_is_a_recorded_failure_and_the_sweep_goes_on(ds, tmp_path
 WORKER = """
 import sys, time
 sys.path.insert(0, {tests!r})
+from test_spec import TINY_SPEC, quiet, spec
 from test_train import synthetic
 from test_sweep import spec
 from sqzdse import config as C
+from sqzdse import spec as SP
+from sqzdse import storage as ST
 from sqzdse import sweep as S
 
 class Slow:
@@ -190,7 +179,7 @@ def test_interrupted_worker_requeues_its_trial_and_a_run_is_trained_once(ds, tmp
         running = [r for r in running if Path(r["workdir"], "lock").is_file()
                    and Path(r["workdir"], "lock").read_text().strip() == str(p.pid)]  # fmt: skip
         time.sleep(0.2)
-    assert running, p.poll()
+    assert running, (p.poll(), p.stderr.read() if p.poll() is not None else "")
     (first,) = running
     log = []
 
@@ -202,7 +191,7 @@ def test_interrupted_worker_requeues_its_trial_and_a_run_is_trained_once(ds, tmp
     threading.Thread(target=stop_when_waiting, daemon=True).start()
     raw = json.loads(json.dumps(TINY_SPEC))
     raw["study"]["name"], raw["space"] = "other", {"sr": [first["sr"]]}
-    assert S.run_worker(S.parse_spec(raw), url, runs_dir=str(runs), dataset=ds, log=log.append) == 1
+    assert S.run_worker(SP.parse_spec(raw), url, runs_dir=str(runs), dataset=ds, log=log.append) == 1
     _, err = p.communicate(timeout=120)
     assert p.returncode == 143 and "Traceback" not in err, err
     end = f"; trial {first['number']} is queued again for the next `sqzdse sweep run`"
@@ -248,7 +237,7 @@ def test_status_shows_the_pareto_set_and_the_top_n(tmp_path, capsys):
 def _rows(url):
     try:
         return S.export_rows(url, "tiny")
-    except (S.SpecError, S.StorageError):  # the worker has not created the storage or the study yet
+    except (SP.SpecError, ST.StorageError):  # the worker has not created the storage or the study yet
         return []
 
 
@@ -260,132 +249,12 @@ def test_killed_worker_is_detected_and_its_trial_retried(ds, tmp_path):
     check_killed_worker(f"sqlite:///{tmp_path}/kill.db", tmp_path, ds)
 
 
-def _claimer(url, names, barrier, out):
-    """One racing worker: claim waiting trials (and finish each at once) until none is left."""
-    import optuna
-
-    try:
-        storage = S.open_storage(url, create=True)
-        studies = [optuna.load_study(study_name=name, storage=storage) for name in names]
-        barrier.wait()  # all start together
-        got = []
-        for study in studies:
-            while (trial := S._claim_waiting(study)) is not None:
-                got.append(trial._trial_id)
-                study.tell(trial, [0.0])
-        out.put(got)
-    except Exception as e:  # reported, not a hang
-        out.put(f"{type(e).__name__}: {e}")
-
-
-RACE = dict(processes=8, trials=100, rounds=1)  # ~10 s here, the machine shared; unserialised SQLite: ~30 doubles
-
-
-def check_claim_race(url, processes, trials, rounds):
-    """`processes` workers claim `rounds` x `trials` waiting trials at once: each trial exactly once."""
-    import multiprocessing
-
-    names = [f"race{i}" for i in range(rounds)]
-    for name in names:
-        raw = {**TINY_SPEC, "study": {"name": name, "seeds": trials}, "space": {"sr": [0.5]}}
-        S.open_study(S.parse_spec(raw), url, log=lambda *_: None)  # a grid of `trials` seeds
-    ctx = multiprocessing.get_context("fork")  # forked: no second import of JAX per racer
-    barrier, out = ctx.Barrier(processes), ctx.Queue()
-    procs = [ctx.Process(target=_claimer, args=(url, names, barrier, out)) for _ in range(processes)]
-    with warnings.catch_warnings():  # JAX's fork warning: the racers run Optuna and SQL only, never JAX
-        warnings.filterwarnings("ignore", "os.fork", RuntimeWarning)
-        for p in procs:
-            p.start()
-    claims = [out.get(timeout=300) for _ in procs]
-    for p in procs:
-        p.join()
-    assert all(isinstance(c, list) for c in claims), claims
-    ids = [i for c in claims for i in c]
-    assert len(ids) - len(set(ids)) == 0, "double claims"
-    assert len(set(ids)) == rounds * trials
-    assert sum(1 for c in claims if c) > 1  # a race, not one process taking everything
-
-
-def test_claims_are_atomic_on_sqlite(tmp_path):
-    check_claim_race(f"sqlite:///{tmp_path}/race.db", **RACE)
-
-
-@pytest.fixture
-def postgres_url():
-    """A fresh database on the PostgreSQL server .ci/run starts (SQZDSE_TEST_POSTGRES_URL)."""
-    url = os.environ.get("SQZDSE_TEST_POSTGRES_URL")
-    if not url:
-        if os.environ.get("CI"):
-            pytest.fail("CI must set SQZDSE_TEST_POSTGRES_URL (see .ci/run)")
-        pytest.skip("no PostgreSQL server: run `export SQZDSE_TEST_POSTGRES_URL=$(bash .ci/postgres)`")
-    import sqlalchemy
-
-    name = f"sqzdse_{uuid.uuid4().hex[:8]}"
-    engine = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as c:
-        c.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
-    yield url.rsplit("/", 1)[0] + "/" + name
-    engine.dispose()
-    with sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT").connect() as c:
-        c.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-
-
 def test_postgres_concurrent_workers(postgres_url, tmp_path):
     check_concurrent_workers(postgres_url, tmp_path)
 
 
-def test_postgres_claims_are_atomic(postgres_url):
-    check_claim_race(postgres_url, **RACE)
-
-
 def test_postgres_killed_worker(postgres_url, tmp_path, ds):
     check_killed_worker(postgres_url, tmp_path, ds)
-
-
-@pytest.mark.parametrize(
-    "patch, message",
-    [
-        ({"study": {"sampler": "bayes"}}, "study.sampler: 'bayes' is not one of grid, random, tpe, nsga2"),
-        ({"space": {"sq": [0.5]}}, "space.sq: unknown metaparameter"),
-        ({"space": {"sr": {"low": 1.0, "high": 0.5}}}, "space.sr: low (1.0) must be < high (0.5)"),
-        ({"space": {"pct3x3": [1.5]}}, "pct3x3=1.5: must be in [0, 1]"),
-        ({"train": {"lr": -1}}, "lr=-1: must be > 0"),
-        ({"train": {"optimiser": "sgd"}}, "train.optimiser: unknown"),
-        ({"study": {"sampler": "tpe"}}, "study.n_trials: required with sampler 'tpe'"),
-        ({"study": {"objectives": ["accuracy"]}}, "study.objectives"),
-        ({"model": {"preset": "alexnet"}}, "model.preset: 'alexnet' is not one of"),
-        # Every value of every axis, and every type, before any training:
-        ({"space": {"pct3x3": [0.5, 1.5]}}, "space point sr=0.25 pct3x3=1.5: pct3x3=1.5: must be in [0, 1]"),
-        ({"space": {"sr": ["half"]}}, "space.sr: 'half' is not a number"),
-        ({"space": {"base_e": [16, 24.5]}}, "space.base_e: 24.5 is not an integer"),
-        ({"space": {"sr": [0.5, 0.5]}}, "space.sr: 0.5 is listed twice"),
-        ({"train": {"epochs": "one"}}, "train.epochs: 'one' is not a number"),
-        ({"train": {"train_limit": "many"}}, "train.train_limit: 'many' is not an integer"),
-        ({"model": {"dropout": "none"}}, "model.dropout: 'none' is not a number"),
-        (
-            {"study": {"sampler": "random", "n_trials": 2}, "space": {"sr": {"low": 0.001, "high": 0.5}}},
-            "space point sr=0.001: sr=0.001: fire2 gets",
-        ),  # a range's endpoints  # fmt: skip
-        (
-            {"space": {"sr": {"low": 0.0001, "high": 1.0, "step": 0.00005}}},
-            "space: the grid has 19,999 points (19999 sr x 1 seed), over the limit of 10,000",
-        ),
-        (
-            {"study": {"grace_period": 3}},
-            "study.grace_period: 3 s must be >= 2 x study.heartbeat_interval (10 s) + 5 s = 25 s",
-        ),
-        ({"study": {"heartbeat_interval": 60}}, "study.grace_period: 120 s must be >= 2 x study.heartbeat_interval"),
-    ],
-)
-def test_invalid_sweep_file_names_the_key(patch, message):
-    raw = json.loads(json.dumps(TINY_SPEC))
-    for section, values in patch.items():
-        raw[section].update(values)
-    if "sq" in patch.get("space", {}):
-        del raw["space"]["sr"]
-    with pytest.raises(S.SpecError) as e:
-        S.parse_spec(raw)
-    assert message in str(e.value)
 
 
 def test_compressed_bytes_objective(ds, tmp_path):
@@ -394,7 +263,7 @@ def test_compressed_bytes_objective(ds, tmp_path):
     raw["study"]["objectives"] = ["val_top1", "compressed_bytes"]
     raw["space"] = {"sr": [0.25]}
     raw["compress"] = {"bits": 4}
-    s = S.parse_spec(raw)
+    s = SP.parse_spec(raw)
     assert s.compress == {"bits": 4, "density": "released", "huffman": True}
     assert s.directions == ["maximize", "minimize"]
     url = f"sqlite:///{tmp_path}/c.db"
@@ -410,191 +279,34 @@ def test_compressed_bytes_objective(ds, tmp_path):
     assert "compressed_bytes" in out.getvalue().splitlines()[0].split(",")
     # The objective alone brings the default settings; no [compress] and no objective: nothing is compressed.
     del raw["compress"]
-    assert S.parse_spec(raw).compress == S.COMPRESS_DEFAULTS and spec().compress is None
+    assert SP.parse_spec(raw).compress == SP.COMPRESS_DEFAULTS and spec().compress is None
 
 
-@pytest.mark.parametrize(
-    "table, message",
-    [
-        ({"bits": 9}, "compress.bits: bits=9: must be an integer from 2 to 8"),
-        ({"density": 1.5}, "compress.density: density=1.5"),
-        ({"huffman": "yes"}, "compress.huffman: 'yes': true or false"),
-        ({"level": 3}, "compress.level: unknown; allowed: bits, density, huffman"),
-    ],
-)
-def test_invalid_compress_table_names_the_key(table, message):
+def test_the_dashboard_sees_metric_names_learning_curves_and_attributes(ds, tmp_path):
+    """What optuna-dashboard reads from the storage: the objectives' names, each trial's intermediate values (val
+    top-1 per epoch, with no pruner; a multi-objective study too) and its attributes; a reused run's curve too."""
+    import optuna
+
+    url = f"sqlite:///{tmp_path}/dash.db"
     raw = json.loads(json.dumps(TINY_SPEC))
-    raw["compress"] = table
-    with pytest.raises(S.SpecError) as e:
-        S.parse_spec(raw)
-    assert message in str(e.value)
-
-
-def test_invalid_toml_file(tmp_path, capsys):
-    bad = tmp_path / "bad.toml"
-    bad.write_text("[study]\nname = \n")
-    assert main(["sweep", "run", str(bad)]) == 2
-    assert "not valid TOML" in capsys.readouterr().err
-
-
-def test_unreachable_storage_is_a_clear_error(capsys):
-    t = time.time()
-    code = main(["sweep", "export", "--storage", "postgresql+psycopg2://u:p@127.0.0.1:9/none", "--format", "csv"])
-    err = capsys.readouterr().err
-    assert code == 2 and "cannot open the storage" in err and "Traceback" not in err
-    assert time.time() - t < 30
-    assert main(["sweep", "export", "--storage", "nosuchdb://x"]) == 2
-
-
-@pytest.mark.parametrize("path", sorted(SWEEPS.glob("*.toml")), ids=lambda p: p.stem)
-def test_shipped_sweeps_are_valid(path):
-    s = S.load_spec(str(path))
-    assert s.name == path.stem
-    head = path.read_text().splitlines()[:30]
-    assert any("sqzdse sweep run" in line for line in head), "the header says the command"
-
-
-def quiet(*_):
-    pass
-
-
-def points_of(url, name="tiny"):
-    import optuna
-
-    trials = optuna.load_study(study_name=name, storage=S.open_storage(url)).trials
-    return sorted((t.system_attrs["fixed_params"]["sr"], t.system_attrs["fixed_params"]["seed"]) for t in trials)
-
-
-def claim_and_suggest(study, s):
-    """What a worker does before training: claim a waiting trial and suggest its point (Optuna checks the
-    distributions against the study's earlier trials here)."""
-    trial = S._claim_waiting(study)
-    point = {d.name: d.suggest(trial) for d in s.space} | {"seed": s.seed_dim.suggest(trial)}
-    study.tell(trial, [0.5])
-    return point
-
-
-def test_a_grid_that_grew_gets_its_new_points_only(tmp_path):
-    url = f"sqlite:///{tmp_path}/grow.db"
-    first = spec()
-    study = S.open_study(first, url, log=quiet)
-    assert claim_and_suggest(study, first) == {"sr": 0.25, "seed": 0}
-    logged = []
-    grown = spec(space={"sr": [0.25, 0.5, 0.75, 1]}, seeds=[0, 1])  # 1: an int in a float axis is the point 1.0
-    study = S.open_study(grown, url, log=logged.append)
-    assert logged == ["[tiny] enqueued 5 grid points the study did not have"]
-    assert points_of(url) == sorted((sr, seed) for sr in (0.25, 0.5, 0.75, 1.0) for seed in (0, 1))
-    # New categories and seeds suggest fine next to the first trial's (a grid records ranges, not categories).
-    assert claim_and_suggest(study, grown) == {"sr": 0.5, "seed": 0}
-    S.open_study(grown, url, log=logged.append)  # idempotent: nothing more
-    assert len(points_of(url)) == 8 and len(logged) == 1
-    assert optuna_spec(url)["space"] == {"sr": [0.25, 0.5, 0.75, 1.0]}  # the study records the file it now follows
-
-
-def optuna_spec(url, name="tiny"):
-    import optuna
-
-    return optuna.load_study(study_name=name, storage=S.open_storage(url)).user_attrs["spec"]
-
-
-@pytest.mark.parametrize(
-    "change, message",
-    [
-        ({"train": {"epochs": 2}}, "train.epochs: 1 → 2"),
-        ({"model": {"base_e": 32}}, "model.base_e: 16 → 32"),
-        ({"study": {"objectives": ["val_top5"]}}, 'study.objectives: ["val_top1"] → ["val_top5"]'),
-        ({"study": {"sampler": "random", "n_trials": 3}}, 'study.sampler: "grid" → "random"'),
-        ({"space": {"sr": [0.25, 0.5]}}, "1 of its grid points are not in the file's grid (seed=0 sr=0.75)"),
-        ({"space": {"sr": [0.25, 0.5, 0.75], "pct3x3": [0.5]}}, "space.pct3x3: (unset) → [0.5]"),
-        ({"compress": {"bits": 4}}, "compress.bits: (unset) → 4"),
-    ],
-)
-def test_a_different_file_with_the_same_study_name_is_refused(tmp_path, change, message):
-    url = f"sqlite:///{tmp_path}/mix.db"
-    S.open_study(spec(), url, log=quiet)
-    raw = json.loads(json.dumps(TINY_SPEC))
-    for section, values in change.items():
-        raw[section] = values if section in ("space", "compress") else {**raw[section], **values}
-    with pytest.raises(S.SpecError) as e:
-        S.open_study(S.parse_spec(raw, source="other.toml"), url, log=quiet)
-    assert message in str(e.value), str(e.value)
-    assert "nothing was run" in str(e.value) and "sqzdse sweep delete other.toml" in str(e.value)
-    assert points_of(url) == [(0.25, 0), (0.5, 0), (0.75, 0)]  # nothing enqueued, nothing changed
-
-
-def test_heartbeat_and_retry_settings_may_change(tmp_path):
-    url = f"sqlite:///{tmp_path}/hb.db"
-    S.open_study(spec(), url, log=quiet)
-    S.open_study(spec(heartbeat_interval=20, grace_period=60, max_retry=1), url, log=quiet)
-    assert optuna_spec(url)["grace_period"] == 60 and len(points_of(url)) == 3
-
-
-def test_a_creator_killed_mid_enqueue_leaves_nothing_half_made(tmp_path, monkeypatch):
-    import optuna
-
-    url = f"sqlite:///{tmp_path}/half.db"
-    enqueue, calls = optuna.Study.enqueue_trial, []
-
-    def dies_after_one(self, *a, **k):
-        calls.append(1)
-        if len(calls) > 1:
-            raise KeyboardInterrupt  # killed with one of three points enqueued
-        return enqueue(self, *a, **k)
-
-    monkeypatch.setattr(optuna.Study, "enqueue_trial", dies_after_one)
-    with pytest.raises(KeyboardInterrupt):
-        S.open_study(spec(), url, log=quiet)
-    monkeypatch.setattr(optuna.Study, "enqueue_trial", enqueue)
-    t = time.time()
-    S.open_study(spec(), url, log=quiet)  # the next run: no wait, the missing points enqueued once
-    assert time.time() - t < 10 and points_of(url) == [(0.25, 0), (0.5, 0), (0.75, 0)]
-
-
-def test_sweep_delete_asks_first(tmp_path, monkeypatch, capsys):
-    url = f"sqlite:///{tmp_path}/del.db"
-    S.open_study(spec(), url, log=quiet)
-    argv = ["sweep", "delete", "--storage", url, "--study", "tiny"]
-    monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # no terminal, no --yes: refused
-    assert main(argv) == 2
-    assert "no terminal to confirm on; pass --yes to delete study 'tiny' (3 trials)" in capsys.readouterr().err
-    monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
-    monkeypatch.setattr("builtins.input", lambda prompt: "n")
-    assert main(argv) == 1 and len(points_of(url)) == 3
-    monkeypatch.setattr("builtins.input", lambda prompt: "y")
-    assert main(argv) == 0 and "deleted 'tiny' (3 trials)" in capsys.readouterr().out
-    assert main([*argv, "--yes"]) == 2 and "study 'tiny' not in" in capsys.readouterr().err
-    S.open_study(spec(), url, log=quiet)
-    assert main(["sweep", "delete", "--storage", url, "--study", "tiny", "--yes"]) == 0
-
-
-def test_readers_never_create_a_storage(tmp_path, capsys):
-    url = f"sqlite:///{tmp_path}/typo.db"
-    for argv in (["sweep", "export", "--storage", url], ["sweep", "status", "--storage", url, "--study", "x"],
-                 ["plot", "sr", url, "-o", str(tmp_path / "p.png")], ["report", url, "-o", str(tmp_path / "r.md")],
-                 ["sweep", "delete", "--storage", url, "--study", "x", "--yes"]):  # fmt: skip
-        assert main(argv) == 2, argv
-        err = capsys.readouterr().err
-        assert f"{tmp_path}/typo.db: no such SQLite file" in err and "Traceback" not in err, err
-    assert not list(tmp_path.iterdir())
-
-
-def test_storage_path_through_a_file_is_one_line(tmp_path, capsys):
-    sweep = tmp_path / "s.toml"
-    sweep.write_text('[study]\nname = "w"\n[space]\nsr = [0.125]\n')
-    (tmp_path / "afile").write_text("")
-    assert main(["sweep", "run", str(sweep), "--storage", f"sqlite:///{tmp_path}/afile/x.db"]) == 2
-    err = capsys.readouterr().err
-    assert f"{tmp_path}/afile is a file, not a folder" in err and "Traceback" not in err
-
-
-def test_storage_from_the_environment_and_passwords_masked(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv(S.STORAGE_ENV, f"sqlite:///{tmp_path}/env.db")
-    assert main(["sweep", "export"]) == 2  # $SQZDSE_STORAGE is used...
-    assert f"{tmp_path}/env.db: no such SQLite file" in capsys.readouterr().err
-    assert main(["sweep", "export", "--storage", f"sqlite:///{tmp_path}/flag.db"]) == 2  # ... --storage first
-    assert f"{tmp_path}/flag.db: no such SQLite file" in capsys.readouterr().err
-    for url in ("postgresql+psycopg2://u:Hunter2secret@127.0.0.1:9/none", "postgresql://u:Hunter2secret@h:port/x"):
-        monkeypatch.setenv(S.STORAGE_ENV, url)
-        assert main(["sweep", "export"]) == 2
-        err = capsys.readouterr().err
-        assert "Hunter2secret" not in err and "u:***@" in err and "Traceback" not in err, err
+    raw["study"]["objectives"], raw["space"], raw["train"]["epochs"] = ["val_top1", "bytes"], {"sr": [0.5]}, 2
+    assert S.run_worker(SP.parse_spec(raw), url, runs_dir=str(tmp_path), dataset=ds, log=quiet) == 1
+    raw["study"]["name"], raw["study"]["objectives"] = "again", ["val_top1"]  # the same run: reused
+    assert S.run_worker(SP.parse_spec(raw), url, runs_dir=str(tmp_path), dataset=ds, log=quiet) == 1
+    storage = ST.open_storage(url)
+    (first,) = optuna.load_study(study_name="tiny", storage=storage).trials
+    study = optuna.load_study(study_name="again", storage=storage)
+    (reused,) = study.trials
+    assert optuna.load_study(study_name="tiny", storage=storage).metric_names == ["val_top1", "bytes"]
+    assert study.metric_names == ["val_top1"]
+    curve = first.user_attrs["curve"]
+    assert len(curve) == 2 and first.intermediate_values == {1: curve[0], 2: curve[1]}
+    assert reused.user_attrs["reused_from"] == "tiny/0" and reused.intermediate_values == first.intermediate_values
+    assert {"sr", "bytes", "val_top1", "test_top1", "status", "key", "workdir"} <= set(first.user_attrs)
+    # A study an older sqzdse made (no metric names) gets them from the next `sweep run`.
+    old = optuna.create_study(study_name="old", storage=storage, directions=["maximize"])
+    raw["study"]["name"] = "old"
+    old.set_user_attr("spec", SP.spec_record(SP.parse_spec(raw)))
+    assert old.metric_names is None
+    S.open_study(SP.parse_spec(raw), url, log=quiet)
+    assert optuna.load_study(study_name="old", storage=storage).metric_names == ["val_top1"]

@@ -16,6 +16,7 @@ import jax
 import numpy as np
 import pytest
 
+from sqzdse import checkpoints as ckpt
 from sqzdse import config as C
 from sqzdse import data as D
 from sqzdse import recipe
@@ -71,7 +72,7 @@ def run(ds, workdir=None, cfg=None, **kw):
 
 
 def params_of(result):
-    return jax.tree.leaves(result["state"][1].params)
+    return jax.tree.leaves(result.state.params)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
@@ -109,18 +110,18 @@ def test_same_seed_same_result_other_seed_differs(ds):
     a, b, c = run(ds, epochs=1), run(ds, epochs=1), run(ds, epochs=1, seed=1)
     for x, y in zip(params_of(a), params_of(b), strict=True):
         np.testing.assert_array_equal(x, y)
-    assert a["history"] == b["history"] or all(
+    assert a.history == b.history or all(
         {k: v for k, v in ha.items() if k not in ("seconds", "images_per_s")}
         == {k: v for k, v in hb.items() if k not in ("seconds", "images_per_s")}
-        for ha, hb in zip(a["history"], b["history"], strict=True)
+        for ha, hb in zip(a.history, b.history, strict=True)
     )
     assert not np.array_equal(params_of(a)[0], params_of(c)[0])
 
 
 def test_learns_synthetic_task(ds):
     r = run(ds, epochs=10, lr=5e-3)
-    assert r["status"] == "completed" and r["test_top1"] > 0.5, r["history"]  # chance: 0.25
-    assert set(r) >= {"val_top1", "val_top5", "test_top1", "params", "bytes", "macs", "train_seconds",
+    assert r.status == "completed" and r.test_top1 > 0.5, r.history  # chance: 0.25
+    assert set(r.summary()) >= {"val_top1", "val_top5", "test_top1", "params", "bytes", "macs", "train_seconds",
                       "compile_seconds", "wall_seconds"}  # fmt: skip
 
 
@@ -154,8 +155,8 @@ def test_killed_run_resumes_to_the_same_result(ds, tmp_path):
     resumed = run(ds, workdir, epochs=3, checkpoint_every=13)
     for x, y in zip(params_of(full), params_of(resumed), strict=True):
         np.testing.assert_array_equal(x, y)
-    assert resumed["test_top1"] == full["test_top1"] and resumed["updates"] == full["updates"] == 30
-    assert [r["val_top1"] for r in resumed["history"]] == [r["val_top1"] for r in full["history"]]
+    assert resumed.test_top1 == full.test_top1 and resumed.updates == full.updates == 30
+    assert [h["val_top1"] for h in resumed.history] == [h["val_top1"] for h in full.history]
     assert json.loads((workdir / "summary.json").read_text())["status"] == "completed"
 
 
@@ -163,7 +164,7 @@ def test_resume_refuses_a_different_configuration(ds, tmp_path):
     run(ds, tmp_path, epochs=1)
     with pytest.raises(C.ConfigError, match=r"different configuration .*lr: 0.002 -> 0.5"):
         run(ds, tmp_path, epochs=1, lr=0.5)
-    assert run(ds, tmp_path, epochs=1, checkpoint_every=3)["reused"]  # checkpoint frequency: the same run
+    assert run(ds, tmp_path, epochs=1, checkpoint_every=3).reused  # checkpoint frequency: the same run
 
 
 def test_run_key_is_what_the_run_trains():
@@ -190,9 +191,9 @@ def test_a_finished_run_is_not_trained_again(ds, finished, tmp_path):
     shutil.copytree(finished[0], workdir)
     before = (workdir / "summary.json").read_text()
     again = run(ds, workdir, checkpoint_every=5)
-    assert again["reused"] and (workdir / "summary.json").read_text() == before  # cost figures and times kept
-    assert {k: again[k] for k in ("train_seconds", "compile_seconds", "params", "macs")} == {
-        k: finished[1][k] for k in ("train_seconds", "compile_seconds", "params", "macs")}  # fmt: skip
+    assert again.reused and (workdir / "summary.json").read_text() == before  # cost figures and times kept
+    assert {k: getattr(again, k) for k in ("train_seconds", "compile_seconds", "params", "macs")} == {
+        k: getattr(finished[1], k) for k in ("train_seconds", "compile_seconds", "params", "macs")}  # fmt: skip
     for x, y in zip(params_of(finished[1]), params_of(again), strict=True):
         np.testing.assert_array_equal(x, y)
 
@@ -217,7 +218,7 @@ DAMAGE = {  # kind -> (damage step 20's directory, what the one line names)
     "truncated": (lambda d: _rewrite(_largest_data_file(d), lambda b: b[: len(b) // 2]), r"d/\w+ has \d+ bytes"),
     "_METADATA deleted": (lambda d: (d / "default" / "_METADATA").unlink(), r"default/_METADATA is missing"),
     "no checksums, emptied": (  # a checkpoint without checksums (older versions): orbax's own error decides
-        lambda d: ((d / T.CHECKSUMS).unlink(), _rewrite(_largest_data_file(d), lambda b: b"")),
+        lambda d: ((d / ckpt.CHECKSUMS).unlink(), _rewrite(_largest_data_file(d), lambda b: b"")),
         r"orbax cannot read it",
     ),
 }
@@ -229,7 +230,7 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(ds, finished, 
     workdir = tmp_path / "run"
     shutil.copytree(finished[0], workdir)
     damage(workdir / "checkpoints" / "20")
-    with pytest.raises(T.CheckpointDamaged, match=r"\(step 20\) is damaged: .*redo it from step 15"):
+    with pytest.raises(ckpt.CheckpointDamaged, match=r"\(step 20\) is damaged: .*redo it from step 15"):
         T.load_run(str(workdir))  # reading a finished run never uses an older checkpoint silently
     capsys.readouterr()
     r = run(ds, workdir, checkpoint_every=5)
@@ -237,7 +238,7 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(ds, finished, 
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert re.search(r"checkpoint step 20 is damaged: .*" + named, err), err
     assert "resuming from step 15" in err and str(workdir / "damaged-checkpoints") in err
-    assert r["resumed_at"] == 15 and r["updates"] == 20 and not r.get("reused")
+    assert r.resumed_at == 15 and r.updates == 20 and not r.reused
     for x, y in zip(params_of(finished[1]), params_of(r), strict=True):  # the same result as never damaged
         np.testing.assert_array_equal(x, y)
     assert sorted(os.listdir(workdir / "checkpoints")) == ["15", "20"]
@@ -252,9 +253,9 @@ def test_every_checkpoint_damaged_starts_from_scratch(ds, finished, tmp_path, ca
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 2 and "step 20 is damaged" in lines[0] and "resuming from step 15" in lines[0]
     assert "step 15 is damaged" in lines[1] and "starting from scratch" in lines[1]
-    assert r["resumed_at"] == 0 and r["updates"] == 20 and r["history"] == [
-        {**h, "seconds": r["history"][i]["seconds"], "images_per_s": r["history"][i]["images_per_s"]}
-        for i, h in enumerate(finished[1]["history"])
+    assert r.resumed_at == 0 and r.updates == 20 and r.history == [
+        {**h, "seconds": r.history[i]["seconds"], "images_per_s": r.history[i]["images_per_s"]}
+        for i, h in enumerate(finished[1].history)
     ]  # fmt: skip
 
 
@@ -295,7 +296,7 @@ def test_sigint_checkpoints_and_exits_130_and_a_busy_workdir_is_refused(tmp_path
     last = err.splitlines()[-1]
     assert "Traceback" not in err and len(err.splitlines()) == 2, err  # "training ... on ..." and this line
     step = int(re.fullmatch(r"sqzdse: SIGINT at update (\d+) of 30: checkpoint saved in .*", last)[1])
-    assert (workdir / "checkpoints" / str(step) / T.CHECKSUMS).exists() and 4 <= step < 30
+    assert (workdir / "checkpoints" / str(step) / ckpt.CHECKSUMS).exists() and 4 <= step < 30
     assert main(argv) == 0
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["updates"] == 30 and summary["resumed_at"] == step
@@ -304,8 +305,8 @@ def test_sigint_checkpoints_and_exits_130_and_a_busy_workdir_is_refused(tmp_path
 
 def test_divergence_is_recorded_not_raised(ds, tmp_path):
     r = run(ds, tmp_path, optimizer="sgd", lr=1e8, schedule="constant")
-    assert r["status"] == "diverged" and "nan" in r["reason"].lower() or "inf" in r["reason"].lower()
-    assert r["test_top1"] is None
+    assert r.status == "diverged" and "nan" in r.reason.lower() or "inf" in r.reason.lower()
+    assert r.test_top1 is None
     assert json.loads((tmp_path / "summary.json").read_text())["status"] == "diverged"
 
 

@@ -1,0 +1,50 @@
+"""The ``sqzdse`` command line: every flag and command function lives in this package; the library takes typed
+arguments and returns values. One module per command group; heavy libraries are imported when a command runs.
+
+Errors: the project's own (``sqzdse.errors.SqzdseError``) and a missing input file print one line and exit 2;
+anything else is a bug and shows its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from sqzdse import __version__
+from sqzdse.cli import compress, export, model, plot, report, sweep, train
+from sqzdse.errors import SqzdseError
+
+COMMAND_GROUPS = (model, export, train, sweep, compress, plot, report)  # in the order of `sqzdse --help`
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sqzdse",
+        description="Design-space exploration of SqueezeNet's Fire-module metaparameters (Iandola et al. 2016).",
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    for group in COMMAND_GROUPS:
+        group.add_commands(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from sqzdse.runtime import Interrupted, backend_initialized, configure_cpu, parse_cpus
+
+    args = build_parser().parse_args(argv)
+    try:
+        if not backend_initialized():  # XLA:CPU flags and malloc settings must precede JAX's backend
+            cpus = os.environ.get("SQZDSE_CPUS")  # set per worker by `sweep run --workers N`
+            configure_cpu(cpus=parse_cpus(cpus) if cpus else None)  # what they buy: benchmarks/README.md
+        return args.func(args)
+    except (SqzdseError, FileNotFoundError) as e:
+        print(f"sqzdse: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # a command that does not defer signals (sqzdse.runtime.deferred_signals)
+        print("sqzdse: interrupted (SIGINT)", file=sys.stderr)
+        return 130
+    except Interrupted as e:  # a deferred SIGINT/SIGTERM, acted on at a safe point (sqzdse.runtime)
+        print(f"sqzdse: {e}", file=sys.stderr)
+        return e.exit_code

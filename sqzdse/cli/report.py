@@ -1,0 +1,48 @@
+"""``sqzdse report``: one Markdown or HTML page per study."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sqzdse.cli.common import add_output, command
+from sqzdse.cli.plot import where_item
+from sqzdse.errors import InputError
+from sqzdse.results import METRICS
+
+
+def run_report(args) -> int:
+    """``sqzdse report``: load the rows, write the page, print its path."""
+    from sqzdse.report import REPORT_SUFFIXES, study_spec, write_report
+    from sqzdse.results import is_storage_url, load_rows
+
+    out = Path(args.output)
+    if out.suffix.lower() not in REPORT_SUFFIXES:
+        raise InputError(f"{out}: a report is .md or .html")
+    rows = load_rows(*args.sources, study=args.study)
+    spec = None
+    if args.spec:
+        try:
+            spec = json.loads(Path(args.spec).read_text())
+        except json.JSONDecodeError as e:
+            raise InputError(f"{args.spec}: not valid JSON ({e})") from None
+    elif len(args.sources) == 1 and is_storage_url(args.sources[0]):
+        names = {r["study"] for r in rows}
+        spec = study_spec(args.sources[0], names.pop()) if len(names) == 1 else None
+    path = write_report(rows, out, spec=spec, metric=args.metric, title=args.title, where=dict(args.where or ()))
+    print(f"wrote {path}")
+    return 0
+
+
+def add_commands(sub) -> None:
+    rp = command(sub, "report", help="one Markdown or HTML page per study: spec, trials, Pareto set, figures")
+    rp.add_argument("sources", nargs="+", metavar="SOURCE", help="results: .csv / .json exports or storage URLs")
+    add_output(rp, "OUT.md (figures as PNGs beside it) or OUT.html (one file)")
+    rp.add_argument("--study", action="append", help="only this study (repeatable)")
+    rp.add_argument("--metric", default="val_top1", choices=METRICS, help="ranks trials")
+    rp.add_argument("--spec", help="the sweep's spec as a JSON file (default: the spec stored on the study, when "
+                    "SOURCE is a storage URL)")  # fmt: skip
+    rp.add_argument("--title", help="page title (default: Study NAME)")
+    rp.add_argument("--where", action="append", type=where_item, metavar="KEY=VALUE",
+                    help="only trials with this value, e.g. --where bypass=simple (repeatable)")  # fmt: skip
+    rp.set_defaults(func=run_report)

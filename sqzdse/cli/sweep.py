@@ -1,0 +1,191 @@
+"""``sqzdse sweep run|status|export|delete``."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from sqzdse.cli.common import add_output, command
+from sqzdse.errors import InputError
+
+
+def cmd_sweep_run(args) -> int:
+    from sqzdse import sweep as S
+
+    spec = S.load_spec(args.file, max_points=None if args.yes else S.GRID_LIMIT)
+    url = S.storage_url(args.storage, spec)
+    if args.workers < 1:
+        raise InputError(f"--workers {args.workers}: must be >= 1")
+    if args.workers > 1:
+        return _spawn_workers(args, url)
+    n = S.run_worker(spec, url, runs_dir=args.runs_dir, max_trials=args.max_trials, progress=not args.no_progress,
+                     log=lambda msg: print(msg, file=sys.stderr, flush=True))  # fmt: skip
+    st = S.status(url, spec.name)
+    print(f"{spec.name}: ran {n} trials here; storage {S.redact(url)} holds {st['trials']} ({_states(st)})")
+    return 0
+
+
+def _spawn_workers(args, url: str) -> int:
+    """N worker processes on this machine, each one JAX thread pool, sharing the storage."""
+    import subprocess
+
+    from sqzdse.runtime import worker_cpus
+    from sqzdse.sweep import STORAGE_ENV
+
+    argv = [sys.executable, "-m", "sqzdse.cli", "sweep", "run", args.file, "--runs-dir", args.runs_dir, "--workers",
+            "1", "--no-progress"]  # fmt: skip
+    if args.max_trials:
+        argv += ["--max-trials", str(args.max_trials)]
+    if args.yes:
+        argv.append("--yes")
+    procs = []
+    for cpus in worker_cpus(args.workers):  # one disjoint set of cores per worker
+        # The storage goes by the environment: a password in its URL stays out of `ps`.
+        env = {**os.environ, "SQZDSE_CPUS": ",".join(map(str, cpus)), STORAGE_ENV: url}
+        procs.append(subprocess.Popen(argv, env=env))
+    return max(p.wait() for p in procs)
+
+
+def _states(st: dict) -> str:
+    return ", ".join(f"{n} {s.lower()}" for s, n in sorted(st["states"].items())) or "no trials"
+
+
+def cmd_sweep_status(args) -> int:
+    from sqzdse import sweep as S
+    from sqzdse.results import METAPARAMETERS
+
+    url, study = _storage_of(args)
+    if args.top < 0:
+        raise InputError(f"--top {args.top}: must be >= 0")
+    st = S.status(url, study, top=args.top)
+    if args.json:
+        print(json.dumps(st, indent=1))
+        return 0
+    print(f"study {st['study']} in {S.redact(url)}: {st['trials']} trials ({_states(st)})")
+
+    def line(r) -> str:
+        objs = " ".join(f"{o}={r[o]:.4f}" if isinstance(r[o], float) else f"{o}={r[o]:,}" for o in st["objectives"])
+        meta = " ".join(f"{k}={r[k]}" for k in METAPARAMETERS)
+        test = f"test_top1 {r['test_top1']:.4f}, {r['bytes']:,} bytes"
+        return f"  trial {r['number']}: {objs} ({test}) | {meta} seed={r['seed']}"
+
+    goal = ", ".join(f"{o} ({d})" for o, d in zip(st["objectives"], st["directions"], strict=True))
+    if len(st["objectives"]) > 1:
+        print(f"Pareto set of {goal}: {len(st['pareto'])} trials")
+        for r in st["pareto"]:
+            print(line(r))
+    elif st["best"]:
+        print(f"best by {goal}:\n{line(st['best'])}")
+    if st["top"]:
+        print(f"top {len(st['top'])} by {goal.split(',')[0]}:")
+        for r in st["top"]:
+            print(line(r))
+    return 0
+
+
+def _storage_of(args) -> tuple[str, str | None]:
+    """The storage (--storage > $SQZDSE_STORAGE > the FILE's default) and study (--study > the FILE's) to read."""
+    from sqzdse import sweep as S
+
+    if args.file:
+        spec = S.load_spec(args.file, max_points=None)  # only its name and storage are needed: no grid limit
+        return S.storage_url(args.storage, spec), args.study or spec.name
+    url = S.storage_url(args.storage)
+    if not url:
+        raise InputError(f"give a sweep FILE or --storage URL (or set ${S.STORAGE_ENV})")
+    return url, args.study
+
+
+def cmd_sweep_delete(args) -> int:
+    from sqzdse import sweep as S
+
+    url, study = _storage_of(args)
+    if not study:
+        raise InputError("sweep delete: name the study: a sweep FILE or --study NAME")
+
+    def confirm(n_trials: int) -> bool:
+        what = f"study {study!r} ({n_trials} trials) from {S.redact(url)}"
+        if args.yes:
+            return True
+        if not sys.stdin.isatty():
+            raise InputError(f"sweep delete: no terminal to confirm on; pass --yes to delete {what}")
+        try:
+            return input(f"delete {what}? This cannot be undone [y/N] ").strip().lower() in ("y", "yes")
+        except EOFError:
+            return False
+
+    n = S.delete_study(url, study, confirm)
+    print(f"deleted {study!r} ({n} trials) from {S.redact(url)}" if n is not None else "nothing deleted")
+    return 0 if n is not None else 1
+
+
+def cmd_sweep_export(args) -> int:
+    from sqzdse import sweep as S
+
+    fmt = export_format(args.format, args.output)
+    url, study = _storage_of(args)
+    rows = S.export_rows(url, S.resolve_study(url, study))
+    if args.output:
+        with open(args.output, "w", newline="") as f:
+            S.write_rows(rows, fmt, f)
+        print(f"wrote {len(rows)} trials to {args.output}", file=sys.stderr)
+    else:
+        S.write_rows(rows, fmt, sys.stdout)
+    return 0
+
+
+def export_format(fmt: str | None, output: str | None) -> str:
+    """--format if given, else the output file's suffix (.csv, .json); standard output gets CSV."""
+    if fmt:
+        return fmt
+    suffix = os.path.splitext(output)[1].lower() if output else ".csv"
+    if suffix not in (".csv", ".json"):
+        raise InputError(f"-o {output}: cannot tell the format from {suffix or 'no suffix'!r}; name the file "
+                         ".csv or .json, or give --format csv|json")  # fmt: skip
+    return suffix[1:]
+
+
+def add_commands(sub) -> None:
+    from sqzdse.sweep import GRID_LIMIT, STORAGE_ENV
+
+    sw = sub.add_parser("sweep", help="Optuna sweeps over the design space: run, status, export, delete",
+                        description="Optuna sweeps over the design space: run, status, export, delete.")  # fmt: skip
+    sws = sw.add_subparsers(dest="sweep_command", required=True)
+    run = command(
+        sws,
+        "run",
+        help="work on a sweep until it is done (start as many as you like, on any machines, on one storage)",
+        description="Run the trials of a sweep file (sweeps/*.toml). Workers on one --storage share the work: a grid "
+        "runs each point once; a killed worker's trial is retried (resuming its checkpoint); rerunning a finished "
+        "or interrupted sweep continues it. Default storage: sqlite:///runs/NAME.db (no server). Many machines: "
+        "--storage postgresql+psycopg2://USER:PASS@HOST/DB on every machine.",
+    )
+    run.add_argument("file", help="sweep file (TOML), e.g. sweeps/smoke.toml")
+    run.add_argument("--storage", help=f"Optuna storage URL (default: ${STORAGE_ENV}, else sqlite:///runs/NAME.db)")
+    run.add_argument("--runs-dir", default="runs", help="trial workdirs and the JAX compilation cache")
+    run.add_argument("--max-trials", type=int, help="stop this worker after N trials")
+    run.add_argument("--workers", type=int, default=1, help="worker processes on this machine, each pinned to its "
+                     "own share of the cores (1: one process using them all)")  # fmt: skip
+    run.add_argument("--no-progress", action="store_true", help="no per-trial progress bar")
+    run.add_argument("--yes", action="store_true", help=f"run a grid of more than {GRID_LIMIT:,} points")
+    run.set_defaults(func=cmd_sweep_run)
+    for name, func, helptext in (("status", cmd_sweep_status, "progress of a sweep: trials per state, the best"),
+                                 ("export", cmd_sweep_export, "one row per trial as CSV or JSON"),
+                                 ("delete", cmd_sweep_delete, "remove a study and all its trials from the storage, "
+                                  "after a confirmation")):  # fmt: skip
+        where = f". Give a sweep FILE or --storage URL (default ${STORAGE_ENV}); a missing storage is an error"
+        q = command(sws, name, help=helptext, description=helptext + where + ", never created.")
+        q.add_argument("file", nargs="?", help="sweep file (its default storage and study)")
+        q.add_argument("--storage", help=f"Optuna storage URL (default: ${STORAGE_ENV})")
+        q.add_argument("--study", help="study name (optional when the storage holds one)")
+        if name == "export":
+            q.add_argument("--format", choices=("csv", "json"),
+                           help="default: the suffix of -o (.csv or .json); CSV on standard output")  # fmt: skip
+            add_output(q, "write here instead of standard output", required=False)
+        elif name == "status":
+            q.add_argument("--json", action="store_true", help="print JSON")
+            q.add_argument("--top", type=int, default=0, help="also list the N best trials by the first objective")
+        else:
+            q.add_argument("--yes", action="store_true", help="delete without asking")
+        q.set_defaults(func=func)

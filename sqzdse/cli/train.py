@@ -1,0 +1,125 @@
+"""``sqzdse train`` (with ``--dsd``, whose flags are in ``sqzdse.cli.compress``)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from sqzdse import config as C
+from sqzdse.cli.common import add_config_args, command, config_from_args
+from sqzdse.recipe import DTYPES, INITS, OPTIMIZERS, SCHEDULES, TrainConfig, caffe_solver, small_input_recipe
+
+# Help of each TrainConfig field's flag; the flags are made from TrainConfig's fields, so a new field needs a line.
+TRAIN_HELP = {
+    "dataset": "fashion_mnist, mnist, cifar10, cifar100, imagenette, imagenet2012",
+    "epochs": "passes over the training split (fractions allowed)",
+    "batch_size": "images per forward pass",
+    "iter_size": "micro-batches accumulated per update (Caffe's iter_size)",
+    "optimizer": "",
+    "lr": "base learning rate",
+    "momentum": "SGD momentum / Adam beta1",
+    "weight_decay": "L2 on the gradient (decoupled for adamw)",
+    "schedule": "learning-rate decay after warm-up",
+    "power": "poly decay power",
+    "warmup_epochs": "linear learning-rate warm-up",
+    "seed": "seeds initialisation, data order, augmentation and dropout",
+    "train_limit": "train on the first N training images only",
+    "val_size": "images carved from the training split for validation",
+    "eval_limit": "evaluate on the first N validation and test images only",
+    "init": "caffe: the prototxts' fillers; msra: He for conv1 and the Fire modules",
+    "dtype": "compute dtype (parameters stay float32)",
+    "checkpoint_every": "also checkpoint every N updates (0: at each epoch's end only)",
+}
+CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "init": INITS, "dtype": DTYPES}
+TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+
+
+def _recipe_default(name: str) -> str:
+    imagenet, small = getattr(caffe_solver(), name), getattr(small_input_recipe(), name)
+    if imagenet == small:
+        return f"default: {imagenet}" if imagenet is not None else "default: all"
+    return f"default: {imagenet} with an ImageNet stem, {small} with the small stem"
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field; unset ones come from the configuration's recipe (recipe.default_recipe)."""
+    g = p.add_argument_group("training (unset flags: Caffe's solver for the ImageNet stems v1_0 / v1_1, the "
+                             "small-input recipe for the small stem; sqzdse.recipe)")  # fmt: skip
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.name == "dataset":
+            g.add_argument(flag, default=f.default, help=TRAIN_HELP[f.name])
+            continue
+        kind = {"float": float, "int": int, "int | None": int}.get(str(f.type), str)
+        help_ = f"{TRAIN_HELP[f.name]} ({_recipe_default(f.name)})".lstrip()
+        g.add_argument(flag, type=kind, choices=CHOICES.get(f.name), help=help_)
+    g.add_argument("--data-dir", help="tensorflow-datasets directory (default: $SQZDSE_DATA_DIR, else "
+                   "~/tensorflow_datasets)")  # fmt: skip
+    g.add_argument("--no-download", action="store_true", help="fail instead of downloading a missing dataset")
+
+
+def train_config_from_args(args, cfg: C.SqueezeNetConfig) -> TrainConfig:
+    from sqzdse.recipe import default_recipe
+
+    return default_recipe(cfg, **{k: getattr(args, k) for k in TRAIN_FIELDS if getattr(args, k, None) is not None})
+
+
+def cmd_train(args) -> int:
+    from sqzdse.runtime import deferred_signals
+
+    # SIGINT/SIGTERM: the run checkpoints at the next update and main() prints one line (exit 130/143).
+    with deferred_signals("as the run finished (its summary is written)"):
+        return _train(args)
+
+
+def _train(args) -> int:
+    from sqzdse import data as D
+    from sqzdse.train import train_and_evaluate
+
+    ds = D.load(args.dataset, data_dir=args.data_dir, val_size=args.val_size, download=not args.no_download)
+    cfg = config_from_args(args, input_shape=ds.info.image_shape, num_classes=ds.info.num_classes)
+    if args.preset is None and args.stem is None and ds.info.family == "small":
+        cfg = dataclasses.replace(cfg, stem=C.STEM_SMALL, conv10_pad=0)  # no preset named: fit the small input
+    tc = train_config_from_args(args, cfg)
+    print(f"training {cfg} on {ds.info.name} with {tc}", file=sys.stderr)
+    if args.dsd:
+        from sqzdse.cli.compress import run_dsd
+
+        return run_dsd(args, cfg, tc, ds)
+    result = train_and_evaluate(cfg, tc, args.workdir, dataset=ds, progress=not args.no_progress)
+    if result.reused:
+        print(f"{args.workdir} holds this run, finished: its summary, not trained again", file=sys.stderr)
+    r = result.summary()
+    if args.json:
+        print(json.dumps(r, indent=1))
+    else:
+        keys = ("status", "reason", "val_top1", "val_top5", "test_top1", "test_top5", "params", "bytes", "macs",
+                "updates", "train_seconds", "compile_seconds", "wall_seconds")  # fmt: skip
+        for k in keys:
+            v = r[k]
+            print(f"{k:>16}: {v:.4f}" if isinstance(v, float) else f"{k:>16}: {v}")
+    return 0 if r["status"] == "completed" else 3
+
+
+def add_commands(sub) -> None:
+    from sqzdse.cli.compress import add_dsd_arguments
+
+    tr = command(
+        sub,
+        "train",
+        help="train one configuration: progress bar, per-epoch metrics, checkpoints, final summary",
+        description="Train a configuration on a dataset. With --workdir, metrics go to WORKDIR/metrics.jsonl, the "
+        "summary to WORKDIR/summary.json, and orbax checkpoints let the same command resume a killed run. A run whose "
+        "loss becomes NaN stops with status 'diverged' (exit code 3). Example: sqzdse train --preset squeezenet_small "
+        "--dataset fashion_mnist --epochs 2 --workdir runs/fmnist",
+    )
+    add_config_args(tr, preset_default="squeezenet_v1_0; with neither --preset nor --stem, a small-input dataset "
+                    "(28x28, 32x32) gets the small stem, so the small-input recipe")  # fmt: skip
+    add_train_args(tr)
+    tr.add_argument("--workdir", help="where metrics, summary and checkpoints go (resumes a run found there)")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tr.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_dsd_arguments(tr)
+    tr.set_defaults(func=cmd_train)

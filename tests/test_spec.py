@@ -1,0 +1,181 @@
+"""The sweep file: validation that names the key, the shipped sweeps, and a study that only runs its own file."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sqzdse import spec as SP
+from sqzdse import storage as ST
+from sqzdse import sweep as S
+from sqzdse.cli import main
+
+SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
+
+# A tiny sweep: 16x16x1 synthetic images, 16..64 expand filters, one quick epoch.
+TINY_SPEC = {
+    "study": {"name": "tiny", "sampler": "grid", "seeds": [0]},
+    "model": {"preset": "squeezenet_small", "base_e": 16, "incr_e": 16},
+    "space": {"sr": [0.25, 0.5, 0.75]},
+    "train": {"dataset": "synthetic", "epochs": 1, "batch_size": 16, "init": "msra", "warmup_epochs": 0.0},
+}
+
+
+def spec(space=None, **study):
+    raw = json.loads(json.dumps(TINY_SPEC))
+    raw["study"].update(study)
+    raw["space"] = space or raw["space"]
+    return SP.parse_spec(raw)
+
+
+@pytest.mark.parametrize(
+    "patch, message",
+    [
+        ({"study": {"sampler": "bayes"}}, "study.sampler: 'bayes' is not one of grid, random, tpe, nsga2"),
+        ({"space": {"sq": [0.5]}}, "space.sq: unknown metaparameter"),
+        ({"space": {"sr": {"low": 1.0, "high": 0.5}}}, "space.sr: low (1.0) must be < high (0.5)"),
+        ({"space": {"pct3x3": [1.5]}}, "pct3x3=1.5: must be in [0, 1]"),
+        ({"train": {"lr": -1}}, "lr=-1: must be > 0"),
+        ({"train": {"optimiser": "sgd"}}, "train.optimiser: unknown"),
+        ({"study": {"sampler": "tpe"}}, "study.n_trials: required with sampler 'tpe'"),
+        ({"study": {"objectives": ["accuracy"]}}, "study.objectives"),
+        ({"model": {"preset": "alexnet"}}, "model.preset: 'alexnet' is not one of"),
+        # Every value of every axis, and every type, before any training:
+        ({"space": {"pct3x3": [0.5, 1.5]}}, "space point sr=0.25 pct3x3=1.5: pct3x3=1.5: must be in [0, 1]"),
+        ({"space": {"sr": ["half"]}}, "space.sr: 'half' is not a number"),
+        ({"space": {"base_e": [16, 24.5]}}, "space.base_e: 24.5 is not an integer"),
+        ({"space": {"sr": [0.5, 0.5]}}, "space.sr: 0.5 is listed twice"),
+        ({"train": {"epochs": "one"}}, "train.epochs: 'one' is not a number"),
+        ({"train": {"train_limit": "many"}}, "train.train_limit: 'many' is not an integer"),
+        ({"model": {"dropout": "none"}}, "model.dropout: 'none' is not a number"),
+        (
+            {"study": {"sampler": "random", "n_trials": 2}, "space": {"sr": {"low": 0.001, "high": 0.5}}},
+            "space point sr=0.001: sr=0.001: fire2 gets",
+        ),  # a range's endpoints  # fmt: skip
+        (
+            {"space": {"sr": {"low": 0.0001, "high": 1.0, "step": 0.00005}}},
+            "space: the grid has 19,999 points (19999 sr x 1 seed), over the limit of 10,000",
+        ),
+        (
+            {"study": {"grace_period": 3}},
+            "study.grace_period: 3 s must be >= 2 x study.heartbeat_interval (10 s) + 5 s = 25 s",
+        ),
+        ({"study": {"heartbeat_interval": 60}}, "study.grace_period: 120 s must be >= 2 x study.heartbeat_interval"),
+    ],
+)
+def test_invalid_sweep_file_names_the_key(patch, message):
+    raw = json.loads(json.dumps(TINY_SPEC))
+    for section, values in patch.items():
+        raw[section].update(values)
+    if "sq" in patch.get("space", {}):
+        del raw["space"]["sr"]
+    with pytest.raises(SP.SpecError) as e:
+        SP.parse_spec(raw)
+    assert message in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        ({"bits": 9}, "compress.bits: bits=9: must be an integer from 2 to 8"),
+        ({"density": 1.5}, "compress.density: density=1.5"),
+        ({"huffman": "yes"}, "compress.huffman: 'yes': true or false"),
+        ({"level": 3}, "compress.level: unknown; allowed: bits, density, huffman"),
+    ],
+)
+def test_invalid_compress_table_names_the_key(table, message):
+    raw = json.loads(json.dumps(TINY_SPEC))
+    raw["compress"] = table
+    with pytest.raises(SP.SpecError) as e:
+        SP.parse_spec(raw)
+    assert message in str(e.value)
+
+
+def test_invalid_toml_file(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[study]\nname = \n")
+    assert main(["sweep", "run", str(bad)]) == 2
+    assert "not valid TOML" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", sorted(SWEEPS.glob("*.toml")), ids=lambda p: p.stem)
+def test_shipped_sweeps_are_valid(path):
+    s = SP.load_spec(str(path))
+    assert s.name == path.stem
+    head = path.read_text().splitlines()[:30]
+    assert any("sqzdse sweep run" in line for line in head), "the header says the command"
+
+
+def quiet(*_):
+    pass
+
+
+def points_of(url, name="tiny"):
+    import optuna
+
+    trials = optuna.load_study(study_name=name, storage=ST.open_storage(url)).trials
+    return sorted((t.system_attrs["fixed_params"]["sr"], t.system_attrs["fixed_params"]["seed"]) for t in trials)
+
+
+def claim_and_suggest(study, s):
+    """What a worker does before training: claim a waiting trial and suggest its point (Optuna checks the
+    distributions against the study's earlier trials here)."""
+    trial = ST.claim_waiting(study)
+    point = {d.name: d.suggest(trial) for d in s.space} | {"seed": s.seed_dim.suggest(trial)}
+    study.tell(trial, [0.5])
+    return point
+
+
+def test_a_grid_that_grew_gets_its_new_points_only(tmp_path):
+    url = f"sqlite:///{tmp_path}/grow.db"
+    first = spec()
+    study = S.open_study(first, url, log=quiet)
+    assert claim_and_suggest(study, first) == {"sr": 0.25, "seed": 0}
+    logged = []
+    grown = spec(space={"sr": [0.25, 0.5, 0.75, 1]}, seeds=[0, 1])  # 1: an int in a float axis is the point 1.0
+    study = S.open_study(grown, url, log=logged.append)
+    assert logged == ["[tiny] enqueued 5 grid points the study did not have"]
+    assert points_of(url) == sorted((sr, seed) for sr in (0.25, 0.5, 0.75, 1.0) for seed in (0, 1))
+    # New categories and seeds suggest fine next to the first trial's (a grid records ranges, not categories).
+    assert claim_and_suggest(study, grown) == {"sr": 0.5, "seed": 0}
+    S.open_study(grown, url, log=logged.append)  # idempotent: nothing more
+    assert len(points_of(url)) == 8 and len(logged) == 1
+    assert optuna_spec(url)["space"] == {"sr": [0.25, 0.5, 0.75, 1.0]}  # the study records the file it now follows
+
+
+def optuna_spec(url, name="tiny"):
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=ST.open_storage(url)).user_attrs["spec"]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"train": {"epochs": 2}}, "train.epochs: 1 → 2"),
+        ({"model": {"base_e": 32}}, "model.base_e: 16 → 32"),
+        ({"study": {"objectives": ["val_top5"]}}, 'study.objectives: ["val_top1"] → ["val_top5"]'),
+        ({"study": {"sampler": "random", "n_trials": 3}}, 'study.sampler: "grid" → "random"'),
+        ({"space": {"sr": [0.25, 0.5]}}, "1 of its grid points are not in the file's grid (seed=0 sr=0.75)"),
+        ({"space": {"sr": [0.25, 0.5, 0.75], "pct3x3": [0.5]}}, "space.pct3x3: (unset) → [0.5]"),
+        ({"compress": {"bits": 4}}, "compress.bits: (unset) → 4"),
+    ],
+)
+def test_a_different_file_with_the_same_study_name_is_refused(tmp_path, change, message):
+    url = f"sqlite:///{tmp_path}/mix.db"
+    S.open_study(spec(), url, log=quiet)
+    raw = json.loads(json.dumps(TINY_SPEC))
+    for section, values in change.items():
+        raw[section] = values if section in ("space", "compress") else {**raw[section], **values}
+    with pytest.raises(SP.SpecError) as e:
+        S.open_study(SP.parse_spec(raw, source="other.toml"), url, log=quiet)
+    assert message in str(e.value), str(e.value)
+    assert "nothing was run" in str(e.value) and "sqzdse sweep delete other.toml" in str(e.value)
+    assert points_of(url) == [(0.25, 0), (0.5, 0), (0.75, 0)]  # nothing enqueued, nothing changed
+
+
+def test_heartbeat_and_retry_settings_may_change(tmp_path):
+    url = f"sqlite:///{tmp_path}/hb.db"
+    S.open_study(spec(), url, log=quiet)
+    S.open_study(spec(heartbeat_interval=20, grace_period=60, max_retry=1), url, log=quiet)
+    assert optuna_spec(url)["grace_period"] == 60 and len(points_of(url)) == 3
