@@ -59,16 +59,15 @@ def test_storage_urls_go_through_sweep_export_rows(rows, monkeypatch):
         calls.append((storage_url, study_name))
         return [dict(r, curve=json.dumps(r["curve"]), params=str(r["params"])) for r in rows[:2]]
 
-    # The study's stored spec gives every row its training budget (the `train` table, less the seed).
-    spec = {"train": {"dataset": "fmnist", "epochs": 4, "seed": 3, "train_limit": 500}}
-    study = types.SimpleNamespace(study_name="fig3a", user_attrs={"spec": spec})
-    storage = types.SimpleNamespace(get_all_studies=lambda: [study])
-    fake = types.SimpleNamespace(export_rows=export_rows, open_storage=lambda url: storage)
-    monkeypatch.setitem(sys.modules, "sqzdse.sweep", fake)
+    monkeypatch.setitem(sys.modules, "sqzdse.sweep", types.SimpleNamespace(export_rows=export_rows))
     got = results.load_rows("sqlite:///runs/x.db", "postgresql://u@h/db", study="fig3a")
     assert calls == [("sqlite:///runs/x.db", "fig3a"), ("postgresql://u@h/db", "fig3a")]
-    assert {r.pop("budget") for r in got} == {"dataset=fmnist, epochs=4, train_limit=500"}
     assert got == rows[:2] + rows[:2]
+
+
+def test_budget_text_is_the_train_table_less_the_seed():
+    train = {"dataset": "fmnist", "epochs": 4, "seed": 3, "train_limit": 500}
+    assert results.budget_text(train) == "dataset=fmnist, epochs=4, train_limit=500"
 
 
 @pytest.mark.parametrize(
