@@ -30,13 +30,23 @@ import os
 import queue
 import threading
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from sqzdse import tfds_prep
+from sqzdse.datasets import (
+    CAFFE_CENTRE,
+    CAFFE_CROP,
+    CAFFE_FAMILY,
+    CAFFE_RESIZE,
+    DATASETS,
+    SMALL_PAD,
+    DatasetSpec,
+    dataset_spec,
+)
 from sqzdse.errors import InputError
 from sqzdse.tfds_prep import DatasetUnavailable
 
@@ -50,23 +60,6 @@ SPLITS = ("train", "val", "test")
 _VAL_SEED = 20160224  # SqueezeNet's arXiv date
 _MAX_DEFAULT_VAL = 5000
 
-# Caffe's train_val.prototxt: images stored at 256x256, crop_size 227, mirror for
-# training, mean_value 104/117/123 in BGR order (what the pretrained weights expect).
-CAFFE_RESIZE = 256
-CAFFE_CROP = 227
-CAFFE_MEAN_BGR = (104.0, 117.0, 123.0)
-CAFFE_CENTRE = (CAFFE_RESIZE - CAFFE_CROP) // 2  # the test phase's centre crop starts at 14
-# Standard augmentation for 28/32-px images: zero-pad 4 px, crop back at random.
-SMALL_PAD = 4
-
-_IDX_FILES = (
-    "train-images-idx3-ubyte.gz",
-    "train-labels-idx1-ubyte.gz",
-    "t10k-images-idx3-ubyte.gz",
-    "t10k-labels-idx1-ubyte.gz",
-)
-_IMAGENET_TARS = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
-
 
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
@@ -79,76 +72,6 @@ class DatasetInfo:
     num_train: int  # the training split minus the validation carve
     num_val: int
     num_test: int
-
-
-@dataclasses.dataclass(frozen=True)
-class _Spec:
-    """How one named dataset is found, prepared and augmented."""
-
-    tfds_name: str
-    num_classes: int
-    family: str
-    flip: bool  # mirror augmentation; off for digits, which are not mirror-symmetric
-    mean: tuple[float, ...]  # per channel on the 0-255 scale, in the order batches use
-    std: tuple[float, ...]
-    files: tuple[str, ...]  # source files, looked for in tfds's manual_dir first
-    urls: tuple[str, ...] = ()  # where tfds downloads `files` from; () = manual only
-    config: str | None = None
-    test_split: str = "test"  # tfds split reported as "test"
-
-
-def _x255(*values: float) -> tuple[float, ...]:
-    return tuple(255.0 * v for v in values)
-
-
-def _urls(base: str, files: Sequence[str]) -> tuple[str, ...]:
-    return tuple(base + f for f in files)
-
-
-_CAFFE = dict(family="imagenet", flip=True, mean=CAFFE_MEAN_BGR, std=(1.0, 1.0, 1.0))
-# URLs are tfds's own, so its recorded checksums verify the downloads. Means and
-# standard deviations are the usual per-channel training-set statistics.
-_SPECS = {
-    "mnist": _Spec(
-        "mnist", 10, "small", flip=False, mean=_x255(0.1307), std=_x255(0.3081),
-        files=_IDX_FILES,
-        urls=_urls("https://storage.googleapis.com/cvdf-datasets/mnist/", _IDX_FILES),
-    ),
-    "fashion_mnist": _Spec(
-        "fashion_mnist", 10, "small", flip=True, mean=_x255(0.2860), std=_x255(0.3530),
-        files=_IDX_FILES,
-        urls=_urls("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/", _IDX_FILES),
-    ),
-    "cifar10": _Spec(
-        "cifar10", 10, "small", flip=True,
-        mean=_x255(0.4914, 0.4822, 0.4465), std=_x255(0.2470, 0.2435, 0.2616),
-        files=("cifar-10-binary.tar.gz",),
-        urls=("https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",),
-    ),
-    "cifar100": _Spec(
-        "cifar100", 100, "small", flip=True,
-        mean=_x255(0.5071, 0.4865, 0.4409), std=_x255(0.2673, 0.2564, 0.2762),
-        files=("cifar-100-binary.tar.gz",),
-        urls=("https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz",),
-    ),
-    # The 320px variant: images are resized to 256x256 anyway, and it is a quarter of
-    # the full-size download.
-    "imagenette": _Spec(
-        "imagenette", 10, **_CAFFE, config="320px-v2", test_split="validation",
-        files=("imagenette2-320.tgz",),
-        urls=("https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-320.tgz",),
-    ),
-    # ImageNet's test labels are not public: its validation split is the test set.
-    "imagenet2012": _Spec(
-        "imagenet2012", 1000, **_CAFFE, test_split="validation", files=_IMAGENET_TARS,
-    ),
-}  # fmt: skip
-
-
-def _spec(name: str) -> _Spec:
-    if name not in _SPECS:
-        raise InputError(f"unknown dataset {name!r}; known: {', '.join(sorted(_SPECS))}")
-    return _SPECS[name]
 
 
 # --------------------------------------------------------------------------- loading
@@ -174,7 +97,7 @@ def load(
       ValueError: for an unknown name.
       DatasetUnavailable: when the data is neither prepared nor obtainable.
     """
-    spec = _spec(name)
+    spec = dataset_spec(name)
     data_dir = os.path.abspath(os.path.expanduser(data_dir or DEFAULT_DATA_DIR))
     if spec.family == "small":
         arrays = tfds_prep.read_cache(spec, data_dir)
@@ -230,19 +153,19 @@ def from_arrays(
     if family == "imagenet" and splits["train"].images.shape[-1] != 3:
         raise ValueError("family 'imagenet' needs RGB images (C == 3)")
 
-    known = _SPECS.get(name)
+    known = DATASETS.get(name)
     channels = splits["train"].images.shape[-1]
     if known is not None and known.family == family and len(known.mean) == channels:
         spec = known
     elif family == "imagenet":
-        spec = _Spec(name, num_classes, files=(), **_CAFFE)
+        spec = DatasetSpec(name, num_classes, files=(), **CAFFE_FAMILY)
     else:
         # Statistics of the whole training split: the validation carve is a random
         # tenth of it, so they hardly differ, and this needs no second pass.
         x = splits["train"].images
         mean = x.mean(axis=(0, 1, 2), dtype=np.float64)
         std = np.maximum(x.std(axis=(0, 1, 2), dtype=np.float64), 1.0)
-        spec = _Spec(name, num_classes, "small", True, tuple(mean), tuple(std), files=())
+        spec = DatasetSpec(name, num_classes, "small", True, tuple(mean), tuple(std), files=())
     if flip is not None:
         spec = dataclasses.replace(spec, flip=flip)
     spec = dataclasses.replace(spec, num_classes=num_classes)
@@ -264,7 +187,7 @@ def prepare_debian_fashion_mnist(data_dir: str | None = None, debian_dir: str | 
     Returns:
       The prepared dataset's directory.
     """
-    spec = _SPECS["fashion_mnist"]
+    spec = DATASETS["fashion_mnist"]
     data_dir = os.path.abspath(os.path.expanduser(data_dir or DEFAULT_DATA_DIR))
     debian_dir = debian_dir or tfds_prep.debian_dir()
     if not tfds_prep.has_files(debian_dir, spec.files):
@@ -317,7 +240,7 @@ class _Split:
     index: np.ndarray  # which examples belong to the split, ascending
 
 
-def _dataset(name: str, spec: _Spec, train, test, val_size: int | None) -> Dataset:
+def _dataset(name: str, spec: DatasetSpec, train, test, val_size: int | None) -> Dataset:
     n = len(train)
     if val_size is None:
         val_size = min(_MAX_DEFAULT_VAL, n // 10)
@@ -353,7 +276,7 @@ class Dataset:
 
     info: DatasetInfo
     _splits: Mapping[str, _Split] = dataclasses.field(repr=False)
-    _spec: _Spec = dataclasses.field(repr=False)
+    _spec: DatasetSpec = dataclasses.field(repr=False)
 
     def batches(
         self,
@@ -551,7 +474,7 @@ def normalisation(name: str) -> tuple[str, tuple[float, ...], tuple[float, ...]]
     Channels are in the batches' order: BGR for the ImageNet family (Caffe's mean_value, std 1), after its
     resize to 256x256 and centre 227 crop; the small family is normalised at its stored size.
     """
-    spec = _spec(name)
+    spec = dataset_spec(name)
     return spec.family, spec.mean, spec.std
 
 
@@ -562,4 +485,4 @@ def class_names(name: str, data_dir: str | None = None) -> tuple[str, ...]:
     (which for CIFAR has only the class numbers: tfds reads their names from the archive).
     """
     data_dir = os.path.abspath(os.path.expanduser(data_dir or DEFAULT_DATA_DIR))
-    return tfds_prep.label_names(_spec(name), data_dir)
+    return tfds_prep.label_names(dataset_spec(name), data_dir)

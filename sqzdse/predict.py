@@ -16,7 +16,8 @@ import numpy as np
 from flax import nnx
 from PIL import Image
 
-from sqzdse.data import CAFFE_CROP, CAFFE_MEAN_BGR, caffe_crop
+from sqzdse.data import caffe_crop
+from sqzdse.datasets import CAFFE_CROP, CAFFE_MEAN_BGR
 from sqzdse.errors import InputError
 from sqzdse.model import SqueezeNet
 

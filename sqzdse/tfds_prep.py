@@ -49,7 +49,7 @@ class DatasetUnavailable(SqzdseError, RuntimeError):
 
 
 class Sources(Protocol):
-    """Where a dataset's source files come from (``sqzdse.data``'s table of datasets has these fields)."""
+    """Where a dataset's source files come from (``sqzdse.datasets.DatasetSpec`` has these fields)."""
 
     tfds_name: str
     config: str | None  # tfds builder config, e.g. imagenette's "320px-v2"

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sqzdse import data, tfds_prep
+from sqzdse import data, datasets, tfds_prep
 
-IDX = data._IDX_FILES
+IDX = datasets.IDX_FILES
 
 
 def _write_idx(path, array: np.ndarray) -> None:
@@ -122,8 +122,8 @@ def test_download_path_without_tensorflow(tmp_path, monkeypatch):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         base = f"http://127.0.0.1:{server.server_port}/"
-        spec = dataclasses.replace(data._SPECS["mnist"], urls=tuple(base + f for f in IDX))
-        monkeypatch.setitem(data._SPECS, "mnist", spec)
+        spec = dataclasses.replace(datasets.DATASETS["mnist"], urls=tuple(base + f for f in IDX))
+        monkeypatch.setitem(datasets.DATASETS, "mnist", spec)
         ds = data.load("mnist", data_dir=str(tmp_path / "tfds"), val_size=2)
     finally:
         server.shutdown()
@@ -273,7 +273,7 @@ def test_eval_batches_are_unaugmented_and_keep_the_last_partial_batch():
     assert [len(b[1]) for b in batches] == [10, 10, 5] and ds.steps_per_epoch("test", 10) == 3
     images, labels = np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
     np.testing.assert_array_equal(labels, np.arange(25))
-    spec = data._SPECS["cifar10"]  # cifar10's channel statistics, per channel
+    spec = datasets.DATASETS["cifar10"]  # cifar10's channel statistics, per channel
     np.testing.assert_allclose(images, (x - np.float32(spec.mean)) / np.float32(spec.std), rtol=1e-5, atol=1e-5)
     assert [len(b[1]) for b in ds.batches("train", 10, seed=0, train=True)] == [10, 10]
     assert ds.steps_per_epoch("train", 10) == 2 and ds.steps_per_epoch("train", 10, limit=9) == 0
@@ -292,13 +292,13 @@ def _match_crop(out, src, pad):
 def test_augmentation_crops_and_flips_per_dataset(name, flips):
     x, y = _noise(64)
     ds = data.from_arrays(name, (x, y), (x, y), num_classes=64, val_size=0)
-    spec = data._SPECS[name]
+    spec = datasets.DATASETS[name]
     shifted = mirrored = 0
     for images, labels in ds.batches("train", 32, seed=0, train=True):
         assert images.shape == (32, 12, 12, 1) and images.dtype == np.float32
         raw = np.rint(images * np.float32(spec.std[0]) + np.float32(spec.mean[0])).astype(np.uint8)
         for out, label in zip(raw, labels, strict=True):
-            plain, flipped = _match_crop(out, x[label], data.SMALL_PAD)
+            plain, flipped = _match_crop(out, x[label], datasets.SMALL_PAD)
             assert plain or flipped
             shifted += not np.array_equal(out, x[label]) and not np.array_equal(out, x[label][:, ::-1])
             mirrored += flipped and not plain
