@@ -38,7 +38,6 @@ from sqzdse.codec import (
 )
 from sqzdse.errors import InputError
 from sqzdse.prune import layer_densities, prune, prune_masks
-from sqzdse.prune import parse_density as parse_density  # sqzdse.sweep imports it from here
 
 # JAX, Flax, sqzdse.train and sqzdse.weights (which import them) are imported where used, so that building the
 # CLI's parser, which reads DEFAULT_BITS, stays cheap.

@@ -289,7 +289,8 @@ def _distinct(key: str, values: list) -> list:
 
 def _compress_settings(raw) -> dict:
     """[compress]: bits (2-8), density ("released" or a fraction in (0, 1]), huffman (true/false)."""
-    from sqzdse.compress import check_bits, parse_density
+    from sqzdse.codec import check_bits
+    from sqzdse.prune import parse_density
 
     if not isinstance(raw, dict):
         _fail("compress", 'a table: bits = 6, density = "released" | 0.4, huffman = true')
