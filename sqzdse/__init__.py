@@ -1,3 +1,3 @@
 """sqzdse: design-space exploration of SqueezeNet's Fire-module metaparameters."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -38,6 +38,7 @@ from sqzdse.codec import (
 )
 from sqzdse.errors import InputError
 from sqzdse.prune import layer_densities, prune, prune_masks
+from sqzdse.recipe import update_counts
 
 # JAX, Flax, sqzdse.train and sqzdse.weights (which import them) are imported where used, so that building the
 # CLI's parser, which reads DEFAULT_BITS, stays cheap.
@@ -84,7 +85,7 @@ def finetune_centroids(
     from sqzdse.weights import caffe_key
 
     tc = dataclasses.replace(tc, epochs=float(epochs))
-    per_epoch, total = T.update_counts(dataset, tc)
+    per_epoch, total = update_counts(dataset, tc)
     theta = {x.name: {"codebook": jnp.asarray(x.codebook), "bias": jnp.asarray(x.bias)} for x in layers}
     codes = {x.name: jnp.asarray(dense_codes(x).transpose(2, 3, 1, 0)) for x in layers}  # OIHW -> HWIO
     treedef = jax.tree.structure(params)

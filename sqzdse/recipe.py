@@ -9,6 +9,7 @@ import base64
 import dataclasses
 import hashlib
 import json
+import math
 
 from sqzdse import config as C
 
@@ -97,3 +98,12 @@ def small_input_recipe(**overrides) -> TrainConfig:
 def default_recipe(cfg: C.SqueezeNetConfig, **overrides) -> TrainConfig:
     """Caffe's solver for the ImageNet stems, the small-input recipe otherwise."""
     return small_input_recipe(**overrides) if cfg.stem == C.STEM_SMALL else caffe_solver(**overrides)
+
+
+def update_counts(ds, tc: TrainConfig) -> tuple[int, int]:
+    """(updates per epoch, updates in all) of `tc` on the dataset `ds` (a ``sqzdse.data.Dataset``)."""
+    per_update = tc.batch_size * tc.iter_size
+    per_epoch = ds.steps_per_epoch("train", per_update, limit=tc.train_limit)
+    if per_epoch < 1:
+        raise C.ConfigError(f"batch_size x iter_size = {per_update}: larger than the training split")
+    return per_epoch, max(1, math.ceil(tc.epochs * per_epoch))

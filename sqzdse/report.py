@@ -3,7 +3,7 @@
 Reads exported rows only (STYLE rule 8). Markdown links PNGs written beside the page (``OUT.frontier.png``,
 ...); HTML embeds them as base64 data URIs, so the one file is the whole report.
 
-    sqzdse report sqlite:///runs/fig3a.db -o reports/fig3a.html
+    sqzdse report sweeps/squeeze_ratio.toml -o reports/fig3a.html
     sqzdse report fig3a.csv -o reports/fig3a.md --spec sweeps/fig3a.json
 
 Its flags are ``sqzdse.cli.report``'s.

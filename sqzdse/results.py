@@ -27,10 +27,11 @@ from sqzdse.errors import InputError
 METAPARAMETERS = ("base_e", "incr_e", "freq", "pct3x3", "sr", "bypass")
 # The export's columns, in its order (sqzdse sweep export); a row read back has every one of them.
 FIELDS = ("study", "number", "state", *METAPARAMETERS, "seed", "params", "bytes", "compressed_bytes", "macs",
-          "val_top1", "val_top5", "test_top1", "test_top5", "curve", "train_seconds", "compile_seconds", "status",
-          "reason", "dataset", "budget", "version", "key", "workdir", "reused_from")  # fmt: skip
+          "val_top1", "val_top5", "test_top1", "test_top5", "curve", "train_seconds", "compile_seconds", "images_per_s",
+          "status", "reason", "dataset", "budget", "version", "key", "workdir", "reused_from")  # fmt: skip
 INT_FIELDS = ("number", "base_e", "incr_e", "freq", "seed", "params", "bytes", "compressed_bytes", "macs")
-FLOAT_FIELDS = ("pct3x3", "sr", "val_top1", "val_top5", "test_top1", "test_top5", "train_seconds", "compile_seconds")
+FLOAT_FIELDS = ("pct3x3", "sr", "val_top1", "val_top5", "test_top1", "test_top5", "train_seconds", "compile_seconds",
+                "images_per_s")  # fmt: skip
 METRICS = ("val_top1", "val_top5", "test_top1", "test_top5")
 BY_CHOICES = ("study", *METAPARAMETERS, "seed")  # what rows can be grouped by
 # The one vocabulary of bypass kinds in figures, tables and legends (Table 3's rows); the config says "none".
@@ -61,7 +62,8 @@ def load_rows(*sources: str | os.PathLike | Sequence, study: str | Sequence[str]
     """Trial rows from exported files and/or Optuna storages, types restored.
 
     Args:
-      sources: ``.csv`` or ``.json`` exports of ``sqzdse.sweep``, or storage URLs (``sqlite:///runs/x.db``,
+      sources: ``.csv`` or ``.json`` exports of ``sqzdse.sweep``, sweep files (``.toml``: that sweep's study in its
+        storage, as ``sweep run`` chose it), or storage URLs (``sqlite:///runs/x.db``,
         ``postgresql://...``, read with ``sqzdse.sweep.export_rows``); lists of them are flattened.
         Rows keep their ``study`` (a file row without one gets the file's stem).
       study: keep only rows of this study (or these studies).
@@ -108,6 +110,12 @@ def _read_source(src, study: str | None) -> list[dict]:
     path = Path(src)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such results file")
+    if path.suffix.lower() == ".toml":  # a sweep file: its study, in its storage (what `sweep run FILE` wrote)
+        from sqzdse.spec import load_spec
+        from sqzdse.storage import storage_url
+
+        spec = load_spec(str(path), max_points=None)
+        return _read_source(storage_url(None, spec), spec.name)
     if path.suffix.lower() == ".json":
         try:
             raw = json.loads(path.read_text())
@@ -119,7 +127,8 @@ def _read_source(src, study: str | None) -> list[dict]:
         with open(path, newline="") as f:
             raw = list(csv.DictReader(f))
     else:
-        raise InputError(f"{path}: unknown results format {path.suffix!r}; expected .csv, .json or a storage URL")
+        raise InputError(f"{path}: unknown results format {path.suffix!r}; expected .csv, .json, a sweep's .toml or "
+                         "a storage URL")  # fmt: skip
     out = []
     for i, r in enumerate(raw):
         try:

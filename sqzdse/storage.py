@@ -23,18 +23,32 @@ DEFAULT_RUNS = "runs"
 STORAGE_ENV = "SQZDSE_STORAGE"
 
 
-def default_storage(spec_or_name) -> str:
-    """The embedded default: an SQLite file under runs/ (no server)."""
+DEFAULT_STORAGE = f"sqlite:///{DEFAULT_RUNS}/sqzdse.db"  # every study of a project: one optuna-dashboard shows all
+
+
+def default_storage(spec_or_name=None) -> str:
+    """The embedded default, an SQLite file that holds every study (no server): ``sqlite:///runs/sqzdse.db``.
+
+    A study that an earlier sqzdse made in its own default file, ``runs/NAME.db``, stays there: that file is the
+    study's storage (``sqzdse sweep run`` says so), so continuing it never starts a second copy of the study.
+    """
     name = spec_or_name.name if isinstance(spec_or_name, SweepSpec) else spec_or_name
-    return f"sqlite:///{DEFAULT_RUNS}/{name}.db"
+    if name and os.path.isfile(legacy_storage_path(name)):
+        return f"sqlite:///{legacy_storage_path(name)}"
+    return DEFAULT_STORAGE
 
 
-def storage_url(given: str | None, spec_or_name=None) -> str | None:
+def legacy_storage_path(name: str) -> str:
+    """Where sqzdse before 0.2 kept study `name`: a file of its own."""
+    return os.path.join(DEFAULT_RUNS, f"{name}.db")
+
+
+def storage_url(given: str | None, spec_or_name=None) -> str:
     """The storage to use: --storage, else $SQZDSE_STORAGE (a password stays off the command line and out of
-    `ps`), else the sweep's default SQLite file (None when there is no sweep to name it)."""
+    `ps`), else the default SQLite file (``default_storage``)."""
     if given or os.environ.get(STORAGE_ENV):
         return given or os.environ[STORAGE_ENV]
-    return default_storage(spec_or_name) if spec_or_name is not None else None
+    return default_storage(spec_or_name)
 
 
 def redact(url: str) -> str:
@@ -72,7 +86,7 @@ def open_storage(url: str, spec: SweepSpec | None = None, *, create: bool = Fals
     try:
         parsed = make_url(url)
     except Exception:
-        raise StorageError(f"{shown!r} is not a storage URL (e.g. sqlite:///runs/NAME.db, "
+        raise StorageError(f"{shown!r} is not a storage URL (e.g. sqlite:///runs/sqzdse.db, "
                            "postgresql+psycopg2://USER@HOST/DB)") from None  # fmt: skip
     sqlite = parsed.get_backend_name() == "sqlite"
     if sqlite and parsed.database not in (None, "", ":memory:"):

@@ -28,12 +28,14 @@ import dataclasses
 import hashlib
 import json
 import os
+import time
 import warnings
 
 import numpy as np
 
 from sqzdse import __version__
 from sqzdse import config as C
+from sqzdse.forecast import progress_line, retried_numbers
 from sqzdse.recipe import TrainConfig, run_identity, run_key
 from sqzdse.results import FIELDS, METAPARAMETERS, budget_text
 from sqzdse.runtime import deferred_signals
@@ -65,7 +67,7 @@ from sqzdse.storage import (
 
 # The sweep commands' API in one namespace: sqzdse.cli calls S.load_spec, S.storage_url, S.redact, ...
 __all__ = ["GRID_LIMIT", "METAPARAMETERS", "STORAGE_ENV", "SpecError", "StorageError", "SweepSpec", "delete_study",
-           "export_rows", "load_spec", "open_storage", "open_study", "parse_spec", "redact", "resolve_study",
+           "dry_run", "export_rows", "load_spec", "open_storage", "open_study", "parse_spec", "redact", "resolve_study",
            "run_worker", "status", "storage_url", "write_rows"]  # fmt: skip
 
 
@@ -143,7 +145,7 @@ def _set_metric_names(study, objectives) -> None:
 def _budget_used(study) -> int:
     """Trials that count towards n_trials: all but the stale or interrupted ones that were retried."""
     trials = study.get_trials(deepcopy=False)
-    retried = {n for t in trials for n in t.system_attrs.get("retry_history", ())}  # trial numbers
+    retried = retried_numbers(trials)
     return sum(1 for t in trials if t.number not in retried)
 
 
@@ -184,7 +186,6 @@ def run_worker(
     import optuna
     from optuna.storages import fail_stale_trials
 
-    from sqzdse import data as D
     from sqzdse.runtime import Interrupted, check_signals
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -192,9 +193,10 @@ def run_worker(
     if not jax.config.jax_compilation_cache_dir:  # seeds, retries and resumed sweeps reuse compiles
         jax.config.update("jax_compilation_cache_dir", os.path.abspath(os.path.join(runs_dir, "jax-cache")))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    started = time.monotonic()
     study = open_study(spec, storage_url, log=log)
     if dataset is None:
-        dataset = D.load(spec.train.get("dataset", "fashion_mnist"), val_size=spec.train.get("val_size"))
+        dataset = load_dataset(spec)
     done = 0
     while max_trials is None or done < max_trials:
         check_signals("between trials: nothing was running")
@@ -204,6 +206,7 @@ def run_worker(
             if spec.sampler == "grid" or _budget_used(study) >= (spec.n_trials or 0):
                 break
             trial = study.ask()
+        log(progress_line(spec, study.get_trials(deepcopy=False), time.monotonic() - started))
         try:
             with heartbeat(trial):
                 state, values = _run_trial(spec, trial, dataset, runs_dir, progress, log)
@@ -214,7 +217,37 @@ def run_worker(
         study.tell(trial, values, state=state)
         done += 1
         jax.clear_caches()  # keep memory flat over a long sweep; the persistent cache keeps compiles
+    log(progress_line(spec, study.get_trials(deepcopy=False), time.monotonic() - started))
     return done
+
+
+def load_dataset(spec: SweepSpec):
+    """The sweep's dataset (``sqzdse.data.load``; prepared on first use)."""
+    from sqzdse import data as D
+
+    return D.load(spec.train.get("dataset", "fashion_mnist"), val_size=spec.train.get("val_size"))
+
+
+def dry_run(spec: SweepSpec, storage_url: str, dataset=None) -> tuple[list, object, int]:
+    """What ``sweep run`` would train, without training or creating anything: (``forecast.plan``, the ``Pace`` it
+    was estimated at or None, the trials the study holds). The pace is this study's, else that of the storage's
+    other studies on the same dataset; a storage that does not exist yet holds nothing."""
+    from sqzdse.forecast import measured_pace, plan
+
+    dataset = dataset if dataset is not None else load_dataset(spec)
+    try:
+        studies = _studies(storage_url, None)
+    except StorageError as e:
+        if "no such SQLite file" not in str(e):
+            raise
+        studies = []
+    held = next((s.get_trials(deepcopy=False) for s in studies if s.study_name == spec.name), [])
+    pace = measured_pace(held, "this study")
+    if pace is None:
+        same = [t for s in studies if s.study_name != spec.name for t in s.get_trials(deepcopy=False)
+                if t.user_attrs.get("dataset") == dataset.info.name]  # fmt: skip
+        pace = measured_pace(same, f"other studies on {dataset.info.name}")
+    return plan(spec, dataset, held, pace), pace, len(held)
 
 
 def _run_trial(spec: SweepSpec, trial, dataset, runs_dir: str, progress: bool, log):
@@ -296,6 +329,9 @@ def _run_trial(spec: SweepSpec, trial, dataset, runs_dir: str, progress: bool, l
     trial.set_user_attr("curve", [h["val_top1"] for h in results[0]["history"]])
     trial.set_user_attr("train_seconds", sum(r["train_seconds"] for r in results))
     trial.set_user_attr("compile_seconds", sum(r["compile_seconds"] for r in results))
+    rates = [h["images_per_s"] for r in results for h in r["history"] if h.get("images_per_s")]
+    if rates:  # training throughput, compilation left out: what sqzdse.forecast estimates trial times from
+        trial.set_user_attr("images_per_s", float(np.mean(rates)))
     trial.set_user_attr("status", "completed")
     values = [agg.get(o, cost.get(o)) for o in spec.objectives]
     log(f"[{spec.name}] trial {trial.number}: val_top1={agg['val_top1']:.4f} test_top1={agg['test_top1']:.4f}")

@@ -36,7 +36,7 @@ from sqzdse.cost import summary as cost_summary
 from sqzdse.errors import SqzdseError
 from sqzdse.model import SqueezeNet
 from sqzdse.progress import Progress
-from sqzdse.recipe import TrainConfig
+from sqzdse.recipe import TrainConfig, update_counts
 from sqzdse.runtime import check_signals, deferred_signals, signal_pending
 
 # --------------------------------------------------------------------------- state and steps
@@ -206,15 +206,6 @@ def make_train_step(graphdef, tc: TrainConfig, mask=None, *, to_params: Callable
         return state, {**jax.tree.map(lambda *v: sum(v) / len(v), *metrics), "lr": lr}
 
     return train_step
-
-
-def update_counts(ds, tc: TrainConfig) -> tuple[int, int]:
-    """(updates per epoch, updates in all) of `tc` on the dataset `ds` (a ``sqzdse.data.Dataset``)."""
-    per_update = tc.batch_size * tc.iter_size
-    per_epoch = ds.steps_per_epoch("train", per_update, limit=tc.train_limit)
-    if per_epoch < 1:
-        raise C.ConfigError(f"batch_size x iter_size = {per_update}: larger than the training split")
-    return per_epoch, max(1, math.ceil(tc.epochs * per_epoch))
 
 
 @contextlib.contextmanager
@@ -442,18 +433,19 @@ def _train_and_evaluate(cfg, tc, workdir, dataset, on_epoch, progress, init_para
                 steps = min(updates_per_epoch, total_updates - first)
                 if int(state.step) >= first + steps and len(history) > epoch:
                     continue  # trained and recorded (a finished fractional epoch whose summary.json was lost)
-                t_epoch = time.perf_counter()
+                t_epoch, compiled_before = time.perf_counter(), compiled[0]
                 with train_batches(ds, tc, epoch, int(state.step) - first, steps) as batches:  # resume mid-epoch
                     state, train_m, seen = train_epoch(train_step, state, batches, tc, bar=bar, on_update=on_update,
                                                        epoch=epoch + 1)  # fmt: skip
                 epoch_s = time.perf_counter() - t_epoch
+                busy_s = epoch_s - (compiled[0] - compiled_before)  # the images/s leave out compiling
                 val = evaluate(eval_step, state.params, ds.batches("val", micro, seed=0, train=False,
                                                                    limit=tc.eval_limit), micro)  # fmt: skip
                 record = dict(
                     epoch=epoch + 1, step=int(state.step), lr=train_m.pop("lr", None),
                     train_loss=train_m.get("loss"), train_top1=train_m.get("top1"),
                     val_loss=val.get("loss"), val_top1=val.get("top1"), val_top5=val.get("top5"),
-                    seconds=epoch_s, images_per_s=seen * micro * tc.iter_size / epoch_s if epoch_s else None,
+                    seconds=epoch_s, images_per_s=seen * micro * tc.iter_size / busy_s if busy_s > 0 else None,
                 )  # fmt: skip
                 if manager is not None:
                     ckpt.save(manager, state)

@@ -21,7 +21,11 @@ def compilation_cache(tmp_path_factory):
     """Tests build the same small configurations again and again: compile each once per session."""
     import jax
 
-    cache = str(tmp_path_factory.mktemp("jax-cache"))
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n N: the workers share one cache
+        root = root.parent
+    cache = str(root / "jax-cache")
+    os.makedirs(cache, exist_ok=True)
     # The environment reaches the worker processes the sweep tests start.
     os.environ.update(JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
     jax.config.update("jax_compilation_cache_dir", cache)

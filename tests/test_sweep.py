@@ -36,9 +36,17 @@ def completed_points(rows):
 
 def test_three_trial_sweep_end_to_end(ds, tmp_path):
     url = f"sqlite:///{tmp_path}/tiny.db"
-    s = spec()
-    assert S.run_worker(s, url, runs_dir=str(tmp_path), dataset=ds, log=lambda *_: None) == 3
+    s, log = spec(), []
+    assert S.run_worker(s, url, runs_dir=str(tmp_path), dataset=ds, log=log.append) == 3
     rows = S.export_rows(url)
+    # Sweep-level progress as each trial starts and at the end: done of all, elapsed, and (once one trial was timed)
+    # an estimate of what is left.
+    progress = [m for m in log if re.match(r"\[tiny\] \d of 3 trials done", m)]
+    assert [m.split()[1] for m in progress] == ["0", "1", "2", "3"] and "left" not in progress[0], log
+    assert progress[0].startswith("[tiny] 0 of 3 trials done (1 running)")
+    assert re.search(r"elapsed here, ~[\d a-z]+ left \([\d a-z]+ per trial, 1 at a time\)$", progress[1]), progress
+    assert progress[-1].endswith("elapsed here")
+    assert all(r["images_per_s"] > 0 for r in rows)
     assert completed_points(rows) == [(0.25, 0), (0.5, 0), (0.75, 0)]
     r = rows[0]
     assert r["params"] > 0 and r["bytes"] == 4 * r["params"] and r["macs"] > 0
@@ -305,6 +313,15 @@ def test_the_dashboard_sees_metric_names_learning_curves_and_attributes(ds, tmp_
     assert len(curve) == 2 and first.intermediate_values == {1: curve[0], 2: curve[1]}
     assert reused.user_attrs["reused_from"] == "tiny/0" and reused.intermediate_values == first.intermediate_values
     assert {"sr", "bytes", "val_top1", "test_top1", "status", "key", "workdir"} <= set(first.user_attrs)
+    # optuna-dashboard itself (its JSON API, as the browser reads it): both studies of the one storage, the
+    # objectives by name, the learning curve, the attributes.
+    studies = {s["study_name"]: s["study_id"] for s in dashboard(url, "/api/studies")["study_summaries"]}
+    assert set(studies) == {"tiny", "again"}
+    detail = dashboard(url, f"/api/studies/{studies['tiny']}")
+    assert detail["objective_names"] == ["val_top1", "bytes"] and detail["has_intermediate_values"]
+    (shown,) = detail["trials"]
+    assert shown["intermediate_values"] == [{"step": 1, "value": curve[0]}, {"step": 2, "value": curve[1]}]
+    assert {a["key"]: a["value"] for a in shown["user_attrs"]}["workdir"] == first.user_attrs["workdir"]
     # A study an older sqzdse made (no metric names) gets them from the next `sweep run`.
     old = optuna.create_study(study_name="old", storage=storage, directions=["maximize"])
     raw["study"]["name"] = "old"
@@ -312,3 +329,16 @@ def test_the_dashboard_sees_metric_names_learning_curves_and_attributes(ds, tmp_
     assert old.metric_names is None
     S.open_study(SP.parse_spec(raw), url, log=quiet)
     assert optuna.load_study(study_name="old", storage=storage).metric_names == ["val_top1"]
+
+
+def dashboard(url: str, path: str) -> dict:
+    """GET `path` of optuna-dashboard's app on the storage `url`, in process (WSGI, no server)."""
+    import optuna_dashboard
+
+    status = []
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": "", "wsgi.input": io.BytesIO(),
+               "wsgi.errors": sys.stderr, "SERVER_NAME": "localhost", "SERVER_PORT": "80", "wsgi.url_scheme": "http",
+               "SERVER_PROTOCOL": "HTTP/1.1"}  # fmt: skip
+    body = b"".join(optuna_dashboard.wsgi(url)(environ, lambda s, headers, exc_info=None: status.append(s)))
+    assert status == ["200 OK"], (status, body[:200])
+    return json.loads(body)

@@ -341,3 +341,10 @@ def test_missing_dataset_is_one_clear_message(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert "fashion_mnist" in err and "apt-get install dataset-fashion-mnist" in err
+
+
+def test_images_per_second_leave_compilation_out(run_dir):
+    """metrics.jsonl's images/s count training only: the first update's compile is in `seconds`, not in the rate."""
+    summary = json.loads(Path(run_dir, "summary.json").read_text())
+    (h,) = summary["history"]
+    assert summary["compile_seconds"] > 0 and h["images_per_s"] > h["step"] * 16 / h["seconds"]

@@ -71,13 +71,13 @@ def run_plot(args) -> int:
 def add_commands(sub) -> None:
     pl = sub.add_parser("plot", help="figures from sweep results: " + ", ".join(KINDS),
                         description="Figures from sweep results (exports or storage URLs); one subcommand per "
-                        "kind. Example: sqzdse plot sr sweeps.csv --paper -o sr.png")  # fmt: skip
+                        "kind. Example: sqzdse plot sr sweeps/squeeze_ratio.toml --paper -o sr.png")  # fmt: skip
     kinds = pl.add_subparsers(dest="kind", required=True, metavar="KIND")
     for kind, (help_, options) in PLOTS.items():
         p = command(kinds, kind, help=help_)
-        p.add_argument("sources", nargs="+", metavar="SOURCE", help="results: .csv / .json exports or storage "
-                       "URLs (sqlite:///runs/sweep.db, postgresql://...); several are combined, rows keep their "
-                       "study")  # fmt: skip
+        p.add_argument("sources", nargs="+", metavar="SOURCE", help="results: sweep files (sweeps/smoke.toml: its "
+                       "study, in its storage), .csv / .json exports or storage URLs (sqlite:///runs/sqzdse.db, "
+                       "postgresql://...); several are combined, rows keep their study")  # fmt: skip
         add_output(p, "figure file: .png, .svg or .pdf")
         p.add_argument("--metric", default="val_top1", choices=METRICS, help="accuracy to plot")
         p.add_argument("--study", action="append", help="only this study (repeatable)")

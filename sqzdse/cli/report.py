@@ -36,7 +36,8 @@ def run_report(args) -> int:
 
 def add_commands(sub) -> None:
     rp = command(sub, "report", help="one Markdown or HTML page per study: spec, trials, Pareto set, figures")
-    rp.add_argument("sources", nargs="+", metavar="SOURCE", help="results: .csv / .json exports or storage URLs")
+    rp.add_argument("sources", nargs="+", metavar="SOURCE", help="results: sweep files (.toml), .csv / .json "
+                    "exports or storage URLs")  # fmt: skip
     add_output(rp, "OUT.md (figures as PNGs beside it) or OUT.html (one file)")
     rp.add_argument("--study", action="append", help="only this study (repeatable)")
     rp.add_argument("--metric", default="val_top1", choices=METRICS, help="ranks trials")

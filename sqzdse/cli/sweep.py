@@ -12,17 +12,56 @@ from sqzdse.errors import InputError
 
 def cmd_sweep_run(args) -> int:
     from sqzdse import sweep as S
+    from sqzdse.storage import DEFAULT_STORAGE
 
     spec = S.load_spec(args.file, max_points=None if args.yes else S.GRID_LIMIT)
     url = S.storage_url(args.storage, spec)
+    if not args.storage and not os.environ.get(S.STORAGE_ENV) and url != DEFAULT_STORAGE:
+        print(f"[{spec.name}] the study lives in {url}, its own file from sqzdse 0.1: continuing there (new studies "
+              f"go to {DEFAULT_STORAGE})", file=sys.stderr)  # fmt: skip
     if args.workers < 1:
         raise InputError(f"--workers {args.workers}: must be >= 1")
+    if args.dry_run:
+        return _dry_run(spec, url)
     if args.workers > 1:
         return _spawn_workers(args, url)
     n = S.run_worker(spec, url, runs_dir=args.runs_dir, max_trials=args.max_trials, progress=not args.no_progress,
                      log=lambda msg: print(msg, file=sys.stderr, flush=True))  # fmt: skip
     st = S.status(url, spec.name)
     print(f"{spec.name}: ran {n} trials here; storage {S.redact(url)} holds {st['trials']} ({_states(st)})")
+    return 0
+
+
+def _dry_run(spec, url: str) -> int:
+    """``sweep run --dry-run``: the trials, their sizes and MACs, and the time they would take; nothing runs."""
+    from sqzdse import sweep as S
+    from sqzdse.forecast import duration, estimate_note
+
+    trials, pace, held = S.dry_run(spec, url)
+    grid = spec.sampler == "grid"
+    names = list(trials[0].params) if trials else []
+    todo = [t for t in trials if not t.done and not t.error]
+    if grid:
+        print(f"{spec.name}: a grid of {len(trials)} trials, {len(trials) - len(todo)} of them done or invalid; "
+              f"storage {S.redact(url)} ({held} trials held)")  # fmt: skip
+    else:
+        print(f"{spec.name}: {spec.n_trials} trials chosen by {spec.sampler} within these corners of the space; "
+              f"storage {S.redact(url)} ({held} trials held)")  # fmt: skip
+    print("  " + "".join(f"{n:>9}" for n in names) + f"{'params':>12}{'MiB':>8}{'MMACs':>10}{'time':>14}")
+    for t in trials:
+        cells = "".join(f"{v!s:>9}" for v in t.params.values())
+        if t.error:
+            print(f"  {cells}   invalid: {t.error}")
+            continue
+        when = "done" if t.done else duration(t.seconds) if t.seconds is not None else "?"
+        print(f"  {cells}{t.params_count:>12,}{t.bytes / 2**20:>8.2f}{t.macs / 1e6:>10.1f}{when:>14}")
+    if pace is not None and todo:
+        seconds = [t.seconds for t in todo]
+        total = sum(seconds) if grid else spec.n_trials * sum(seconds) / len(seconds)
+        print(f"estimated time: ~{duration(total)} for {len(todo) if grid else spec.n_trials} trials on one worker; "
+              + estimate_note(pace))  # fmt: skip
+    elif todo:
+        print("estimated time: " + estimate_note(pace))
     return 0
 
 
@@ -158,16 +197,19 @@ def add_commands(sub) -> None:
         help="work on a sweep until it is done (start as many as you like, on any machines, on one storage)",
         description="Run the trials of a sweep file (sweeps/*.toml). Workers on one --storage share the work: a grid "
         "runs each point once; a killed worker's trial is retried (resuming its checkpoint); rerunning a finished "
-        "or interrupted sweep continues it. Default storage: sqlite:///runs/NAME.db (no server). Many machines: "
+        "or interrupted sweep continues it. Default storage: sqlite:///runs/sqzdse.db, one file for every study (no "
+        "server; one optuna-dashboard shows them all). Many machines: "
         "--storage postgresql+psycopg2://USER:PASS@HOST/DB on every machine.",
     )
     run.add_argument("file", help="sweep file (TOML), e.g. sweeps/smoke.toml")
-    run.add_argument("--storage", help=f"Optuna storage URL (default: ${STORAGE_ENV}, else sqlite:///runs/NAME.db)")
+    run.add_argument("--storage", help=f"Optuna storage URL (default: ${STORAGE_ENV}, else sqlite:///runs/sqzdse.db)")
     run.add_argument("--runs-dir", default="runs", help="trial workdirs and the JAX compilation cache")
     run.add_argument("--max-trials", type=int, help="stop this worker after N trials")
     run.add_argument("--workers", type=int, default=1, help="worker processes on this machine, each pinned to its "
                      "own share of the cores (1: one process using them all)")  # fmt: skip
     run.add_argument("--no-progress", action="store_true", help="no per-trial progress bar")
+    run.add_argument("--dry-run", action="store_true", help="list the trials, their sizes and MACs and an estimated "
+                     "time (from trials measured on the storage); train nothing, create nothing")  # fmt: skip
     run.add_argument("--yes", action="store_true", help=f"run a grid of more than {GRID_LIMIT:,} points")
     run.set_defaults(func=cmd_sweep_run)
     for name, func, helptext in (("status", cmd_sweep_status, "progress of a sweep: trials per state, the best"),

@@ -1,0 +1,152 @@
+"""What a sweep will run and how long: progress lines, the measured pace, `sweep run --dry-run`, the default storage."""
+
+import dataclasses
+import datetime
+import json
+import math
+
+import optuna
+import pytest
+from test_spec import TINY_SPEC, spec
+from test_train import synthetic
+
+from sqzdse import forecast as F
+from sqzdse import storage as ST
+from sqzdse import sweep as S
+from sqzdse.cli import main
+from sqzdse.cost import summary
+
+T0 = datetime.datetime(2026, 1, 1, 12, 0, 0)
+STATES = optuna.trial.TrialState
+
+
+def frozen(number, state, seconds=None, system=None, **attrs):
+    """A trial as the storage returns it: `seconds` from start to completion."""
+    end = T0 + datetime.timedelta(seconds=seconds) if seconds is not None else None
+    return optuna.trial.FrozenTrial(
+        number=number, state=state, value=0.5 if state == STATES.COMPLETE else None, datetime_start=T0,
+        datetime_complete=end, params={}, distributions={}, user_attrs=attrs, system_attrs=system or {},
+        intermediate_values={}, trial_id=number,
+    )  # fmt: skip
+
+
+def test_progress_says_how_many_are_done_and_what_is_left():
+    s = spec()  # a grid of 3
+    assert F.progress_line(s, [], 5.0) == "[tiny] 0 of 3 trials done, 5 s elapsed here"
+    trials = [frozen(0, STATES.COMPLETE, 40), frozen(1, STATES.RUNNING), frozen(2, STATES.WAITING)]
+    # 2 trials left at 40 s each, one worker running: 80 s.
+    line = F.progress_line(s, trials, 65.0)
+    assert line == (
+        "[tiny] 1 of 3 trials done (1 running), 1 min 5 s elapsed here, ~1 min 20 s left (40 s per trial, 1 at a time)"
+    )
+    # A worker killed on trial 1 left it FAIL and a retry (trial 3): they count once; a reused run is not a pace.
+    trials = [frozen(0, STATES.COMPLETE, 40), frozen(1, STATES.FAIL), frozen(2, STATES.COMPLETE, 1, reused_from="x/0"),
+              frozen(3, STATES.RUNNING, system={"retry_history": [1]})]  # fmt: skip
+    assert F.progress_line(s, trials, 100.0).startswith("[tiny] 2 of 3 trials done (1 running), 1 min 40 s elapsed "
+                                                        "here, ~40 s left (40 s per trial")  # fmt: skip
+    assert F.progress_line(s, [frozen(i, STATES.COMPLETE, 10) for i in range(3)], 30.0).endswith("30 s elapsed here")
+    assert [F.duration(x) for x in (0.4, 59, 61, 605, 7260)] == ["0 s", "59 s", "1 min 1 s", "10 min", "2 h 1 min"]
+
+
+def test_the_pace_is_the_median_of_the_trials_that_trained():
+    trials = [frozen(0, STATES.COMPLETE, images_per_s=100.0, macs=1e6, compile_seconds=10.0),
+              frozen(1, STATES.COMPLETE, images_per_s=50.0, macs=4e6, compile_seconds=20.0),
+              frozen(2, STATES.COMPLETE, images_per_s=10.0, macs=1e6, compile_seconds=30.0),
+              frozen(3, STATES.COMPLETE, images_per_s=1.0, macs=1e6, reused_from="a/1"),  # not measured here
+              frozen(4, STATES.FAIL, images_per_s=1.0, macs=1e6),
+              frozen(5, STATES.COMPLETE, images_per_s=100.0, macs=1e6, compile_seconds=40.0, seed=[0, 1])]  # fmt: skip
+    pace = F.measured_pace(trials, "this study")
+    # 1 / (images/s x MACs): 1e-8, 5e-9, 1e-7, 1e-8 -> median 1e-8; compile per run: 10, 20, 30, 20 -> 20.
+    assert pace.trials == 4 and math.isclose(pace.seconds_per_mac_image, 1e-8) and pace.compile_seconds == 20.0
+    assert math.isclose(pace.trial_seconds(2e6, 1000, 300), 20.0 + 1e-8 * 2e6 * (1000 + 100))
+    assert F.measured_pace(trials[3:5], "x") is None
+
+
+@pytest.fixture(scope="module")
+def ds():
+    return synthetic()
+
+
+def test_dry_run_lists_the_grid_and_estimates_from_measured_trials(ds, tmp_path):
+    url = f"sqlite:///{tmp_path}/s.db"
+    s = spec()
+    plan, pace, held = S.dry_run(s, url, dataset=ds)
+    assert pace is None and held == 0 and not (tmp_path / "s.db").exists()  # nothing measured, nothing created
+    assert [p.params for p in plan] == [{"sr": sr, "seed": 0} for sr in (0.25, 0.5, 0.75)]
+    cfg = dataclasses.replace(s.config({"sr": 0.5}), input_shape=ds.info.image_shape, num_classes=4)
+    assert (plan[1].params_count, plan[1].bytes, plan[1].macs) == tuple(summary(cfg)[k] for k in ("params", "bytes",
+                                                                                                  "macs"))  # fmt: skip
+    assert all(p.seconds is None and not p.done for p in plan)
+    # Another study on the same dataset measured a pace; point sr=0.25 of this study finished.
+    study = optuna.create_study(study_name="other", storage=url)
+    study.add_trial(optuna.create_trial(value=0.5, user_attrs=dict(dataset="synthetic", images_per_s=200.0, macs=1e6,
+                                                                   compile_seconds=12.0)))  # fmt: skip
+    optuna.create_study(study_name="tiny", storage=url).add_trial(
+        optuna.create_trial(value=0.5, system_attrs={"fixed_params": {"sr": 0.25, "seed": 0}})
+    )
+    plan, pace, held = S.dry_run(s, url, dataset=ds)
+    assert held == 1 and pace.source == "other studies on synthetic" and [p.done for p in plan] == [True, False, False]
+    # 1 epoch of batches of 16 (the last partial one dropped); val and test evaluated whole (no eval_limit).
+    train = ds.info.num_train // 16 * 16
+    expected = 12.0 + plan[2].macs / (200.0 * 1e6) * (train + (ds.info.num_val + ds.info.num_test) / 3)
+    assert math.isclose(plan[2].seconds, expected)
+
+
+def test_dry_run_of_a_sampler_shows_the_corners_of_its_space(ds, tmp_path):
+    raw = json.loads(json.dumps(TINY_SPEC))
+    raw["study"].update(sampler="random", n_trials=5)
+    raw["space"] = {"sr": {"low": 0.25, "high": 0.75}, "bypass": ["none", "simple"]}
+    plan, _, _ = S.dry_run(S.parse_spec(raw), f"sqlite:///{tmp_path}/r.db", dataset=ds)
+    assert [p.params for p in plan] == [{"sr": 0.25, "bypass": "none"}, {"sr": 0.25, "bypass": "simple"},
+                                        {"sr": 0.75, "bypass": "none"}, {"sr": 0.75, "bypass": "simple"}]  # fmt: skip
+
+
+def test_sweep_run_dry_run_on_the_command_line(ds, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(ST.STORAGE_ENV, raising=False)
+    monkeypatch.setattr(S, "load_dataset", lambda spec: ds)
+    (tmp_path / "tiny.toml").write_text(_toml(TINY_SPEC))
+    assert main(["sweep", "run", "tiny.toml", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny: a grid of 3 trials, 0 of them done or invalid; storage sqlite:///runs/sqzdse.db" in out
+    assert "estimated time: no estimate yet" in out and not (tmp_path / "runs").exists()
+    assert [line.split()[:2] for line in out.splitlines()[2:5]] == [["0.25", "0"], ["0.5", "0"], ["0.75", "0"]]
+
+
+def test_one_default_storage_holds_every_study_and_an_old_one_stays_where_it_is(tmp_path, monkeypatch, capsys, ds):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(ST.STORAGE_ENV, raising=False)
+    assert ST.storage_url(None, spec()) == ST.storage_url(None, "another") == "sqlite:///runs/sqzdse.db"
+    assert ST.storage_url("sqlite:///x.db", spec()) == "sqlite:///x.db"
+    # sqzdse 0.1 kept each study in runs/NAME.db: that file stays the study's storage, and `sweep run` says so.
+    (tmp_path / "runs").mkdir()
+    optuna.create_study(study_name="tiny", storage="sqlite:///runs/tiny.db")
+    assert ST.storage_url(None, spec()) == "sqlite:///runs/tiny.db"
+    assert ST.storage_url(None, "another") == "sqlite:///runs/sqzdse.db"
+    monkeypatch.setattr(S, "load_dataset", lambda spec: ds)
+    (tmp_path / "tiny.toml").write_text(_toml(TINY_SPEC))
+    assert main(["sweep", "run", "tiny.toml", "--dry-run"]) == 0
+    err = capsys.readouterr().err
+    assert "[tiny] the study lives in sqlite:///runs/tiny.db, its own file from sqzdse 0.1: continuing there" in err
+
+
+def test_a_sweep_file_is_a_results_source(tmp_path, monkeypatch):
+    from sqzdse.results import load_rows
+
+    url = f"sqlite:///{tmp_path}/all.db"
+    monkeypatch.setenv(ST.STORAGE_ENV, url)
+    for name in ("tiny", "other"):
+        optuna.create_study(study_name=name, storage=url).add_trial(
+            optuna.create_trial(value=0.5, user_attrs=dict(sr=0.5, val_top1=0.5, bytes=100))
+        )
+    (tmp_path / "tiny.toml").write_text(_toml(TINY_SPEC))
+    (row,) = load_rows(str(tmp_path / "tiny.toml"))  # the file's study only, not the storage's other one
+    assert row["study"] == "tiny" and row["val_top1"] == 0.5
+
+
+def _toml(raw: dict) -> str:
+    def value(v):
+        return json.dumps(v) if not isinstance(v, bool) else str(v).lower()
+
+    return "".join(f"[{section}]\n" + "".join(f"{k} = {value(v)}\n" for k, v in table.items()) for section, table in
+                   raw.items())  # fmt: skip
