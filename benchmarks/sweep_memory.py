@@ -17,6 +17,7 @@ import numpy as np
 
 from sqzdse import data as D
 from sqzdse import sweep as S
+from sqzdse.spec import parse_spec
 
 
 def synthetic(n=256, hw=16, classes=4, seed=0):
@@ -33,7 +34,7 @@ def main():
     work = tempfile.mkdtemp(prefix="sqzdse-mem-")
     # Four distinct shapes, seeds over them: later trials repeat shapes (cache hits).
     seeds = list(range(args.trials // 4))
-    spec = S.parse_spec({
+    spec = parse_spec({
         "study": {"name": "mem", "sampler": "grid", "seeds": seeds},
         "model": {"preset": "squeezenet_small", "base_e": 16, "incr_e": 16},
         "space": {"sr": [0.25, 0.5, 0.75, 1.0]},

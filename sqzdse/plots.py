@@ -17,23 +17,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from sqzdse.analysis import pareto_front as pareto_front
-
-# Each `import x as x` is a temporary re-export: report.py reads it as plots.<name> until it imports its module.
-from sqzdse.canvas import save_figure as save_figure
 from sqzdse.design_plots import plot_curves, plot_edf, plot_frontier
 from sqzdse.errors import InputError
 from sqzdse.paper_plots import plot_bypass, plot_sweep
-from sqzdse.paper_plots import plot_pct3x3 as plot_pct3x3
-from sqzdse.paper_plots import plot_sr as plot_sr
-from sqzdse.results import FIELDS as FIELDS
 from sqzdse.results import check_metric, check_size
-from sqzdse.results import completed as completed
-from sqzdse.results import group_by_study as group_by_study
-from sqzdse.results import is_storage_url as is_storage_url
-from sqzdse.results import require_completed as require_completed
-from sqzdse.results import size_mib as size_mib
-from sqzdse.results import trial_label as trial_label
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -19,9 +19,26 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from sqzdse import plots as P
+from sqzdse.analysis import pareto_front
+from sqzdse.canvas import save_figure
+from sqzdse.design_plots import plot_curves, plot_edf, plot_frontier
 from sqzdse.errors import InputError
-from sqzdse.results import budget_text, bypass_name, check_budgets, select, study_specs, where_text
+from sqzdse.paper_plots import plot_bypass, plot_pct3x3, plot_sr
+from sqzdse.results import (
+    FIELDS,
+    budget_text,
+    bypass_name,
+    check_budgets,
+    check_metric,
+    completed,
+    group_by_study,
+    require_completed,
+    select,
+    size_mib,
+    study_specs,
+    trial_label,
+    where_text,
+)
 
 REPORT_SUFFIXES = (".md", ".html")
 
@@ -86,7 +103,7 @@ def _g(v) -> str:
 
 def trial_table(rows: Sequence[dict], metric: str) -> tuple[list[str], list[list[str]]]:
     """Every trial: completed ones by `metric`, best first, then the rest by trial number."""
-    kept, _ = P.completed(rows, metric)
+    kept, _ = completed(rows, metric)
     done = {id(r) for r in kept}
     ranked = sorted(kept, key=lambda r: -r[metric]) + sorted(
         (r for r in rows if id(r) not in done), key=lambda r: (str(r.get("study")), r.get("number") or 0)
@@ -97,7 +114,7 @@ def trial_table(rows: Sequence[dict], metric: str) -> tuple[list[str], list[list
             "train s", "reason"]  # fmt: skip
     body = []
     for i, r in enumerate(ranked):
-        size = P.size_mib(r)
+        size = size_mib(r)
         reason = r.get("reason") or ""
         body.append([
             *([str(r.get("study"))] if many else []),
@@ -126,35 +143,35 @@ def pareto_table(rows: Sequence[dict], metric: str) -> tuple[list[str], list[lis
     """The Pareto set (max `metric`, min size) of each study, smallest first."""
     head = ["study", "trial", "metaparameters", "seed", "MiB", f"{metric} %"]
     body = []
-    for name, group in P.group_by_study(rows).items():
-        kept, _ = P.completed(group, metric)
-        kept = [r for r in kept if P.size_mib(r) is not None]
-        front = P.pareto_front([(r[metric], P.size_mib(r)) for r in kept])
+    for name, group in group_by_study(rows).items():
+        kept, _ = completed(group, metric)
+        kept = [r for r in kept if size_mib(r) is not None]
+        front = pareto_front([(r[metric], size_mib(r)) for r in kept])
         for k in front:
             r = kept[k]
-            body.append([name, str(r.get("number")), P.trial_label(r), _num(r.get("seed"), "{}"),
-                         f"{P.size_mib(r):.2f}", _pct(r[metric])])  # fmt: skip
+            body.append([name, str(r.get("number")), trial_label(r), _num(r.get("seed"), "{}"),
+                         f"{size_mib(r):.2f}", _pct(r[metric])])  # fmt: skip
     return head, body
 
 
 def _figures(rows: Sequence[dict], metric: str) -> list[tuple[str, str, object]]:
     """(name, caption, Figure) for every figure the rows can show; a figure that cannot be drawn is left out."""
-    kept, _ = P.completed(rows, metric)
+    kept, _ = completed(rows, metric)
 
     def varies(key):
         return len({r.get(key) for r in kept if r.get(key) is not None}) > 1
 
-    plans = [("frontier", "Accuracy vs model size; Pareto fronts", lambda: P.plot_frontier(rows, metric=metric))]
+    plans = [("frontier", "Accuracy vs model size; Pareto fronts", lambda: plot_frontier(rows, metric=metric))]
     if varies("sr"):
-        plans.append(("sr", "Accuracy and size vs squeeze ratio (Fig. 3a)", lambda: P.plot_sr(rows, metric=metric)))
+        plans.append(("sr", "Accuracy and size vs squeeze ratio (Fig. 3a)", lambda: plot_sr(rows, metric=metric)))
     if varies("pct3x3"):
-        plans.append(("pct3x3", "Accuracy and size vs pct3x3 (Fig. 3b)", lambda: P.plot_pct3x3(rows, metric=metric)))
+        plans.append(("pct3x3", "Accuracy and size vs pct3x3 (Fig. 3b)", lambda: plot_pct3x3(rows, metric=metric)))
     if varies("bypass"):
-        plans.append(("bypass", "Bypass connections (Table 3)", lambda: P.plot_bypass(rows, metric=metric)))
+        plans.append(("bypass", "Bypass connections (Table 3)", lambda: plot_bypass(rows, metric=metric)))
     by = "study" if len({r.get("study") for r in kept}) > 1 else "bypass" if varies("bypass") else "study"
-    plans.append(("edf", f"Error EDF by {by}", lambda: P.plot_edf(rows, by=by, metric=metric)))
+    plans.append(("edf", f"Error EDF by {by}", lambda: plot_edf(rows, by=by, metric=metric)))
     if any(r.get("curve") for r in kept):
-        plans.append(("curves", "Validation curves", lambda: P.plot_curves(rows, metric=metric)))
+        plans.append(("curves", "Validation curves", lambda: plot_curves(rows, metric=metric)))
     out = []
     for name, caption, make in plans:
         try:
@@ -192,12 +209,12 @@ def write_report(
     fmt = out.suffix.lower()
     if fmt not in REPORT_SUFFIXES:
         raise InputError(f"{out}: a report is .md (figures as PNG files beside it) or .html (self-contained)")
-    P.check_metric(metric)
+    check_metric(metric)
     rows = list(rows)
     if not rows:
         raise InputError("no trial rows to report")
     rows = select(rows, where)
-    kept, _ = P.require_completed(rows, metric)
+    kept, _ = require_completed(rows, metric)
     budget = check_budgets(kept)  # one ranking, one Pareto set, one figure: of one training budget
     studies = list(dict.fromkeys(str(r.get("study")) for r in rows))
     title = title or f"Study {', '.join(studies)}"
@@ -210,7 +227,7 @@ def write_report(
             blocks.append(("p", caption))
         elif fmt == ".md":
             png = out.with_name(f"{out.stem}.{name}.png")
-            P.save_figure(fig, png)
+            save_figure(fig, png)
             blocks.append(("img", caption, png.name))
         else:
             buf = io.BytesIO()
@@ -233,15 +250,15 @@ def _summary(rows: Sequence[dict], kept: Sequence[dict], metric: str, where: Map
     if budget:
         parts.append(f"trained: {budget}")  # it names the dataset
     best = max(kept, key=lambda r: r[metric])
-    size = P.size_mib(best)
+    size = size_mib(best)
     parts.append(
         f"best by {metric}: trial {best.get('number')}"
         + (f" of {best.get('study')}" if len({r.get("study") for r in rows}) > 1 else "")
-        + f" ({P.trial_label(best)}), {_pct(best[metric])}%"
+        + f" ({trial_label(best)}), {_pct(best[metric])}%"
         + ("" if size is None else f" at {size:.2f} MiB")
     )
     # Columns the tables below do not show, and the dataset: a line each when they take few values.
-    extras = {k for r in rows for k in r if k not in P.FIELDS and k != "budget"} | (set() if budget else {"dataset"})
+    extras = {k for r in rows for k in r if k not in FIELDS and k != "budget"} | (set() if budget else {"dataset"})
     for k in sorted(extras):
         values = sorted({str(r[k]) for r in rows if r.get(k) is not None})
         if 0 < len(values) <= 5:

@@ -40,35 +40,24 @@ from sqzdse.recipe import TrainConfig, run_identity, run_key
 from sqzdse.results import FIELDS, METAPARAMETERS, budget_text
 from sqzdse.runtime import deferred_signals
 from sqzdse.spec import (
-    GRID_LIMIT,
     SpecError,
     SweepSpec,
     check_agreement,
-    load_spec,
-    parse_spec,
     point_key,
     spec_record,
     train_config,
 )
 from sqzdse.storage import (
     DEFAULT_RUNS,
-    STORAGE_ENV,
     StorageError,
     claim_waiting,
-    delete_study,
     heartbeat,
     open_storage,
     redact,
     report,
-    storage_url,
     study_lock,
     study_names,
 )
-
-# The sweep commands' API in one namespace: sqzdse.cli calls S.load_spec, S.storage_url, S.redact, ...
-__all__ = ["GRID_LIMIT", "METAPARAMETERS", "STORAGE_ENV", "SpecError", "StorageError", "SweepSpec", "delete_study",
-           "dry_run", "export_rows", "load_spec", "open_storage", "open_study", "parse_spec", "redact", "resolve_study",
-           "run_worker", "status", "storage_url", "write_rows"]  # fmt: skip
 
 
 def _sampler(spec: SweepSpec, seed: int = 0):

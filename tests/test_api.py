@@ -16,6 +16,7 @@ from sqzdse.model import SqueezeNet
 from sqzdse.weights import WeightsFormatError, caffe_weights
 
 
+@pytest.mark.slow
 def test_init_model_equals_the_eager_model():
     cfg = tiny(bypass="complex")
     fast = nnx.state(api.init_model(cfg, seed=3, init="msra"), nnx.Param)

@@ -93,6 +93,7 @@ def test_importing_compress_loads_no_jax():
 # --------------------------------------------------------------------------- with training
 
 
+@pytest.mark.slow
 def test_compress_a_trained_run_with_fine_tuning(ds, tmp_path):
     run = str(tmp_path / "run")
     tc = T.TrainConfig(batch_size=16, epochs=2, warmup_epochs=0, init="msra", lr=5e-3)

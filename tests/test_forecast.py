@@ -11,6 +11,7 @@ from test_spec import TINY_SPEC, spec
 from test_train import synthetic
 
 from sqzdse import forecast as F
+from sqzdse import spec as SP
 from sqzdse import storage as ST
 from sqzdse import sweep as S
 from sqzdse.cli import main
@@ -96,7 +97,7 @@ def test_dry_run_of_a_sampler_shows_the_corners_of_its_space(ds, tmp_path):
     raw = json.loads(json.dumps(TINY_SPEC))
     raw["study"].update(sampler="random", n_trials=5)
     raw["space"] = {"sr": {"low": 0.25, "high": 0.75}, "bypass": ["none", "simple"]}
-    plan, _, _ = S.dry_run(S.parse_spec(raw), f"sqlite:///{tmp_path}/r.db", dataset=ds)
+    plan, _, _ = S.dry_run(SP.parse_spec(raw), f"sqlite:///{tmp_path}/r.db", dataset=ds)
     assert [p.params for p in plan] == [{"sr": 0.25, "bypass": "none"}, {"sr": 0.25, "bypass": "simple"},
                                         {"sr": 0.75, "bypass": "none"}, {"sr": 0.75, "bypass": "simple"}]  # fmt: skip
 

@@ -34,6 +34,7 @@ def completed_points(rows):
     return sorted((r["sr"], r["seed"]) for r in rows if r["state"] == "COMPLETE")
 
 
+@pytest.mark.slow
 def test_three_trial_sweep_end_to_end(ds, tmp_path):
     url = f"sqlite:///{tmp_path}/tiny.db"
     s, log = spec(), []
@@ -167,15 +168,16 @@ import sys
 sys.path.insert(0, {tests!r})
 from test_train import Slow, synthetic
 from test_sweep import spec
-from sqzdse import data as D, sweep as S
-from sqzdse.cli import main
+from sqzdse import data as D
+from sqzdse.cli import main, sweep as CS
 
 D.load = lambda *a, **k: Slow(synthetic(), 0.5)
-S.load_spec = lambda path, **_: spec(heartbeat_interval=1, grace_period=60)
+CS.load_spec = lambda path, **_: spec(heartbeat_interval=1, grace_period=60)
 sys.exit(main(["sweep", "run", "tiny.toml", "--storage", {url!r}, "--runs-dir", {runs!r}, "--no-progress"]))
 """
 
 
+@pytest.mark.slow
 def test_interrupted_worker_requeues_its_trial_and_a_run_is_trained_once(ds, tmp_path):
     """SIGTERM of a worker mid-trial: one line, exit 143, its trial FAIL "interrupted" plus a waiting retry.
     Meanwhile a worker of another study reached the same run: it waited for the lock, resumed the checkpoint and
@@ -251,18 +253,22 @@ def _rows(url):
         return []
 
 
+@pytest.mark.slow
 def test_six_concurrent_workers_cover_the_grid_once(tmp_path):
     check_concurrent_workers(f"sqlite:///{tmp_path}/grid.db", tmp_path)
 
 
+@pytest.mark.slow
 def test_killed_worker_is_detected_and_its_trial_retried(ds, tmp_path):
     check_killed_worker(f"sqlite:///{tmp_path}/kill.db", tmp_path, ds)
 
 
+@pytest.mark.slow
 def test_postgres_concurrent_workers(postgres_url, tmp_path):
     check_concurrent_workers(postgres_url, tmp_path)
 
 
+@pytest.mark.slow
 def test_postgres_killed_worker(postgres_url, tmp_path, ds):
     check_killed_worker(postgres_url, tmp_path, ds)
 

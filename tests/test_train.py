@@ -138,6 +138,7 @@ T.train_and_evaluate(tiny(), tc, {workdir!r}, dataset=Slow(synthetic()), progres
 """
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_result(ds, tmp_path):
     """kill -9 after the mid-epoch checkpoint at update 13 (of 10 per epoch), rerun: same result."""
     full = run(ds, tmp_path / "full", epochs=3, checkpoint_every=13)
@@ -275,6 +276,7 @@ sys.exit(main({argv!r}))
 """
 
 
+@pytest.mark.slow
 def test_sigint_checkpoints_and_exits_130_and_a_busy_workdir_is_refused(tmp_path, monkeypatch, capsys):
     """Ctrl-C of `sqzdse train`: one line, exit 130, a checkpoint; meanwhile a second run on the workdir is
     refused at once (exit 2); the same command afterwards resumes from the checkpoint and finishes."""

@@ -8,15 +8,16 @@ import sys
 
 from sqzdse.cli.common import add_output, command
 from sqzdse.errors import InputError
+from sqzdse.spec import GRID_LIMIT, load_spec
+from sqzdse.storage import DEFAULT_STORAGE, STORAGE_ENV, delete_study, redact, storage_url
 
 
 def cmd_sweep_run(args) -> int:
     from sqzdse import sweep as S
-    from sqzdse.storage import DEFAULT_STORAGE
 
-    spec = S.load_spec(args.file, max_points=None if args.yes else S.GRID_LIMIT)
-    url = S.storage_url(args.storage, spec)
-    if not args.storage and not os.environ.get(S.STORAGE_ENV) and url != DEFAULT_STORAGE:
+    spec = load_spec(args.file, max_points=None if args.yes else GRID_LIMIT)
+    url = storage_url(args.storage, spec)
+    if not args.storage and not os.environ.get(STORAGE_ENV) and url != DEFAULT_STORAGE:
         print(f"[{spec.name}] the study lives in {url}, its own file from sqzdse 0.1: continuing there (new studies "
               f"go to {DEFAULT_STORAGE})", file=sys.stderr)  # fmt: skip
     if args.workers < 1:
@@ -28,7 +29,7 @@ def cmd_sweep_run(args) -> int:
     n = S.run_worker(spec, url, runs_dir=args.runs_dir, max_trials=args.max_trials, progress=not args.no_progress,
                      log=lambda msg: print(msg, file=sys.stderr, flush=True))  # fmt: skip
     st = S.status(url, spec.name)
-    print(f"{spec.name}: ran {n} trials here; storage {S.redact(url)} holds {st['trials']} ({_states(st)})")
+    print(f"{spec.name}: ran {n} trials here; storage {redact(url)} holds {st['trials']} ({_states(st)})")
     return 0
 
 
@@ -43,10 +44,10 @@ def _dry_run(spec, url: str) -> int:
     todo = [t for t in trials if not t.done and not t.error]
     if grid:
         print(f"{spec.name}: a grid of {len(trials)} trials, {len(trials) - len(todo)} of them done or invalid; "
-              f"storage {S.redact(url)} ({held} trials held)")  # fmt: skip
+              f"storage {redact(url)} ({held} trials held)")  # fmt: skip
     else:
         print(f"{spec.name}: {spec.n_trials} trials chosen by {spec.sampler} within these corners of the space; "
-              f"storage {S.redact(url)} ({held} trials held)")  # fmt: skip
+              f"storage {redact(url)} ({held} trials held)")  # fmt: skip
     print("  " + "".join(f"{n:>9}" for n in names) + f"{'params':>12}{'MiB':>8}{'MMACs':>10}{'time':>14}")
     for t in trials:
         cells = "".join(f"{v!s:>9}" for v in t.params.values())
@@ -70,7 +71,6 @@ def _spawn_workers(args, url: str) -> int:
     import subprocess
 
     from sqzdse.runtime import worker_cpus
-    from sqzdse.sweep import STORAGE_ENV
 
     argv = [sys.executable, "-m", "sqzdse.cli", "sweep", "run", args.file, "--runs-dir", args.runs_dir, "--workers",
             "1", "--no-progress"]  # fmt: skip
@@ -101,7 +101,7 @@ def cmd_sweep_status(args) -> int:
     if args.json:
         print(json.dumps(st, indent=1))
         return 0
-    print(f"study {st['study']} in {S.redact(url)}: {st['trials']} trials ({_states(st)})")
+    print(f"study {st['study']} in {redact(url)}: {st['trials']} trials ({_states(st)})")
 
     def line(r) -> str:
         objs = " ".join(f"{o}={r[o]:.4f}" if isinstance(r[o], float) else f"{o}={r[o]:,}" for o in st["objectives"])
@@ -124,27 +124,23 @@ def cmd_sweep_status(args) -> int:
 
 
 def _storage_of(args) -> tuple[str, str | None]:
-    """The storage (--storage > $SQZDSE_STORAGE > the FILE's default) and study (--study > the FILE's) to read."""
-    from sqzdse import sweep as S
+    """The storage (--storage > $SQZDSE_STORAGE > the FILE's default, else the default) and study (--study > the
+    FILE's) to read."""
 
     if args.file:
-        spec = S.load_spec(args.file, max_points=None)  # only its name and storage are needed: no grid limit
-        return S.storage_url(args.storage, spec), args.study or spec.name
-    url = S.storage_url(args.storage)
-    if not url:
-        raise InputError(f"give a sweep FILE or --storage URL (or set ${S.STORAGE_ENV})")
-    return url, args.study
+        spec = load_spec(args.file, max_points=None)  # only its name and storage are needed: no grid limit
+        return storage_url(args.storage, spec), args.study or spec.name
+    return storage_url(args.storage), args.study
 
 
 def cmd_sweep_delete(args) -> int:
-    from sqzdse import sweep as S
 
     url, study = _storage_of(args)
     if not study:
         raise InputError("sweep delete: name the study: a sweep FILE or --study NAME")
 
     def confirm(n_trials: int) -> bool:
-        what = f"study {study!r} ({n_trials} trials) from {S.redact(url)}"
+        what = f"study {study!r} ({n_trials} trials) from {redact(url)}"
         if args.yes:
             return True
         if not sys.stdin.isatty():
@@ -154,8 +150,8 @@ def cmd_sweep_delete(args) -> int:
         except EOFError:
             return False
 
-    n = S.delete_study(url, study, confirm)
-    print(f"deleted {study!r} ({n} trials) from {S.redact(url)}" if n is not None else "nothing deleted")
+    n = delete_study(url, study, confirm)
+    print(f"deleted {study!r} ({n} trials) from {redact(url)}" if n is not None else "nothing deleted")
     return 0 if n is not None else 1
 
 
@@ -186,8 +182,6 @@ def export_format(fmt: str | None, output: str | None) -> str:
 
 
 def add_commands(sub) -> None:
-    from sqzdse.sweep import GRID_LIMIT, STORAGE_ENV
-
     sw = sub.add_parser("sweep", help="Optuna sweeps over the design space: run, status, export, delete",
                         description="Optuna sweeps over the design space: run, status, export, delete.")  # fmt: skip
     sws = sw.add_subparsers(dest="sweep_command", required=True)
