@@ -1,8 +1,8 @@
 """What a sweep will run, and how long it will take: ``sqzdse sweep run --dry-run`` and the workers' progress lines.
 
 Both estimate from trials measured on this machine and storage, never from a constant: a model's training time
-per image scales with its MACs (images/s x MACs is close to constant for one machine and recipe), and each trial
-also compiles. ``Pace`` is that pair, measured; nothing here trains or compiles. No JAX.
+per image grows with its MACs (``Pace``: a power law fitted to the trials that ran), and each trial also compiles.
+Nothing here trains or compiles. No JAX.
 """
 
 from __future__ import annotations
@@ -20,28 +20,44 @@ FINISHED = ("COMPLETE", "PRUNED", "FAIL")
 
 @dataclasses.dataclass(frozen=True)
 class Pace:
-    """Seconds of training per image per MAC, and compile seconds per run: the medians over `trials` measured."""
+    """Training seconds per image as ``scale * MACs ** exponent``, and compile seconds per run, fitted to `trials`
+    measured runs (``measured_pace``)."""
 
-    seconds_per_mac_image: float
+    scale: float
+    exponent: float
     compile_seconds: float
     trials: int
     source: str  # which trials: "this study" or "other studies on <dataset>"
 
     def trial_seconds(self, macs: int, train_images: int, eval_images: int) -> float:
         """A trial's time: its compile, its training and its evaluation (a forward pass: ~1/3 of a training step)."""
-        return self.compile_seconds + self.seconds_per_mac_image * macs * (train_images + eval_images / 3)
+        return self.compile_seconds + self.scale * macs**self.exponent * (train_images + eval_images / 3)
 
 
 def measured_pace(trials, source: str) -> Pace | None:
-    """The pace of the trials that trained here (COMPLETE, not a reused run, with images/s and MACs); None if none."""
+    """The pace of the trials that trained here (COMPLETE, not a reused run, with images/s and MACs); None if none.
+
+    Small models use a machine less well than large ones (per-update overheads), so seconds per image grow slower
+    than MACs: with trials of two or more sizes the exponent is the least-squares slope of log(s per image) on
+    log(MACs), held to [0, 1]; with one size it is 1 (time proportional to MACs). The scale is the median over the
+    trials under that exponent, the compile time the median per run.
+    """
     measured = [t for t in trials if t.state.name == "COMPLETE" and not t.user_attrs.get("reused_from")
                 and (t.user_attrs.get("images_per_s") or 0) > 0 and t.user_attrs.get("macs")]  # fmt: skip
     if not measured:
         return None
-    per_mac_image = [1.0 / (t.user_attrs["images_per_s"] * t.user_attrs["macs"]) for t in measured]
+    macs = [float(t.user_attrs["macs"]) for t in measured]
+    per_image = [1.0 / t.user_attrs["images_per_s"] for t in measured]
+    exponent = 1.0
+    if len(set(macs)) > 1:
+        x, y = [math.log(m) for m in macs], [math.log(p) for p in per_image]
+        mx, my = statistics.fmean(x), statistics.fmean(y)
+        slope = sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True)) / sum((a - mx) ** 2 for a in x)
+        exponent = min(max(slope, 0.0), 1.0)
+    scale = statistics.median(p / m**exponent for p, m in zip(per_image, macs, strict=True))
     runs = lambda t: len(t.user_attrs["seed"]) if isinstance(t.user_attrs.get("seed"), list) else 1  # seeds
     compiles = [(t.user_attrs.get("compile_seconds") or 0.0) / runs(t) for t in measured]  # per run
-    return Pace(statistics.median(per_mac_image), statistics.median(compiles), len(measured), source)
+    return Pace(scale, exponent, statistics.median(compiles), len(measured), source)
 
 
 # --------------------------------------------------------------------------- progress
@@ -152,7 +168,6 @@ def estimate_note(pace: Pace | None) -> str:
         return ("no estimate yet: no trial of this dataset has run on this storage (run one with "
                 "`sqzdse sweep run FILE --max-trials 1`, then ask again)")  # fmt: skip
     return (
-        f"estimated from {pace.trials} trials of {pace.source} measured on this storage "
-        f"({pace.compile_seconds:.0f} s compiling per trial, {1e12 * pace.seconds_per_mac_image:.2f} s per "
-        "10^12 MAC-images of training)"
+        f"estimated from {pace.trials} trials of {pace.source} measured on this storage ({pace.compile_seconds:.0f} s "
+        f"compiling per trial; training seconds per image grow as MACs^{pace.exponent:.2f})"
     )

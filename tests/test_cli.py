@@ -1,6 +1,8 @@
 """The command line: every --help answers, summary tables and JSON, clear errors."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -183,3 +185,15 @@ def test_a_bug_shows_its_traceback(monkeypatch):
     monkeypatch.setattr(model, "format_table", broken)
     with pytest.raises(ValueError, match="a bug"):
         main(["model", "summary"])
+
+
+def test_a_closed_pipe_stops_quietly():
+    """`sqzdse sweep run FILE --dry-run | head -3`: the reader went away; exit 141 without a traceback."""
+    code = ("import sys\nfrom sqzdse.cli import main, model\n"
+            "def flood(*a, **k):\n    while True:\n        print('x' * 1000)\n"
+            "model.format_table = flood\nsys.exit(main(['model', 'summary']))\n")  # fmt: skip
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.read(10)
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=60) == 141 and "Traceback" not in err, err

@@ -49,17 +49,26 @@ def test_progress_says_how_many_are_done_and_what_is_left():
     assert [F.duration(x) for x in (0.4, 59, 61, 605, 7260)] == ["0 s", "59 s", "1 min 1 s", "10 min", "2 h 1 min"]
 
 
-def test_the_pace_is_the_median_of_the_trials_that_trained():
-    trials = [frozen(0, STATES.COMPLETE, images_per_s=100.0, macs=1e6, compile_seconds=10.0),
-              frozen(1, STATES.COMPLETE, images_per_s=50.0, macs=4e6, compile_seconds=20.0),
-              frozen(2, STATES.COMPLETE, images_per_s=10.0, macs=1e6, compile_seconds=30.0),
-              frozen(3, STATES.COMPLETE, images_per_s=1.0, macs=1e6, reused_from="a/1"),  # not measured here
-              frozen(4, STATES.FAIL, images_per_s=1.0, macs=1e6),
-              frozen(5, STATES.COMPLETE, images_per_s=100.0, macs=1e6, compile_seconds=40.0, seed=[0, 1])]  # fmt: skip
+def test_the_pace_is_fitted_to_the_trials_that_trained():
+    # Trials on an exact power law, images/s = 1e9 / MACs^0.5: the fit finds it and predicts any size from it.
+    law = lambda macs: 1e9 / macs**0.5
+    trials = [frozen(i, STATES.COMPLETE, images_per_s=law(m), macs=m, compile_seconds=c)
+              for i, (m, c) in enumerate([(1e6, 10.0), (4e6, 20.0), (16e6, 30.0)])]  # fmt: skip
+    # Not measured here: a reused run, a failed one. Two seeds: 40 s of compiling is 20 s per run.
+    trials += [frozen(3, STATES.COMPLETE, images_per_s=1.0, macs=1e6, reused_from="a/1"),
+               frozen(4, STATES.FAIL, images_per_s=1.0, macs=1e6),
+               frozen(5, STATES.COMPLETE, images_per_s=law(9e6), macs=9e6, compile_seconds=40.0,
+                      seed=[0, 1])]  # fmt: skip
     pace = F.measured_pace(trials, "this study")
-    # 1 / (images/s x MACs): 1e-8, 5e-9, 1e-7, 1e-8 -> median 1e-8; compile per run: 10, 20, 30, 20 -> 20.
-    assert pace.trials == 4 and math.isclose(pace.seconds_per_mac_image, 1e-8) and pace.compile_seconds == 20.0
-    assert math.isclose(pace.trial_seconds(2e6, 1000, 300), 20.0 + 1e-8 * 2e6 * (1000 + 100))
+    assert pace.trials == 4 and math.isclose(pace.exponent, 0.5) and pace.compile_seconds == 20.0  # 10, 20, 30, 20
+    macs, train, evals = 25e6, 1000, 300
+    assert math.isclose(pace.trial_seconds(macs, train, evals), 20.0 + (train + evals / 3) / law(macs))
+    # One size: time proportional to MACs. Per-image time falling with MACs is held at exponent 0.
+    (one,) = trials[:1]
+    assert F.measured_pace([one], "x").exponent == 1.0
+    assert math.isclose(F.measured_pace([one], "x").trial_seconds(2e6, 100, 0), 10.0 + 100 * 2 / law(1e6))
+    falling = [frozen(i, STATES.COMPLETE, images_per_s=100.0 * m, macs=m) for i, m in enumerate((1.0, 2.0))]
+    assert F.measured_pace(falling, "x").exponent == 0.0
     assert F.measured_pace(trials[3:5], "x") is None
 
 

@@ -48,3 +48,6 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as e:  # a deferred SIGINT/SIGTERM, acted on at a safe point (sqzdse.runtime)
         print(f"sqzdse: {e}", file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:  # `sqzdse ... | head` closed the pipe: stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 141

@@ -63,6 +63,8 @@ def _dry_run(spec, url: str) -> int:
               + estimate_note(pace))  # fmt: skip
     elif todo:
         print("estimated time: " + estimate_note(pace))
+    else:
+        print("nothing to run: the study has finished every point")
     return 0
 
 
