@@ -212,10 +212,11 @@ def add_commands(sub) -> None:
                                  ("export", cmd_sweep_export, "one row per trial as CSV or JSON"),
                                  ("delete", cmd_sweep_delete, "remove a study and all its trials from the storage, "
                                   "after a confirmation")):  # fmt: skip
-        where = f". Give a sweep FILE or --storage URL (default ${STORAGE_ENV}); a missing storage is an error"
+        where = (f". Give a sweep FILE or --storage URL (default ${STORAGE_ENV}, else {DEFAULT_STORAGE}); a missing "
+                 "storage is an error")  # fmt: skip
         q = command(sws, name, help=helptext, description=helptext + where + ", never created.")
         q.add_argument("file", nargs="?", help="sweep file (its default storage and study)")
-        q.add_argument("--storage", help=f"Optuna storage URL (default: ${STORAGE_ENV})")
+        q.add_argument("--storage", help=f"Optuna storage URL (default: ${STORAGE_ENV}, else {DEFAULT_STORAGE})")
         q.add_argument("--study", help="study name (optional when the storage holds one)")
         if name == "export":
             q.add_argument("--format", choices=("csv", "json"),
