@@ -33,9 +33,8 @@ def default_storage(spec_or_name=None) -> str:
     study's storage (``sqzdse sweep run`` says so), so continuing it never starts a second copy of the study.
     """
     name = spec_or_name.name if isinstance(spec_or_name, SweepSpec) else spec_or_name
-    if name and os.path.isfile(legacy_storage_path(name)):
-        return f"sqlite:///{legacy_storage_path(name)}"
-    return DEFAULT_STORAGE
+    legacy = legacy_storage_path(name) if name else None
+    return f"sqlite:///{legacy}" if legacy and os.path.isfile(legacy) else DEFAULT_STORAGE
 
 
 def legacy_storage_path(name: str) -> str:
@@ -131,7 +130,7 @@ def _sqlite_file(path: str, shown: str, create: bool) -> None:
         raise StorageError(f"{path}: a folder, not an SQLite file (storage {shown!r})")
     if not create:
         if not os.path.isfile(path):
-            raise StorageError(f"{path}: no such SQLite file (storage {shown!r}); sqzdse sweep run creates it")
+            raise MissingStorage(f"{path}: no such SQLite file (storage {shown!r}); sqzdse sweep run creates it")
         return
     folder = os.path.dirname(os.path.abspath(path))
     try:
@@ -175,6 +174,10 @@ def _rdb_storage(url, **kwargs):
 
 class StorageError(SqzdseError, RuntimeError):
     """The storage URL is malformed or unreachable."""
+
+
+class MissingStorage(StorageError):
+    """A reader asked for an SQLite storage that no ``sweep run`` has created yet."""
 
 
 @contextlib.contextmanager

@@ -49,7 +49,7 @@ from sqzdse.spec import (
 )
 from sqzdse.storage import (
     DEFAULT_RUNS,
-    StorageError,
+    MissingStorage,
     claim_waiting,
     heartbeat,
     open_storage,
@@ -226,9 +226,7 @@ def dry_run(spec: SweepSpec, storage_url: str, dataset=None) -> tuple[list, obje
     dataset = dataset if dataset is not None else load_dataset(spec)
     try:
         studies = _studies(storage_url, None)
-    except StorageError as e:
-        if "no such SQLite file" not in str(e):
-            raise
+    except MissingStorage:
         studies = []
     held = next((s.get_trials(deepcopy=False) for s in studies if s.study_name == spec.name), [])
     pace = measured_pace(held, "this study")

@@ -23,8 +23,8 @@ def pytest_collection_modifyitems(items):
 
 def pytest_xdist_auto_num_workers(config):
     """``-n auto``: one worker more than the cores. Many tests spend much of their time waiting (for worker processes,
-    heartbeats to go stale, a signal), which a further worker fills; with exactly one per core the suite took 628 s
-    here, with one more 508 s (2 cores; README "Tests")."""
+    heartbeats to go stale, a signal), which a further worker fills: on 2 cores the suite took 628 s with 2 workers
+    (xdist's default scheduling), 508 s with 3 and worksteal (README "Tests")."""
     return (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1) + 1
 
 

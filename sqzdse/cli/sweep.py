@@ -128,7 +128,6 @@ def cmd_sweep_status(args) -> int:
 def _storage_of(args) -> tuple[str, str | None]:
     """The storage (--storage > $SQZDSE_STORAGE > the FILE's default, else the default) and study (--study > the
     FILE's) to read."""
-
     if args.file:
         spec = load_spec(args.file, max_points=None)  # only its name and storage are needed: no grid limit
         return storage_url(args.storage, spec), args.study or spec.name
@@ -136,7 +135,6 @@ def _storage_of(args) -> tuple[str, str | None]:
 
 
 def cmd_sweep_delete(args) -> int:
-
     url, study = _storage_of(args)
     if not study:
         raise InputError("sweep delete: name the study: a sweep FILE or --study NAME")
