@@ -101,10 +101,15 @@ def initial_params(cfg: C.SqueezeNetConfig, seed: int = 0, *, init: str = "caffe
     ~14 s per run here, at LLVM -O0 (the threefry code compiles slowly and runs once). The same random
     bits: the Xavier (uniform) parameters equal the eager ones bit for bit, the Gaussian (erfinv) within an ulp.
     """
-    fn = _init_fn(cfg, init, dtype)
     key = jax.random.key(seed)  # what nnx.Rngs(seed) would make
-    graphdef, _ = nnx.eval_shape(fn, key)
-    return graphdef, jax.jit(lambda k: fn(k)[1], compiler_options={"xla_backend_optimization_level": 0})(key)
+    graphdef, _ = nnx.eval_shape(_init_fn(cfg, init, dtype), key)
+    return graphdef, _initialiser(cfg, init, dtype)(key)
+
+
+@functools.lru_cache(maxsize=16)
+def _initialiser(cfg: C.SqueezeNetConfig, init: str, dtype) -> Callable:
+    fn = _init_fn(cfg, init, dtype)
+    return jax.jit(lambda k: fn(k)[1], compiler_options={"xla_backend_optimization_level": 0})
 
 
 def create_train_state(
@@ -150,6 +155,53 @@ def _metrics(logits, labels) -> dict:
     )
 
 
+# Jitted functions are made once per process for what shapes their code (an lru_cache, so that jit hashes the
+# network's graphdef once, not at every call): another run of the same network in this process (another seed, a
+# resumed run, the next phase) reuses the compiled code without tracing again. The gradient sees only the
+# parameters, the dropout key and the update count, so it compiles once for every optimizer and schedule.
+
+
+@functools.lru_cache(maxsize=16)
+def _gradient_fn(graphdef, to_params: Callable | None) -> Callable:
+    """``gradient(params, rng, step, const, x, y, i) -> (grads, mean metrics)`` of a micro-batch's mean loss."""
+
+    def loss_fn(params, const, x, y, key):
+        model_params = params if to_params is None else to_params(params, const)
+        m = _metrics(nnx.merge(graphdef, model_params)(x, train=True, dropout_rng=key), y)
+        return m["loss"].mean(), jax.tree.map(jnp.mean, m)
+
+    @jax.jit
+    def gradient(params, rng, step, const, x, y, i):
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.wrap_key_data(rng), step), i)
+        return jax.grad(loss_fn, has_aux=True)(params, const, x, y, key)
+
+    return gradient
+
+
+# Summing micro-batch gradients is its own small jit: with the sum inside the gradient, every
+# parameter's add would be one more kernel to compile, also when iter_size is 1.
+_add = jax.jit(lambda acc, grads: jax.tree.map(jnp.add, acc, grads), donate_argnums=0)
+
+
+@functools.lru_cache(maxsize=16)
+def _update_fn(optimizer: str, iter_size: int, schedule: str) -> Callable:
+    """``update(state, summed grads, mask) -> (state, lr)``: one optimizer update."""
+    tx = _optimizer(TrainConfig(optimizer=optimizer))  # its numbers (lr, momentum, weight decay) live in opt_state
+
+    # The update is elementwise over ~50 small arrays: LLVM -O1 compiles it in half the time of the
+    # default -O2 and runs it as fast (benchmarks/README.md).
+    @functools.partial(jax.jit, donate_argnums=0, compiler_options={"xla_backend_optimization_level": 1})
+    def update(state: TrainState, acc, mask):
+        grads = jax.tree.map(lambda g: g / iter_size, acc)
+        lr = learning_rate(state.step, state.hparams, schedule)
+        opt_state = state.opt_state._replace(hyperparams={**state.opt_state.hyperparams, "learning_rate": lr})
+        updates, opt_state = tx.update(grads, opt_state, state.params)
+        params = apply_mask(optax.apply_updates(state.params, updates), mask)
+        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), lr
+
+    return update
+
+
 def make_train_step(graphdef, tc: TrainConfig, mask=None, *, to_params: Callable | None = None) -> Callable:
     """``train_step(state, images, labels, const=None) -> (state, metrics)``.
 
@@ -168,41 +220,16 @@ def make_train_step(graphdef, tc: TrainConfig, mask=None, *, to_params: Callable
     when those are not the model's own: centroid fine-tuning trains codebooks, `const` holds the codes
     (an argument of the jitted gradient, not a constant compiled into it).
     """
-    tx = _optimizer(tc)
-
-    def loss_fn(params, const, x, y, key):
-        model_params = params if to_params is None else to_params(params, const)
-        logits = nnx.merge(graphdef, model_params)(x, train=True, dropout_rng=key)
-        m = _metrics(logits, y)
-        return m["loss"].mean(), jax.tree.map(jnp.mean, m)
-
-    @jax.jit
-    def gradient(state: TrainState, const, x, y, i):
-        key = jax.random.fold_in(jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step), i)
-        return jax.grad(loss_fn, has_aux=True)(state.params, const, x, y, key)
-
-    # Summing micro-batch gradients is its own small jit: with the sum inside `gradient`, every
-    # parameter's add would be one more kernel to compile, also when iter_size is 1.
-    add = jax.jit(lambda acc, grads: jax.tree.map(jnp.add, acc, grads), donate_argnums=0)
-
-    # The update is elementwise over ~50 small arrays: LLVM -O1 compiles it in half the time of the
-    # default -O2 and runs it as fast (benchmarks/README.md).
-    @functools.partial(jax.jit, donate_argnums=0, compiler_options={"xla_backend_optimization_level": 1})
-    def apply(state: TrainState, acc, mask):
-        grads = jax.tree.map(lambda g: g / tc.iter_size, acc)
-        lr = learning_rate(state.step, state.hparams, tc.schedule)
-        opt_state = state.opt_state._replace(hyperparams={**state.opt_state.hyperparams, "learning_rate": lr})
-        updates, opt_state = tx.update(grads, opt_state, state.params)
-        params = apply_mask(optax.apply_updates(state.params, updates), mask)
-        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), lr
+    gradient = _gradient_fn(graphdef, to_params)
+    update = _update_fn(tc.optimizer, tc.iter_size, tc.schedule)
 
     def train_step(state: TrainState, images, labels, const=None):
         acc, metrics = None, []
         for i in range(images.shape[0]):
-            grads, m = gradient(state, const, images[i], labels[i], i)
-            acc = grads if acc is None else add(acc, grads)
+            grads, m = gradient(state.params, state.rng, state.step, const, images[i], labels[i], i)
+            acc = grads if acc is None else _add(acc, grads)
             metrics.append(m)
-        state, lr = apply(state, acc, mask)
+        state, lr = update(state, acc, mask)
         return state, {**jax.tree.map(lambda *v: sum(v) / len(v), *metrics), "lr": lr}
 
     return train_step
@@ -262,8 +289,9 @@ def compile_timer():
         jax.monitoring.unregister_event_duration_listener(listener)
 
 
+@functools.lru_cache(maxsize=16)
 def make_eval_step(graphdef) -> Callable:
-    """``eval_step(params, images, labels, mask) -> summed metrics``, jitted; mask drops padding."""
+    """``eval_step(params, images, labels, mask) -> summed metrics``, jitted (once per network); mask drops padding."""
 
     def eval_step(params, images, labels, mask):
         logits = nnx.merge(graphdef, params)(images)

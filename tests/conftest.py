@@ -83,10 +83,14 @@ def files(rows, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory) -> str:
-    """The workdir of a tiny model (test_train's) trained for a few updates on synthetic data."""
+    """The workdir of a tiny model (test_train's) trained for a few updates on synthetic data, compiled in the run
+    (test_images_per_second_leave_compilation_out): not taken from a run this process made before."""
+    import jax
     from test_train import synthetic, tiny
 
     from sqzdse import train as T
+
+    jax.clear_caches()
 
     workdir = str(tmp_path_factory.mktemp("run"))
     tc = T.TrainConfig(batch_size=16, epochs=0.5, warmup_epochs=0, init="msra", eval_limit=16)

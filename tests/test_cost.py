@@ -7,6 +7,7 @@ from flax import nnx
 
 from sqzdse import config as C
 from sqzdse import ops
+from sqzdse.api import init_model
 from sqzdse.cost import model_bytes, summary
 from sqzdse.model import SqueezeNet
 
@@ -62,7 +63,7 @@ def test_whole_forward_flops_are_dominated_by_the_counted_macs():
 
 def test_sizes_come_from_the_parameter_tree():
     cfg = C.squeezenet_small()
-    model = SqueezeNet(cfg, rngs=nnx.Rngs(0))
+    model = init_model(cfg)  # compiled in one call (test_model's dropout test builds the same), not eagerly
     leaves = jax.tree.leaves(nnx.state(model, nnx.Param))
     s = summary(cfg)
     assert s["params"] == sum(x.size for x in leaves)

@@ -140,7 +140,10 @@ def test_conv2d_matches_lax_value_and_gradients(k, s, p):
 
 
 def test_conv_applies_an_nnx_conv_layer():
-    layer = nnx.Conv(4, 6, (3, 3), strides=1, padding=((1, 1), (1, 1)), rngs=nnx.Rngs(0))
+    # Weights set from numpy (an eager initialiser would compile its random number generator for this one layer).
+    layer = nnx.Conv(4, 6, (3, 3), strides=1, padding=((1, 1), (1, 1)), kernel_init=nnx.initializers.zeros_init(),
+                     rngs=nnx.Rngs(0))  # fmt: skip
+    layer.kernel[...] = np.random.default_rng(3).standard_normal((3, 3, 4, 6)).astype(np.float32)
     layer.bias[...] = jnp.arange(6.0)
     x = np.random.default_rng(4).standard_normal((2, 7, 7, 4)).astype(np.float32)
     got = nnx.jit(lambda layer, x: ops.to_chwn(ops.conv(layer, ops.to_chwn(x))))(layer, x)

@@ -132,8 +132,11 @@ def worker(url, runs, delay=0.0, study=None):
 
 
 def check_concurrent_workers(url, runs, workers=6, seeds=6):
-    """`workers` processes start together on one grid of `seeds` points (one model: one compile each): every point
-    COMPLETE once, nothing failed."""
+    """`workers` processes start together on one grid of `seeds` points (one model): every point COMPLETE once,
+    nothing failed. The model is compiled here first (a trial of its own storage and runs dir), so that the workers
+    load it from the compilation cache instead of all compiling it at once."""
+    warm = Path(runs, "warm")
+    S.run_worker(spec({"sr": [0.5]}), f"sqlite:///{warm}.db", runs_dir=str(warm), dataset=synthetic(), log=quiet)
     procs = [worker(url, runs, study={"seeds": seeds, "space": {"sr": [0.5]}}) for _ in range(workers)]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs

@@ -24,8 +24,9 @@ from sqzdse import train as T
 from sqzdse.cli import main
 from sqzdse.recipe import run_key
 
-# A tiny member of the design space: 16x16x1 input, 16..64 expand filters, 4..16 squeeze.
-TINY = C.squeezenet_small(base_e=16, incr_e=16, sr=0.25, input_shape=(16, 16, 1), stem=C.Stem(16, 3, 1, 1))
+# A tiny member of the design space: 16x16x1 input, 16..64 expand filters, 4..16 squeeze. With 4 classes it is
+# test_spec.TINY_SPEC's network at sr=0.25, so that the training and the sweep tests compile it once between them.
+TINY = C.squeezenet_small(base_e=16, incr_e=16, sr=0.25, input_shape=(16, 16, 1))
 
 
 def synthetic(n_train=192, n_test=64, seed=0):
@@ -92,7 +93,7 @@ def test_step_learns_a_fixed_batch(ds, dtype):
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_iter_size_accumulation_equals_one_big_batch(ds, optimizer):
     """Caffe's iter_size: 8 x 4 and 32 x 1 give the same parameters after several updates."""
-    cfg = tiny(dropout=0.0)
+    cfg = tiny(dropout=0.0, stem=C.Stem(16, 3, 1, 1))  # the narrow stem the tolerances below were set on
     common = dict(optimizer=optimizer, lr=0.01, schedule="poly", warmup_epochs=0, weight_decay=2e-4)
     results = []
     for micro, k in ((32, 1), (8, 4)):
