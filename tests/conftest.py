@@ -17,7 +17,9 @@ NET = REFERENCE / "caffe" / "SqueezeNet_compressed" / "compressed_SqueezeNet.net
 
 
 def pytest_collection_modifyitems(items):
-    """The slow tests first (a stable sort), so that under pytest-xdist no worker is left with one at the end."""
+    """The slow tests first (a stable sort). pytest-xdist's ``--dist load --maxschedchunk 1`` (pyproject.toml) then
+    hands each worker the next test as it finishes one: the slow ones spread over the workers, and no worker is left
+    with one at the end. (With the default chunks, one worker got the first 31 tests: every slow one.)"""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
