@@ -101,15 +101,16 @@ def initial_params(cfg: C.SqueezeNetConfig, seed: int = 0, *, init: str = "caffe
     ~14 s per run here, at LLVM -O0 (the threefry code compiles slowly and runs once). The same random
     bits: the Xavier (uniform) parameters equal the eager ones bit for bit, the Gaussian (erfinv) within an ulp.
     """
-    key = jax.random.key(seed)  # what nnx.Rngs(seed) would make
-    graphdef, _ = nnx.eval_shape(_init_fn(cfg, init, dtype), key)
-    return graphdef, _initialiser(cfg, init, dtype)(key)
+    graphdef, initialise = _initialiser(cfg, init, dtype)
+    return graphdef, initialise(jax.random.key(seed))  # the key nnx.Rngs(seed) would make
 
 
 @functools.lru_cache(maxsize=16)
-def _initialiser(cfg: C.SqueezeNetConfig, init: str, dtype) -> Callable:
+def _initialiser(cfg: C.SqueezeNetConfig, init: str, dtype) -> tuple[Any, Callable]:
+    """(graphdef, the jitted key -> params) of a configuration: its graphdef, which no seed changes, traced once."""
     fn = _init_fn(cfg, init, dtype)
-    return jax.jit(lambda k: fn(k)[1], compiler_options={"xla_backend_optimization_level": 0})
+    graphdef, _ = nnx.eval_shape(fn, jax.random.key(0))
+    return graphdef, jax.jit(lambda k: fn(k)[1], compiler_options={"xla_backend_optimization_level": 0})
 
 
 def create_train_state(
