@@ -1,8 +1,8 @@
 """Memory and compile cost across a long sweep: N tiny trials in one worker, peak RSS after each.
 
 A sweep worker trains trial after trial in one process; this checks that memory stays
-flat (sqzdse.sweep clears JAX's in-memory caches between trials) and that repeated
-shapes hit the persistent compilation cache. Prints one JSON object per trial, then a
+flat (sqzdse.sweep clears JAX's in-memory caches when the network changes) and that repeated
+shapes hit the persistent compilation cache (the next seed of a network: its compiled steps in memory). Prints one JSON object per trial, then a
 summary. Run:  python benchmarks/sweep_memory.py --trials 32
 """
 

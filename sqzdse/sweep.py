@@ -205,7 +205,6 @@ def run_worker(
                               "`sqzdse sweep run`") from None  # fmt: skip
         study.tell(trial, values, state=state)
         done += 1
-        jax.clear_caches()  # keep memory flat over a long sweep; the persistent cache keeps compiles
     log(progress_line(spec, study.get_trials(deepcopy=False), time.monotonic() - started))
     return done
 
@@ -237,6 +236,20 @@ def dry_run(spec: SweepSpec, storage_url: str, dataset=None) -> tuple[list, obje
     return plan(spec, dataset, held, pace), pace, len(held)
 
 
+_COMPILED_FOR: list = []  # the configuration whose compiled steps this process holds
+
+
+def _hold_compiled(cfg: C.SqueezeNetConfig) -> None:
+    """Free JAX's in-memory caches unless they hold `cfg`'s network: memory stays flat over a long sweep (the
+    persistent cache keeps the compiles), and the seeds of one network, consecutive in a grid, reuse its steps
+    without tracing or loading them again."""
+    import jax
+
+    if _COMPILED_FOR != [cfg]:
+        jax.clear_caches()
+        _COMPILED_FOR[:] = [cfg]
+
+
 def _run_trial(spec: SweepSpec, trial, dataset, runs_dir: str, progress: bool, log):
     """Train one trial; returns (TrialState, objective values or None). Never raises for a bad trial."""
     import optuna
@@ -254,6 +267,7 @@ def _run_trial(spec: SweepSpec, trial, dataset, runs_dir: str, progress: bool, l
         )
     except (C.ConfigError, ValueError) as e:
         return _record_failure(trial, "invalid", str(e), log)
+    _hold_compiled(cfg)
     cost = summary(cfg)
     meta = {k: getattr(cfg, k) for k in METAPARAMETERS}
     for k, v in {**meta, "params": cost["params"], "bytes": cost["bytes"], "macs": cost["macs"],

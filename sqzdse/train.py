@@ -90,10 +90,6 @@ def apply_mask(params, mask):
     return jax.tree.map(lambda p, m: jnp.where(m, p, jnp.zeros_like(p)), params, mask)
 
 
-def _init_fn(cfg: C.SqueezeNetConfig, init: str, dtype):
-    return lambda key: nnx.split(SqueezeNet(cfg, init=init, dtype=dtype, rngs=nnx.Rngs(key)), nnx.Param)
-
-
 def initial_params(cfg: C.SqueezeNetConfig, seed: int = 0, *, init: str = "caffe", dtype=None):
     """(graphdef, params) of the model seeded with `seed` (init: a ``sqzdse.model.INITS`` scheme), in one compiled call.
 
@@ -101,16 +97,20 @@ def initial_params(cfg: C.SqueezeNetConfig, seed: int = 0, *, init: str = "caffe
     ~14 s per run here, at LLVM -O0 (the threefry code compiles slowly and runs once). The same random
     bits: the Xavier (uniform) parameters equal the eager ones bit for bit, the Gaussian (erfinv) within an ulp.
     """
-    graphdef, initialise = _initialiser(cfg, init, dtype)
-    return graphdef, initialise(jax.random.key(seed))  # the key nnx.Rngs(seed) would make
+    initialise, (graphdef, _) = _initialiser(cfg, init, dtype)
+    return graphdef, initialise(jax.random.key(seed))[1]  # the key nnx.Rngs(seed) would make
 
 
 @functools.lru_cache(maxsize=16)
-def _initialiser(cfg: C.SqueezeNetConfig, init: str, dtype) -> tuple[Any, Callable]:
-    """(graphdef, the jitted key -> params) of a configuration: its graphdef, which no seed changes, traced once."""
-    fn = _init_fn(cfg, init, dtype)
-    graphdef, _ = nnx.eval_shape(fn, jax.random.key(0))
-    return graphdef, jax.jit(lambda k: fn(k)[1], compiler_options={"xla_backend_optimization_level": 0})
+def _initialiser(cfg: C.SqueezeNetConfig, init: str, dtype) -> tuple[Callable, Any]:
+    """(the jitted key -> (graphdef, params), its abstract output): the model traced once per configuration, not
+    again for every seed (``jax.eval_shape`` of the jitted function leaves the trace that its first call compiles)."""
+
+    def split(key):
+        return nnx.split(SqueezeNet(cfg, init=init, dtype=dtype, rngs=nnx.Rngs(key)), nnx.Param)
+
+    initialise = jax.jit(split, compiler_options={"xla_backend_optimization_level": 0})
+    return initialise, jax.eval_shape(initialise, jax.random.key(0))
 
 
 def create_train_state(
@@ -124,13 +124,23 @@ def create_train_state(
     dtype = jnp.bfloat16 if tc.dtype == "bfloat16" else None
     if init_params is None:
         graphdef, params = initial_params(cfg, tc.seed, init=tc.init, dtype=dtype)
+        if mask is not None:
+            params = _start(params, mask, tuple(x.dtype for x in jax.tree.leaves(params)))
     else:  # checked against the abstract model: no seeded initialisation to throw away
-        graphdef, abstract = nnx.eval_shape(_init_fn(cfg, tc.init, dtype), jax.random.key(tc.seed))
+        _, (graphdef, abstract) = _initialiser(cfg, tc.init, dtype)
         shapes = lambda t: [np.shape(x) for x in jax.tree.leaves(t)]
         if jax.tree.structure(init_params) != jax.tree.structure(abstract) or shapes(init_params) != shapes(abstract):
             raise C.ConfigError("init_params: the parameters do not match the model of this configuration")
-        params = jax.tree.map(lambda x, a: jnp.array(x, a.dtype), init_params, abstract)  # a copy: steps donate it
-    return graphdef, init_train_state(tc, apply_mask(params, mask), total_steps, steps_per_epoch)
+        params = _start(init_params, mask, tuple(a.dtype for a in jax.tree.leaves(abstract)))
+    return graphdef, init_train_state(tc, params, total_steps, steps_per_epoch)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _start(params, mask, dtypes: tuple):
+    """A copy of `params` (the steps donate theirs) in `dtypes` (one per leaf), masked (``apply_mask``): one
+    compiled call, not an eager operation per parameter."""
+    leaves, treedef = jax.tree.flatten(params)
+    return apply_mask(jax.tree.unflatten(treedef, [jnp.array(x, d) for x, d in zip(leaves, dtypes, strict=True)]), mask)
 
 
 def init_train_state(tc: TrainConfig, params, total_steps: int, steps_per_epoch: int) -> TrainState:
@@ -142,8 +152,22 @@ def init_train_state(tc: TrainConfig, params, total_steps: int, steps_per_epoch:
         power=jnp.float32(tc.power),
     )
     rng = jax.random.key_data(jax.random.key(tc.seed))
-    opt_state = _optimizer(tc).init(params)
+    numbers = dict(learning_rate=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
+    opt_state = _optimizer_init(tc.optimizer)(params, {k: jnp.float32(v) for k, v in numbers.items()})
     return TrainState(step=jnp.int32(0), params=params, opt_state=opt_state, rng=rng, hparams=hparams)
+
+
+@functools.lru_cache(maxsize=None)
+def _optimizer_init(optimizer: str) -> Callable:
+    """``init(params, numbers) -> the optimizer's state`` with `numbers` (lr, momentum, weight decay) in it, jitted:
+    one compiled call, not an eager zeros for every parameter and slot."""
+    tx = _optimizer(TrainConfig(optimizer=optimizer))
+
+    def init(params, numbers):
+        state = tx.init(params)
+        return state._replace(hyperparams={**state.hyperparams, **numbers})
+
+    return jax.jit(init)
 
 
 def _metrics(logits, labels) -> dict:

@@ -42,15 +42,13 @@ def test_lax_forward_equals_the_model(cfg):
     np.testing.assert_allclose(probs, jax.nn.softmax(expected), rtol=1e-5, atol=1e-6)
 
 
-@pytest.fixture(scope="module")
-def released(tmp_path_factory):
+@pytest.mark.slow
+def test_released_onnx_equals_jax_and_carries_names_and_a_description(tmp_path):
+    """One test, so that one pytest-xdist worker exports the release (a module fixture is set up on every worker
+    that runs one of its tests)."""
     clf = api.load("released")
-    path = tmp_path_factory.mktemp("onnx") / "squeezenet_v1_0.onnx"
-    return clf, path, export(clf, path)
-
-
-def test_released_onnx_equals_jax_on_the_photos(released):
-    clf, path, _ = released
+    path = tmp_path / "squeezenet_v1_0.onnx"
+    desc = export(clf, path)
     cat, coffee = skimage.data.chelsea(), skimage.data.coffee()
     x = clf.prepare([cat, coffee, cat[:, ::-1]])  # batch 3; a mirrored cat
     expected = np.asarray(api.forward(clf.model, x))
@@ -61,9 +59,6 @@ def test_released_onnx_equals_jax_on_the_photos(released):
     top1 = scores.argmax(axis=1)
     assert 281 <= top1[0] <= 285 and top1[1] == 967 and 281 <= top1[2] <= 285
 
-
-def test_released_onnx_carries_names_and_a_description(released):
-    clf, path, desc = released
     model = onnx.load(str(path))
     (inp,) = model.graph.input
     dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]

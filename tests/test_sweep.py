@@ -30,25 +30,31 @@ def ds():
     return synthetic()
 
 
+# Three trials of one network, test_train's (the seeds of sr=0.25): the tests that kill, signal or race workers
+# compile no network of their own.
+SEEDS = {"space": {"sr": [0.25]}, "seeds": [0, 1, 2]}
+SEED_POINTS = [(0.25, 0), (0.25, 1), (0.25, 2)]
+
+
 def completed_points(rows):
     return sorted((r["sr"], r["seed"]) for r in rows if r["state"] == "COMPLETE")
 
 
 @pytest.mark.slow
-def test_three_trial_sweep_end_to_end(ds, tmp_path):
+def test_a_sweep_end_to_end(ds, tmp_path):
     url = f"sqlite:///{tmp_path}/tiny.db"
-    s, log = spec(), []
-    assert S.run_worker(s, url, runs_dir=str(tmp_path), dataset=ds, log=log.append) == 3
+    s, log = spec({"sr": [0.25, 0.5]}), []
+    assert S.run_worker(s, url, runs_dir=str(tmp_path), dataset=ds, log=log.append) == 2
     rows = S.export_rows(url)
     # Sweep-level progress as each trial starts and at the end: done of all, elapsed, and (once one trial was timed)
     # an estimate of what is left.
-    progress = [m for m in log if re.match(r"\[tiny\] \d of 3 trials done", m)]
-    assert [m.split()[1] for m in progress] == ["0", "1", "2", "3"] and "left" not in progress[0], log
-    assert progress[0].startswith("[tiny] 0 of 3 trials done (1 running)")
+    progress = [m for m in log if re.match(r"\[tiny\] \d of 2 trials done", m)]
+    assert [m.split()[1] for m in progress] == ["0", "1", "2"] and "left" not in progress[0], log
+    assert progress[0].startswith("[tiny] 0 of 2 trials done (1 running)")
     assert re.search(r"elapsed here, ~[\d a-z]+ left \([\d a-z]+ per trial, 1 at a time\)$", progress[1]), progress
     assert progress[-1].endswith("elapsed here")
     assert all(r["images_per_s"] > 0 for r in rows)
-    assert completed_points(rows) == [(0.25, 0), (0.5, 0), (0.75, 0)]
+    assert completed_points(rows) == [(0.25, 0), (0.5, 0)]
     r = rows[0]
     assert r["params"] > 0 and r["bytes"] == 4 * r["params"] and r["macs"] > 0
     assert 0 <= r["val_top1"] <= 1 and 0 <= r["test_top1"] <= 1 and len(r["curve"]) == 1
@@ -64,7 +70,7 @@ def test_three_trial_sweep_end_to_end(ds, tmp_path):
     S.write_rows(rows, "csv", out)
     header = out.getvalue().splitlines()[0].split(",")
     assert {"state", "sr", "pct3x3", "base_e", "bypass", "val_top1", "bytes"} <= set(header)
-    assert len(out.getvalue().splitlines()) == 4
+    assert len(out.getvalue().splitlines()) == 3
     # A new budget, same study name and runs dir, fresh storage: a new run, not "a different configuration".
     raw = json.loads(json.dumps(TINY_SPEC))
     raw["space"], raw["train"]["epochs"] = {"sr": [0.25]}, 2
@@ -136,17 +142,17 @@ def check_concurrent_workers(url, runs, workers=6, seeds=6):
     nothing failed. The model is compiled here first (a trial of its own storage and runs dir), so that the workers
     load it from the compilation cache instead of all compiling it at once."""
     warm = Path(runs, "warm")
-    S.run_worker(spec({"sr": [0.5]}), f"sqlite:///{warm}.db", runs_dir=str(warm), dataset=synthetic(), log=quiet)
-    procs = [worker(url, runs, study={"seeds": seeds, "space": {"sr": [0.5]}}) for _ in range(workers)]
+    S.run_worker(spec({"sr": [0.25]}), f"sqlite:///{warm}.db", runs_dir=str(warm), dataset=synthetic(), log=quiet)
+    procs = [worker(url, runs, study={"seeds": list(range(seeds)), "space": {"sr": [0.25]}}) for _ in range(workers)]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     rows = S.export_rows(url, "tiny")
-    assert completed_points(rows) == [(0.5, s) for s in range(seeds)], rows
+    assert completed_points(rows) == [(0.25, s) for s in range(seeds)], rows
     assert len(rows) == seeds  # no FAIL, no second claim
 
 
 def check_killed_worker(url, runs, ds):
-    p = worker(url, runs, delay=0.3)
+    p = worker(url, runs, delay=0.3, study=SEEDS)
     deadline = time.time() + 300
     while time.time() < deadline and p.poll() is None:
         if any(r["state"] == "RUNNING" for r in _rows(url)):
@@ -158,9 +164,10 @@ def check_killed_worker(url, runs, ds):
     assert p.returncode == -signal.SIGKILL
     assert any(r["state"] == "RUNNING" for r in S.export_rows(url, "tiny"))
     time.sleep(8)  # grace_period: the dead worker's heartbeat goes stale
-    S.run_worker(spec(heartbeat_interval=1, grace_period=7), url, runs_dir=str(runs), dataset=ds, log=lambda *_: None)
+    S.run_worker(spec(**SEEDS, heartbeat_interval=1, grace_period=7), url, runs_dir=str(runs), dataset=ds,
+                 log=lambda *_: None)  # fmt: skip
     rows = S.export_rows(url, "tiny")
-    assert completed_points(rows) == [(0.25, 0), (0.5, 0), (0.75, 0)]  # nothing lost, nothing twice
+    assert completed_points(rows) == SEED_POINTS  # nothing lost, nothing twice
     failed = [r for r in rows if r["state"] == "FAIL"]
     assert len(failed) == 1 and "worker died" in failed[0]["reason"]
     assert not [r for r in rows if r["state"] in ("RUNNING", "WAITING")]
@@ -170,12 +177,12 @@ SIGNALLED_WORKER = """
 import sys
 sys.path.insert(0, {tests!r})
 from test_train import Slow, synthetic
-from test_sweep import spec
+from test_sweep import SEEDS, spec
 from sqzdse import data as D
 from sqzdse.cli import main, sweep as CS
 
 D.load = lambda *a, **k: Slow(synthetic(), 0.5)
-CS.load_spec = lambda path, **_: spec(heartbeat_interval=1, grace_period=60)
+CS.load_spec = lambda path, **_: spec(**SEEDS, heartbeat_interval=1, grace_period=60)
 sys.exit(main(["sweep", "run", "tiny.toml", "--storage", {url!r}, "--runs-dir", {runs!r}, "--no-progress"]))
 """
 
@@ -205,7 +212,7 @@ def test_interrupted_worker_requeues_its_trial_and_a_run_is_trained_once(ds, tmp
 
     threading.Thread(target=stop_when_waiting, daemon=True).start()
     raw = json.loads(json.dumps(TINY_SPEC))
-    raw["study"]["name"], raw["space"] = "other", {"sr": [first["sr"]]}
+    raw["study"]["name"], raw["study"]["seeds"], raw["space"] = "other", [first["seed"]], {"sr": [first["sr"]]}
     assert S.run_worker(SP.parse_spec(raw), url, runs_dir=str(runs), dataset=ds, log=log.append) == 1
     _, err = p.communicate(timeout=120)
     assert p.returncode == 143 and "Traceback" not in err, err
@@ -219,12 +226,12 @@ def test_interrupted_worker_requeues_its_trial_and_a_run_is_trained_once(ds, tmp
     assert summary["resumed_at"] > 0 and summary["origin"] == {"study": "other", "trial": 0}  # resumed, not redone
     states = sorted(r["state"] for r in S.export_rows(url, "tiny"))
     assert states == ["FAIL", "WAITING", "WAITING", "WAITING"]
-    S.run_worker(spec(heartbeat_interval=1, grace_period=60), url, runs_dir=str(runs), dataset=ds, log=print)
+    S.run_worker(spec(**SEEDS, heartbeat_interval=1, grace_period=60), url, runs_dir=str(runs), dataset=ds, log=print)
     rows = S.export_rows(url, "tiny")
-    assert completed_points(rows) == [(0.25, 0), (0.5, 0), (0.75, 0)]
+    assert completed_points(rows) == SEED_POINTS
     (failed,) = [r for r in rows if r["state"] == "FAIL"]
     assert failed["status"] == "interrupted" and "SIGTERM at update" in failed["reason"]
-    (retry,) = [r for r in rows if r["state"] == "COMPLETE" and r["sr"] == first["sr"]]
+    (retry,) = [r for r in rows if r["state"] == "COMPLETE" and r["seed"] == first["seed"]]
     assert retry["reused_from"] == "other/0" and retry["key"] == other["key"] and retry["val_top1"] == other["val_top1"]
 
 

@@ -76,13 +76,15 @@ def params_of(result):
     return jax.tree.leaves(result.state.params)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_step_learns_a_fixed_batch(ds, dtype):
     cfg = tiny()
-    tc = T.TrainConfig(batch_size=32, lr=3e-3, schedule="constant", warmup_epochs=0, init="msra", dtype=dtype)
+    # batch_size 16: the other tests' gradient of this network (float32), compiled once for all of them
+    tc = T.TrainConfig(batch_size=16, lr=3e-3, schedule="constant", warmup_epochs=0, init="msra", dtype=dtype)
     graphdef, state = T.create_train_state(cfg, tc, total_steps=40, steps_per_epoch=40)
     step = T.make_train_step(graphdef, tc)
-    x, y = next(ds.batches("train", 32, seed=0, train=False))
+    x, y = next(ds.batches("train", 16, seed=0, train=False))
     losses = []
     for _ in range(40):
         state, m = step(state, x[None], y[None])
@@ -90,6 +92,7 @@ def test_step_learns_a_fixed_batch(ds, dtype):
     assert losses[-1] < 0.5 * losses[0], losses
 
 
+@pytest.mark.slow
 def test_iter_size_accumulation_equals_one_big_batch(ds):
     """Caffe's iter_size: 8 x 4 and 32 x 1 give the same parameters after several updates, with SGD and with Adam
     (one test: both optimizers share the compiled gradients, which two tests on two pytest-xdist workers would each
