@@ -2,8 +2,9 @@
 
 A sweep worker trains trial after trial in one process; this checks that memory stays
 flat (sqzdse.sweep clears JAX's in-memory caches when the network changes) and that repeated
-shapes hit the persistent compilation cache (the next seed of a network: its compiled steps in memory). Prints one JSON object per trial, then a
-summary. Run:  python benchmarks/sweep_memory.py --trials 32
+shapes do not compile again (the next seed of a network: its compiled steps are still in memory;
+later: the persistent compilation cache). Prints one JSON object per trial, then a summary.
+Run:  python benchmarks/sweep_memory.py --trials 32
 """
 
 import argparse

@@ -157,7 +157,7 @@ def init_train_state(tc: TrainConfig, params, total_steps: int, steps_per_epoch:
     return TrainState(step=jnp.int32(0), params=params, opt_state=opt_state, rng=rng, hparams=hparams)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _optimizer_init(optimizer: str) -> Callable:
     """``init(params, numbers) -> the optimizer's state`` with `numbers` (lr, momentum, weight decay) in it, jitted:
     one compiled call, not an eager zeros for every parameter and slot."""
