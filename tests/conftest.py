@@ -1,4 +1,5 @@
-"""Shared fixtures: the reference data the package ships (sqzdse/reference), a compilation cache, a sweep's rows."""
+"""Shared fixtures: the reference data the package ships (sqzdse/reference), a compilation cache, the synthetic
+dataset with its model compiled once, a sweep's rows."""
 
 import json
 import os
@@ -45,6 +46,26 @@ def compilation_cache(tmp_path_factory):
     jax.config.update("jax_compilation_cache_dir", cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def ds(compilation_cache):
+    """test_train's synthetic dataset, its model (``test_train.tiny``) compiled for it once for the whole suite: the
+    first pytest-xdist worker to get here trains that model for an epoch under a file lock, and the others wait for
+    it, then load the compiled steps from the shared cache instead of all compiling them at once."""
+    import fcntl
+
+    from test_train import run, synthetic
+
+    data = synthetic()
+    with open(os.path.join(compilation_cache, "tiny.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        done = os.path.join(compilation_cache, "tiny.compiled")
+        if not os.path.exists(done):
+            assert run(data, epochs=1).status == "completed"
+            open(done, "w").close()
+    return data
 
 
 @pytest.fixture(scope="session")

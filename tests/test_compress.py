@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import NET
 from test_codec import kernels, random_weights
-from test_train import synthetic, tiny
+from test_train import tiny
 
 from sqzdse import codec as K
 from sqzdse import compress as Z
@@ -17,11 +17,6 @@ from sqzdse import prune as P
 from sqzdse import train as T
 from sqzdse.cli import main
 from sqzdse.plan import caffe_layer_shapes
-
-
-@pytest.fixture(scope="module")
-def ds():
-    return synthetic()
 
 
 def test_v1_0_at_6_bits_is_under_half_a_megabyte_with_huffman(released, tmp_path):

@@ -5,15 +5,10 @@ import json
 import jax
 import numpy as np
 import pytest
-from test_train import synthetic, tiny
+from test_train import tiny
 
 from sqzdse import dsd
 from sqzdse import train as T
-
-
-@pytest.fixture(scope="module")
-def ds():
-    return synthetic()
 
 
 def test_dsd_runs_three_phases_and_holds_the_mask(ds, tmp_path):

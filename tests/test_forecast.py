@@ -6,9 +6,7 @@ import json
 import math
 
 import optuna
-import pytest
 from test_spec import TINY_SPEC, spec
-from test_train import synthetic
 
 from sqzdse import forecast as F
 from sqzdse import spec as SP
@@ -70,11 +68,6 @@ def test_the_pace_is_fitted_to_the_trials_that_trained():
     falling = [frozen(i, STATES.COMPLETE, images_per_s=100.0 * m, macs=m) for i, m in enumerate((1.0, 2.0))]
     assert F.measured_pace(falling, "x").exponent == 0.0
     assert F.measured_pace(trials[3:5], "x") is None
-
-
-@pytest.fixture(scope="module")
-def ds():
-    return synthetic()
 
 
 def test_dry_run_lists_the_grid_and_estimates_from_measured_trials(ds, tmp_path):

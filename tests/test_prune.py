@@ -1,9 +1,8 @@
 """Magnitude pruning: the released density pattern, and masks held through training."""
 
 import numpy as np
-import pytest
 from test_codec import kernels
-from test_train import synthetic, tiny
+from test_train import tiny
 
 from sqzdse import config as C
 from sqzdse import prune as P
@@ -24,11 +23,6 @@ def test_released_density_pattern_is_the_released_files(released):
     assert other["fire9/expand3x3"] == v10["fire9/expand3x3"] and other["conv10"] == v10["conv10"]
     assert other["fire2/bypass1x1"] == v10["fire2/expand1x1"]
     assert not any("expand1x1" in n for n in P.released_densities(C.squeezenet_v1_0(pct3x3=1.0)))
-
-
-@pytest.fixture(scope="module")
-def ds():
-    return synthetic()
 
 
 def test_pruning_masks_survive_fine_tuning(ds):

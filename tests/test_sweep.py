@@ -25,11 +25,6 @@ from sqzdse.cli import main
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
 
 
-@pytest.fixture(scope="module")
-def ds():
-    return synthetic()
-
-
 # Three trials of one network, test_train's (the seeds of sr=0.25): the tests that kill, signal or race workers
 # compile no network of their own.
 SEEDS = {"space": {"sr": [0.25]}, "seeds": [0, 1, 2]}

@@ -57,11 +57,6 @@ class Slow:
             yield b
 
 
-@pytest.fixture(scope="module")
-def ds():
-    return synthetic()
-
-
 def tiny(**kw):
     return C.SqueezeNetConfig(**{**C.to_dict(TINY), "stem": TINY.stem, "pool_after": TINY.pool_after,
                                  "input_shape": TINY.input_shape, "num_classes": 4, **kw})  # fmt: skip
