@@ -34,12 +34,12 @@ COMPRESSED_SUFFIXES = (".sqz", ".net")  # sqzdse compress's files, the released 
 
 
 def init_model(cfg: C.SqueezeNetConfig, seed: int = 0, *, init: str = "caffe", dtype=None) -> SqueezeNet:
-    """The seeded model of `cfg`, initialised in one compiled call (``sqzdse.train.initial_params``).
+    """The seeded model of `cfg`, initialised in one compiled call (``sqzdse.model.initial_params``).
 
     Equal to ``SqueezeNet(cfg, init=init, dtype=dtype, rngs=nnx.Rngs(seed))``, which compiles each
     initializer call eagerly (seconds more on CPU).
     """
-    from sqzdse.train import initial_params
+    from sqzdse.model import initial_params
 
     return nnx.merge(*initial_params(cfg, seed, init=init, dtype=dtype))
 

@@ -1,4 +1,4 @@
-"""SqueezeNet in Flax NNX: one Fire module and a network that loops over the layer plan.
+"""SqueezeNet in Flax NNX: one Fire module, a network that loops over the layer plan, its seeded initialisation.
 
 Layer names follow the Caffe prototxts (``conv1``, ``fire2/squeeze1x1`` ->
 ``fire2.squeeze1x1``, ..., ``conv10``) so released weights map one-to-one.
@@ -7,6 +7,10 @@ every convolution one matrix product. Kernels are HWIO.
 """
 
 from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -102,3 +106,26 @@ class SqueezeNet(nnx.Module):
         x = self.drop9(x, deterministic=not train, rngs=dropout_rng)
         x = nnx.relu(ops.conv(self.conv10, x))  # relu_conv10: ReLU follows conv10 too
         return jnp.mean(x, axis=(1, 2), dtype=jnp.float32).T  # pool10: global average -> (N, classes)
+
+
+def initial_params(cfg: SqueezeNetConfig, seed: int = 0, *, init: str = "caffe", dtype=None):
+    """(graphdef, params) of the model seeded with `seed` (init: an ``INITS`` scheme), in one compiled call.
+
+    One compiled initialisation instead of ~50 eagerly compiled initializer calls: ~2 s instead of
+    ~14 s per run here, at LLVM -O0 (the threefry code compiles slowly and runs once). The same random
+    bits: the Xavier (uniform) parameters equal the eager ones bit for bit, the Gaussian (erfinv) within an ulp.
+    """
+    initialise, (graphdef, _) = initialiser(cfg, init, dtype)
+    return graphdef, initialise(jax.random.key(seed))[1]  # the key nnx.Rngs(seed) would make
+
+
+@functools.lru_cache(maxsize=16)
+def initialiser(cfg: SqueezeNetConfig, init: str, dtype) -> tuple[Callable, Any]:
+    """(the jitted key -> (graphdef, params), its abstract output): the model traced once per configuration, not
+    again for every seed (``jax.eval_shape`` of the jitted function leaves the trace that its first call compiles)."""
+
+    def split(key):
+        return nnx.split(SqueezeNet(cfg, init=init, dtype=dtype, rngs=nnx.Rngs(key)), nnx.Param)
+
+    initialise = jax.jit(split, compiler_options={"xla_backend_optimization_level": 0})
+    return initialise, jax.eval_shape(initialise, jax.random.key(0))

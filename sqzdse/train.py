@@ -34,7 +34,7 @@ from sqzdse import checkpoints as ckpt
 from sqzdse import config as C
 from sqzdse.cost import summary as cost_summary
 from sqzdse.errors import SqzdseError
-from sqzdse.model import SqueezeNet
+from sqzdse.model import initial_params, initialiser
 from sqzdse.progress import Progress
 from sqzdse.recipe import TrainConfig, update_counts
 from sqzdse.runtime import check_signals, deferred_signals, signal_pending
@@ -90,29 +90,6 @@ def apply_mask(params, mask):
     return jax.tree.map(lambda p, m: jnp.where(m, p, jnp.zeros_like(p)), params, mask)
 
 
-def initial_params(cfg: C.SqueezeNetConfig, seed: int = 0, *, init: str = "caffe", dtype=None):
-    """(graphdef, params) of the model seeded with `seed` (init: a ``sqzdse.model.INITS`` scheme), in one compiled call.
-
-    One compiled initialisation instead of ~50 eagerly compiled initializer calls: ~2 s instead of
-    ~14 s per run here, at LLVM -O0 (the threefry code compiles slowly and runs once). The same random
-    bits: the Xavier (uniform) parameters equal the eager ones bit for bit, the Gaussian (erfinv) within an ulp.
-    """
-    initialise, (graphdef, _) = _initialiser(cfg, init, dtype)
-    return graphdef, initialise(jax.random.key(seed))[1]  # the key nnx.Rngs(seed) would make
-
-
-@functools.lru_cache(maxsize=16)
-def _initialiser(cfg: C.SqueezeNetConfig, init: str, dtype) -> tuple[Callable, Any]:
-    """(the jitted key -> (graphdef, params), its abstract output): the model traced once per configuration, not
-    again for every seed (``jax.eval_shape`` of the jitted function leaves the trace that its first call compiles)."""
-
-    def split(key):
-        return nnx.split(SqueezeNet(cfg, init=init, dtype=dtype, rngs=nnx.Rngs(key)), nnx.Param)
-
-    initialise = jax.jit(split, compiler_options={"xla_backend_optimization_level": 0})
-    return initialise, jax.eval_shape(initialise, jax.random.key(0))
-
-
 def create_train_state(
     cfg: C.SqueezeNetConfig, tc: TrainConfig, total_steps: int, steps_per_epoch: int, *, init_params=None, mask=None
 ):
@@ -127,7 +104,7 @@ def create_train_state(
         if mask is not None:
             params = _start(params, mask, tuple(x.dtype for x in jax.tree.leaves(params)))
     else:  # checked against the abstract model: no seeded initialisation to throw away
-        _, (graphdef, abstract) = _initialiser(cfg, tc.init, dtype)
+        _, (graphdef, abstract) = initialiser(cfg, tc.init, dtype)
         shapes = lambda t: [np.shape(x) for x in jax.tree.leaves(t)]
         if jax.tree.structure(init_params) != jax.tree.structure(abstract) or shapes(init_params) != shapes(abstract):
             raise C.ConfigError("init_params: the parameters do not match the model of this configuration")
