@@ -99,16 +99,17 @@ def create_train_state(
     mask: pruning mask (see ``apply_mask``) applied to the initial parameters.
     """
     dtype = jnp.bfloat16 if tc.dtype == "bfloat16" else None
+    _, (graphdef, abstract) = initialiser(cfg, tc.init, dtype)
+    dtypes = tuple(a.dtype for a in jax.tree.leaves(abstract))
     if init_params is None:
-        graphdef, params = initial_params(cfg, tc.seed, init=tc.init, dtype=dtype)
+        params = initial_params(cfg, tc.seed, init=tc.init, dtype=dtype)[1]
         if mask is not None:
-            params = _start(params, mask, tuple(x.dtype for x in jax.tree.leaves(params)))
+            params = _start(params, mask, dtypes)
     else:  # checked against the abstract model: no seeded initialisation to throw away
-        _, (graphdef, abstract) = initialiser(cfg, tc.init, dtype)
         shapes = lambda t: [np.shape(x) for x in jax.tree.leaves(t)]
         if jax.tree.structure(init_params) != jax.tree.structure(abstract) or shapes(init_params) != shapes(abstract):
             raise C.ConfigError("init_params: the parameters do not match the model of this configuration")
-        params = _start(init_params, mask, tuple(a.dtype for a in jax.tree.leaves(abstract)))
+        params = _start(init_params, mask, dtypes)
     return graphdef, init_train_state(tc, params, total_steps, steps_per_epoch)
 
 
@@ -135,10 +136,17 @@ def init_train_state(tc: TrainConfig, params, total_steps: int, steps_per_epoch:
 
 
 @functools.cache
+def _transform(optimizer: str) -> optax.GradientTransformation:
+    """The optimizer whose numbers (lr, momentum, weight decay) its state carries (``init_train_state``): one for
+    every run with this optimizer, however those numbers are set."""
+    return _optimizer(TrainConfig(optimizer=optimizer))
+
+
+@functools.cache
 def _optimizer_init(optimizer: str) -> Callable:
     """``init(params, numbers) -> the optimizer's state`` with `numbers` (lr, momentum, weight decay) in it, jitted:
     one compiled call, not an eager zeros for every parameter and slot."""
-    tx = _optimizer(TrainConfig(optimizer=optimizer))
+    tx = _transform(optimizer)
 
     def init(params, numbers):
         state = tx.init(params)
@@ -188,7 +196,7 @@ _add = jax.jit(lambda acc, grads: jax.tree.map(jnp.add, acc, grads), donate_argn
 @functools.lru_cache(maxsize=16)
 def _update_fn(optimizer: str, iter_size: int, schedule: str) -> Callable:
     """``update(state, summed grads, mask) -> (state, lr)``: one optimizer update."""
-    tx = _optimizer(TrainConfig(optimizer=optimizer))  # its numbers (lr, momentum, weight decay) live in opt_state
+    tx = _transform(optimizer)
 
     # The update is elementwise over ~50 small arrays: LLVM -O1 compiles it in half the time of the
     # default -O2 and runs it as fast (benchmarks/README.md).

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 from test_spec import TINY_SPEC, quiet, spec
-from test_train import synthetic
 
 from sqzdse import config as C
 from sqzdse import spec as SP
@@ -134,10 +133,8 @@ def worker(url, runs, delay=0.0, study=None):
 
 def check_concurrent_workers(url, runs, workers=6, seeds=6):
     """`workers` processes start together on one grid of `seeds` points (one model): every point COMPLETE once,
-    nothing failed. The model is compiled here first (a trial of its own storage and runs dir), so that the workers
-    load it from the compilation cache instead of all compiling it at once."""
-    warm = Path(runs, "warm")
-    S.run_worker(spec({"sr": [0.25]}), f"sqlite:///{warm}.db", runs_dir=str(warm), dataset=synthetic(), log=quiet)
+    nothing failed. The callers take the `ds` fixture, which has compiled that model (test_train's), so that the
+    workers load it from the compilation cache instead of all compiling it at once."""
     procs = [worker(url, runs, study={"seeds": list(range(seeds)), "space": {"sr": [0.25]}}) for _ in range(workers)]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
@@ -259,7 +256,7 @@ def _rows(url):
 
 
 @pytest.mark.slow
-def test_six_concurrent_workers_cover_the_grid_once(tmp_path):
+def test_six_concurrent_workers_cover_the_grid_once(ds, tmp_path):
     check_concurrent_workers(f"sqlite:///{tmp_path}/grid.db", tmp_path)
 
 
@@ -269,7 +266,7 @@ def test_killed_worker_is_detected_and_its_trial_retried(ds, tmp_path):
 
 
 @pytest.mark.slow
-def test_postgres_concurrent_workers(postgres_url, tmp_path):
+def test_postgres_concurrent_workers(postgres_url, ds, tmp_path):
     check_concurrent_workers(postgres_url, tmp_path)
 
 
