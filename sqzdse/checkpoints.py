@@ -13,6 +13,7 @@ import dataclasses
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sys
@@ -88,6 +89,11 @@ CHECKSUMS = "sqzdse-sha256.json"  # beside orbax's files in each step directory:
 
 class CheckpointDamaged(SqzdseError, RuntimeError):
     """The checkpoint a caller needs cannot be restored intact."""
+
+
+# `save` waits for each checkpoint to finish (its checksums need the files); orbax counts that wait against the next
+# save and, past 1 s (a busy machine), logs "Waiting for previous save to complete took ... seconds" to stderr.
+logging.getLogger("absl").addFilter(lambda record: not record.getMessage().startswith("Waiting for previous save"))
 
 
 def checkpoint_manager(workdir: str, reading: bool = False):
