@@ -152,17 +152,23 @@ def restore(manager, state, workdir: str, *, fallback: bool = True):
     scratch). fallback=False (reading a finished run): a damaged latest checkpoint raises CheckpointDamaged.
     """
     import jax
+    import numpy as np
     import orbax.checkpoint as ocp
 
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    # Read into host arrays, then place them as a fresh state is placed (uncommitted: on the default device).
+    # Orbax's own jax.Arrays are committed to a device, and jit lowers a different program for committed
+    # arguments: a resumed run would compile every step again, missing the compilation cache.
+    host = jax.tree.map(lambda x: np.empty(x.shape, x.dtype), state)
     for step in sorted(manager.all_steps(), reverse=True):
         step_dir = os.path.join(str(manager.directory), str(step))
         problem = _checksum_problem(step_dir)
         if problem is None:
             try:
-                return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+                restored = manager.restore(step, args=ocp.args.StandardRestore(host))
             except Exception as e:  # orbax/tensorstore raise many kinds for unreadable files
                 problem = f"orbax cannot read it ({type(e).__name__}: {str(e).splitlines()[0][:160]})"
+            else:
+                return jax.device_put(restored)
         older = [s for s in manager.all_steps() if s < step]
         if not fallback:
             redo = f"from step {max(older)}" if older else "from scratch"

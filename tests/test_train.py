@@ -188,6 +188,14 @@ def finished(ds, tmp_path_factory):
     return workdir, r
 
 
+def test_restored_weights_are_placed_as_fresh_ones(finished):
+    """Orbax restores arrays committed to a device; jit lowers another program for those, so a resumed run (or a
+    loaded one) would compile every step again. Restored arrays are placed as a fresh state's are."""
+    *_, params = T.load_run(str(finished[0]))
+    fresh = {x.committed for x in params_of(finished[1])}
+    assert fresh == {False} and {x.committed for x in jax.tree.leaves(params)} == fresh
+
+
 def test_a_finished_run_is_not_trained_again(ds, finished, tmp_path):
     workdir = tmp_path / "copy"
     shutil.copytree(finished[0], workdir)
