@@ -131,10 +131,11 @@ def worker(url, runs, delay=0.0, study=None):
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def check_concurrent_workers(url, runs, workers=6, seeds=6):
+def check_concurrent_workers(url, runs, workers=6, seeds=3):
     """`workers` processes start together on one grid of `seeds` points (one model): every point COMPLETE once,
-    nothing failed. The callers take the `ds` fixture, which has compiled that model (test_train's), so that the
-    workers load it from the compilation cache instead of all compiling it at once."""
+    nothing failed. Two workers race for each point, and those that find none left exit without training. The
+    callers take the `ds` fixture, which has compiled that model (test_train's), so that the workers load it
+    from the compilation cache instead of all compiling it at once."""
     procs = [worker(url, runs, study={"seeds": list(range(seeds)), "space": {"sr": [0.25]}}) for _ in range(workers)]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
