@@ -3,7 +3,9 @@
 Trains the test suite's 16x16 model (``tests/test_train.py``'s ``tiny()``: squeezenet_small, base_e=incr_e=16,
 sr=0.25, 4 classes) for one epoch of 192 synthetic images, ``--runs`` times with seeds 0, 1, ..., in one process
 and without a persistent compilation cache, and prints one JSON line per run: its wall seconds and the seconds
-JAX spent tracing, lowering and compiling in it.
+JAX spent tracing, lowering and compiling in it. Then seed 0 once more in a workdir, with a checkpoint every 5 of
+its 10 updates; the last checkpoint and the summary are deleted, as if the run had been killed after update 5, and
+the same run resumes from its checkpoint (``"run": "resumed"``).
 
     python benchmarks/rerun_compile.py --runs 3
 """
@@ -12,6 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import tempfile
 import time
 
 import numpy as np
@@ -29,13 +34,23 @@ def main() -> None:
     rng = np.random.default_rng(0)
     split = lambda n: (rng.integers(0, 255, (n, 16, 16, 1)).astype(np.uint8), rng.integers(0, 4, n))  # noqa: E731
     ds = D.from_arrays("synthetic", split(192), split(64), num_classes=4, val_size=32, flip=False)
-    for seed in range(args.runs):
-        tc = T.TrainConfig(batch_size=16, epochs=1, warmup_epochs=0, init="msra", seed=seed)
+
+    def timed(run, tc, workdir=None):
         with T.compile_timer() as compiled:
             t = time.perf_counter()
-            T.train_and_evaluate(cfg, tc, None, dataset=ds, progress=False)
+            result = T.train_and_evaluate(cfg, tc, workdir, dataset=ds, progress=False)
             wall = time.perf_counter() - t
-        print(json.dumps({"run": seed, "seconds": round(wall, 2), "compile_seconds": round(compiled[0], 2)}))
+        print(json.dumps({"run": run, "seconds": round(wall, 2), "compile_seconds": round(compiled[0], 2)}))
+        return result
+
+    for seed in range(args.runs):
+        timed(seed, T.TrainConfig(batch_size=16, epochs=1, warmup_epochs=0, init="msra", seed=seed))
+    with tempfile.TemporaryDirectory() as workdir:
+        tc = T.TrainConfig(batch_size=16, epochs=1, warmup_epochs=0, init="msra", checkpoint_every=5)
+        T.train_and_evaluate(cfg, tc, workdir, dataset=ds, progress=False)
+        shutil.rmtree(os.path.join(workdir, "checkpoints", "10"))
+        os.remove(os.path.join(workdir, "summary.json"))
+        assert timed("resumed", tc, workdir).resumed_at == 5
 
 
 if __name__ == "__main__":
