@@ -91,9 +91,10 @@ class CheckpointDamaged(SqzdseError, RuntimeError):
     """The checkpoint a caller needs cannot be restored intact."""
 
 
-# `save` waits for each checkpoint to finish (its checksums need the files); orbax counts that wait against the next
-# save and, past 1 s (a busy machine), logs "Waiting for previous save to complete took ... seconds" to stderr.
-logging.getLogger("absl").addFilter(lambda record: not record.getMessage().startswith("Waiting for previous save"))
+def _not_our_own_wait(record: logging.LogRecord) -> bool:
+    """`save` waits for each checkpoint to finish (its checksums need the files); orbax counts that wait against the
+    next save and, past 1 s (a busy machine), logs "Waiting for previous save to complete took ... seconds"."""
+    return not record.getMessage().startswith("Waiting for previous save")
 
 
 def checkpoint_manager(workdir: str, reading: bool = False):
@@ -101,6 +102,8 @@ def checkpoint_manager(workdir: str, reading: bool = False):
     but logs three warnings)."""
     import orbax.checkpoint as ocp
 
+    if not reading:  # a saving run installs the filter (once: addFilter skips a filter it holds); imports do not
+        logging.getLogger("absl").addFilter(_not_our_own_wait)
     options = ocp.CheckpointManagerOptions(max_to_keep=None if reading else CHECKPOINTS_KEPT, create=not reading)
     return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")), options=options)
 
