@@ -8,6 +8,8 @@ still works; the CLI catches ``SqzdseError`` (one line, exit code 2) and lets an
 class SqzdseError(Exception):
     """An error the user can act on: a bad flag, file, spec, storage or dataset; the message says which."""
 
+    exit_code = 2  # what the CLI exits with after printing the one line
+
 
 class InputError(SqzdseError, ValueError):
     """A value given to sqzdse that it cannot use (a flag, an argument, a file's content)."""

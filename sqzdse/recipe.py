@@ -43,14 +43,24 @@ class TrainConfig:
     checkpoint_every: int = 0  # also checkpoint every N updates (0: at epoch ends only)
 
     def __post_init__(self):
-        for name, lo in (("batch_size", 1), ("iter_size", 1), ("checkpoint_every", 0)):
+        for name, lo in (("batch_size", 1), ("iter_size", 1), ("checkpoint_every", 0), ("seed", 0)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise C.ConfigError(f"{name}={v!r}: must be an integer >= {lo}")
+        for name in ("train_limit", "val_size", "eval_limit"):  # 0 would leave nothing to train or evaluate on
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise C.ConfigError(f"{name}={v!r}: must be unset or an integer >= 1")
+        for name in ("epochs", "lr", "momentum", "weight_decay", "power", "warmup_epochs"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise C.ConfigError(f"{name}={v!r}: must be a finite number")
         if not self.epochs > 0:
             raise C.ConfigError(f"epochs={self.epochs!r}: must be > 0")
         if not self.lr > 0:
             raise C.ConfigError(f"lr={self.lr!r}: must be > 0")
+        if self.power < 0:  # a negative power makes poly's rate grow without bound at the end
+            raise C.ConfigError(f"power={self.power!r}: must be >= 0")
         if not 0 <= self.momentum < 1:
             raise C.ConfigError(f"momentum={self.momentum!r}: must be in [0, 1)")
         if self.weight_decay < 0 or self.warmup_epochs < 0:

@@ -31,6 +31,7 @@ OBJECTIVES = {"val_top1": "maximize", "val_top5": "maximize", "bytes": "minimize
 COMPRESS_DEFAULTS = {"bits": 6, "density": "released", "huffman": True}
 TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
 GRID_LIMIT = 10_000  # a larger grid is refused unless `sweep run --yes`: a mistyped step should not enqueue a million
+HARD_LIMIT = 1_000_000  # refused even with --yes: its trials would not fit in memory, let alone in a storage
 # grace_period >= 2 x heartbeat_interval + HEARTBEAT_MARGIN. A live worker writes a heartbeat every interval, so the
 # one a checker reads is up to an interval old plus the write's wait (SQLite serialises writers; a busy database or a
 # stalled process delays one); twice the interval survives one heartbeat lost entirely, and the margin covers SQLite's
@@ -57,14 +58,19 @@ class Dim:
     log: bool = False
     grid: bool = False
 
+    def count(self) -> int:
+        """How many values ``values`` lists, without listing them."""
+        if self.choices is not None:
+            return len(self.choices)
+        if self.step is None:
+            raise SpecError(f"space.{self.name}: a grid needs a list or a range with a step")
+        return int(round((self.high - self.low) / self.step)) + 1
+
     def values(self) -> list:
         """Every value of a list or a stepped range (a grid axis)."""
         if self.choices is not None:
             return list(self.choices)
-        if self.step is None:
-            raise SpecError(f"space.{self.name}: a grid needs a list or a range with a step")
-        n = int(round((self.high - self.low) / self.step))
-        values = [self.low + i * self.step for i in range(n + 1)]
+        values = [self.low + i * self.step for i in range(self.count())]
         return [int(v) if self.name in INT_PARAMS else round(v, 10) for v in values]
 
     def check_values(self) -> list:
@@ -129,7 +135,7 @@ class SweepSpec:
         return Dim("seed", choices=self.seeds, grid=self.sampler == "grid")
 
     def grid_size(self) -> int:
-        return math.prod(len(d.values()) for d in (*self.space, self.seed_dim))
+        return math.prod(d.count() for d in (*self.space, self.seed_dim))
 
     def grid_points(self) -> list[dict]:
         """Every (metaparameters, seed) combination of a grid sweep, in file order."""
@@ -156,6 +162,8 @@ def load_spec(path: str, max_points: int | None = GRID_LIMIT) -> SweepSpec:
         raise SpecError(f"{path}: no such sweep file") from None
     except tomllib.TOMLDecodeError as e:
         raise SpecError(f"{path}: not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise SpecError(f"{path}: not UTF-8 text (byte {e.start}); a sweep file is TOML, which is UTF-8") from None
     return parse_spec(raw, source=path, max_points=max_points)
 
 
@@ -170,6 +178,8 @@ def _check_type(key: str, value, hint) -> None:
     for t in kinds:
         if isinstance(value, bool) != (t is bool):
             continue
+        if isinstance(value, float) and not math.isfinite(value):
+            _fail(key, f"{value!r}: must be a finite number")
         if isinstance(value, t) or (t is float and isinstance(value, int)):
             return
     _fail(key, f"{value!r} is not {' or '.join(TYPE_NAMES.get(t, t.__name__) for t in kinds)}")
@@ -203,10 +213,11 @@ def parse_spec(raw: dict, source: str = "", max_points: int | None = GRID_LIMIT)
         kw["objectives"] = tuple(objs)
     if "seeds" in study:
         seeds = study.pop("seeds")
-        if isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1:
+        if isinstance(seeds, int) and not isinstance(seeds, bool) and 1 <= seeds <= HARD_LIMIT:
             seeds = list(range(seeds))
-        if not isinstance(seeds, list) or not seeds or not all(type(s) is int for s in seeds):
-            _fail("study.seeds", f"{seeds!r}: a number of seeds (>= 1) or a list of integer seeds")
+        if not isinstance(seeds, list) or not seeds or not all(type(s) is int and s >= 0 for s in seeds):
+            _fail("study.seeds", f"{seeds!r}: a number of seeds (1 to {HARD_LIMIT:,}) or a list of integer "
+                  "seeds >= 0")  # fmt: skip
         kw["seeds"] = tuple(_distinct("study.seeds", seeds))
     for key in ("n_trials", "max_bytes", "heartbeat_interval", "grace_period", "max_retry"):
         if key in study:
@@ -248,8 +259,10 @@ def parse_spec(raw: dict, source: str = "", max_points: int | None = GRID_LIMIT)
         if any(d.choices is None and d.step is None for d in spec.space):
             _fail("study.sampler", "'grid' needs every space entry to be a value, a list or a range with a step")
         size = spec.grid_size()
+        axes = " x ".join(f"{d.count():,} {d.name}" for d in (*spec.space, spec.seed_dim))
+        if size > HARD_LIMIT:
+            _fail("space", f"the grid has {size:,} points ({axes}), over the limit of {HARD_LIMIT:,} even with --yes")
         if max_points is not None and size > max_points:
-            axes = " x ".join(f"{len(d.values())} {d.name}" for d in (*spec.space, spec.seed_dim))
             _fail("space", f"the grid has {size:,} points ({axes}), over the limit of {max_points:,}; check the "
                   "ranges' steps, or run it anyway with sqzdse sweep run --yes")  # fmt: skip
     elif spec.n_trials is None:
@@ -279,11 +292,11 @@ def _check_points(spec: SweepSpec) -> None:
 
 
 def _distinct(key: str, values: list) -> list:
-    seen = []
+    seen = set()
     for v in values:
         if v in seen:
             _fail(key, f"{v!r} is listed twice (a grid point would run twice)")
-        seen.append(v)
+        seen.add(v)
     return values
 
 
@@ -338,6 +351,11 @@ def _dim(key: str, value) -> Dim:
             _fail(where, "a log range needs low > 0 and no step")
         if step is not None and step <= 0:
             _fail(where, f"step ({step}) must be > 0")
+        if step is not None:
+            n = (high - low) / step
+            if abs(n - round(n)) > 1e-6 * max(1.0, n):  # the last value would pass `high`
+                _fail(where, f"step ({step}) does not divide high - low ({high - low:g}); choose a step that does, "
+                      f"e.g. {(high - low) / max(1, math.floor(n)):g}")  # fmt: skip
         return Dim(key, low=low, high=high, step=None if step is None else norm(step), log=log)
     _check_type(where, value, hint)
     return Dim(key, choices=(norm(value),))

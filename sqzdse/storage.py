@@ -69,7 +69,7 @@ def _scrub(text: str, url: str) -> str:
         password = make_url(url).password
     except Exception:
         password = None
-    return text.replace(str(password), "***") if password else text
+    return text.replace(f":{password}@", ":***@") if password else text  # a bare "p" must not mask every p
 
 
 def open_storage(url: str, spec: SweepSpec | None = None, *, create: bool = False):
@@ -88,7 +88,10 @@ def open_storage(url: str, spec: SweepSpec | None = None, *, create: bool = Fals
         raise StorageError(f"{shown!r} is not a storage URL (e.g. sqlite:///runs/sqzdse.db, "
                            "postgresql+psycopg2://USER@HOST/DB)") from None  # fmt: skip
     sqlite = parsed.get_backend_name() == "sqlite"
-    if sqlite and parsed.database not in (None, "", ":memory:"):
+    if sqlite and parsed.database in (None, "", ":memory:"):
+        raise StorageError(f"{shown!r} is an in-memory database, gone when the process ends (and unseen by other "
+                           "workers and readers): give a file, e.g. sqlite:///runs/sqzdse.db")  # fmt: skip
+    if sqlite:
         _sqlite_file(parsed.database, shown, create)
     hb = spec.heartbeat_interval if spec else 10
     grace = spec.grace_period if spec else 120
@@ -109,6 +112,8 @@ def open_storage(url: str, spec: SweepSpec | None = None, *, create: bool = Fals
             )
             break
         except Exception as e:  # sqlalchemy raises many kinds: bad driver, refused connection, bad path
+            while e.__cause__ is not None:  # Optuna's StorageInternalError hides the cause behind a generic text
+                e = e.__cause__
             error = e
             # Workers that start together race to create the tables; the losers retry.
             if "UNIQUE constraint" not in str(e) and "already exists" not in str(e) and "locked" not in str(e):
@@ -229,12 +234,27 @@ def study_names(storage, url: str, must_hold: str | None = None) -> list[str]:
 
 
 def delete_study(storage_url: str, name: str, confirm=lambda n_trials: True) -> int | None:
-    """Remove a study and its trials, if ``confirm(its number of trials)``; returns that number, None if refused."""
+    """Remove a study and its trials, if ``confirm(its number of trials)``; returns that number, None if refused.
+
+    Refused (StorageError naming them) while trials are RUNNING with a live worker: deleting would throw away the
+    work in progress and stop those workers. A killed worker's trial, its heartbeat stale, does not count.
+    """
     import optuna
+    from optuna.storages import fail_stale_trials
+    from optuna.trial import TrialState
 
     storage = open_storage(storage_url)
     study_names(storage, storage_url, must_hold=name)
-    n = len(optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False))
+    study = optuna.load_study(study_name=name, storage=storage)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        fail_stale_trials(study)
+    running = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+    if running:
+        raise StorageError(f"study {name!r} has {len(running)} trial(s) RUNNING (number "
+                           f"{', '.join(map(str, running[:10]))}{', ...' if running[10:] else ''}): stop their workers "
+                           "first (SIGINT or SIGTERM queues their trials again), then delete")  # fmt: skip
+    n = len(study.get_trials(deepcopy=False))
     if not confirm(n):
         return None
     optuna.delete_study(study_name=name, storage=storage)
@@ -252,14 +272,41 @@ def claim_waiting(study):
     return None if trial_id is None else optuna.Trial(study, trial_id)
 
 
+@contextlib.contextmanager
 def heartbeat(trial):
-    """A context that writes the trial's heartbeat every ``heartbeat_interval`` seconds while a worker runs it."""
-    from optuna.storages._heartbeat import get_heartbeat_thread
+    """A context that writes the trial's heartbeat every ``heartbeat_interval`` seconds while a worker runs it.
 
-    # Study.optimize starts this thread for the trials it runs; ask/tell (and claim_waiting) has no public way to
-    # start one, and without heartbeats a killed worker's trial stays RUNNING for ever. Trial._trial_id is the
-    # storage's key for the trial, which only private attributes hold.
-    return get_heartbeat_thread(trial._trial_id, trial.storage)
+    Study.optimize starts Optuna's own heartbeat thread; ask/tell (and claim_waiting) has no public way to start
+    one, and without heartbeats a killed worker's trial stays RUNNING for ever. Optuna's thread also dies at the
+    first failed write (a database locked past its timeout), after which a live trial goes stale and is trained a
+    second time; this one keeps beating, so a storage that recovers within the grace period loses nothing.
+    Trial._trial_id is the storage's key for the trial, which only private attributes hold.
+    """
+    import threading
+
+    storage, trial_id = trial.storage, trial._trial_id
+    interval = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
+    if interval is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat():
+        while True:
+            try:
+                storage.record_heartbeat(trial_id)
+            except Exception:  # locked or unreachable: the next beat tries again, as the grace period allows
+                pass
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name=f"sqzdse-heartbeat-{trial_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def report(trial, value: float, step: int) -> None:

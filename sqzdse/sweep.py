@@ -35,6 +35,7 @@ import numpy as np
 
 from sqzdse import __version__
 from sqzdse import config as C
+from sqzdse.errors import InputError, SqzdseError
 from sqzdse.forecast import progress_line, retried_numbers
 from sqzdse.recipe import TrainConfig, run_identity, run_key
 from sqzdse.results import FIELDS, METAPARAMETERS, budget_text
@@ -183,37 +184,116 @@ def run_worker(
         jax.config.update("jax_compilation_cache_dir", os.path.abspath(os.path.join(runs_dir, "jax-cache")))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     started = time.monotonic()
-    study = open_study(spec, storage_url, log=log)
-    if dataset is None:
+    if dataset is None:  # before the study: a missing dataset creates nothing
         dataset = load_dataset(spec)
+    check_dataset(spec, dataset)
+    study = open_study(spec, storage_url, log=log)
     done = 0
-    while max_trials is None or done < max_trials:
-        check_signals("between trials: nothing was running")
-        fail_stale_trials(study)  # a dead worker's trial becomes FAIL + a WAITING retry
-        trial = claim_waiting(study)
-        if trial is None:
-            if spec.sampler == "grid" or _budget_used(study) >= (spec.n_trials or 0):
-                break
-            trial = study.ask()
-        log(progress_line(spec, study.get_trials(deepcopy=False), time.monotonic() - started))
-        try:
-            with heartbeat(trial):
-                state, values = _run_trial(spec, trial, dataset, runs_dir, progress, log)
-        except Interrupted as e:
-            _requeue(study, trial, e.message)
-            raise Interrupted(e.signum, f"{e.message}; trial {trial.number} is queued again for the next "
-                              "`sqzdse sweep run`") from None  # fmt: skip
-        study.tell(trial, values, state=state)
-        done += 1
+    try:
+        while max_trials is None or done < max_trials:
+            check_signals("between trials: nothing was running")
+            fail_stale_trials(study)  # a dead worker's trial becomes FAIL + a WAITING retry
+            trial = claim_waiting(study)
+            if trial is None:
+                if spec.sampler == "grid" or _budget_used(study) >= (spec.n_trials or 0):
+                    _say_running(spec, study, log)
+                    break
+                trial = study.ask()
+            log(progress_line(spec, study.get_trials(deepcopy=False), time.monotonic() - started))
+            try:
+                with heartbeat(trial):
+                    state, values = _run_trial(spec, trial, dataset, runs_dir, progress, log)
+                study.tell(trial, values, state=state)
+            except Interrupted as e:
+                _requeue(study, trial, e.message)
+                raise Interrupted(e.signum, f"{e.message}; trial {trial.number} is queued again for the next "
+                                  "`sqzdse sweep run`") from None  # fmt: skip
+            except Exception as e:
+                if not is_fault(e):
+                    raise
+                raise _fault(study, trial, e) from None
+            done += 1
+    except KeyError as e:  # Optuna's "Record does not exist": the study was deleted under this worker
+        if spec.name not in study_names(open_storage(storage_url), storage_url):
+            raise StudyGone(f"study {spec.name!r} was deleted from {redact(storage_url)} while this worker ran it; "
+                            "stopped") from None  # fmt: skip
+        raise e
     log(progress_line(spec, study.get_trials(deepcopy=False), time.monotonic() - started))
     return done
+
+
+def _say_running(spec: SweepSpec, study, log) -> None:
+    """Name the trials other workers hold: a killed worker's is retried only once its heartbeat is stale."""
+    from optuna.trial import TrialState
+
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if running:
+        log(f"[{spec.name}] nothing left to claim; trial(s) {', '.join(str(t.number) for t in running)} RUNNING "
+            f"elsewhere: if a worker was killed, its trial is retried by a run started after its heartbeat is "
+            f"{spec.grace_period} s old (study.grace_period)")  # fmt: skip
+
+
+class MachineFault(SqzdseError, RuntimeError):
+    """A fault of the machine or its storage stopped a trial (I/O error, full or read-only disk, locked or
+    unreachable database): the trial is queued again, never failed, and the worker stops."""
+
+    exit_code = 75  # EX_TEMPFAIL (sysexits.h): try again later; the sweep did not finish
+
+
+class StudyGone(SqzdseError, RuntimeError):
+    """The study was deleted while a worker ran it."""
+
+
+def is_fault(e: BaseException) -> bool:
+    """Whether `e`, or an error it was raised from, is a fault of the environment rather than of the trial's
+    configuration: an OSError (disk, permissions, I/O) or a database that could not be reached or written."""
+    from sqlalchemy.exc import OperationalError
+
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, (OSError, OperationalError)):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _fault(study, trial, e: BaseException) -> MachineFault:
+    """Queue `trial` again after a fault (when the storage still takes it; else its heartbeat goes stale and the next
+    run retries it) and say what happened in one line."""
+    cause = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    try:
+        _requeue(study, trial, f"fault of the machine: {cause}", status="fault")
+        then = "it is queued again"
+    except Exception:  # the storage itself is the fault
+        then = "the storage did not take its retry: the next run retries it once its heartbeat is stale"
+    return MachineFault(f"trial {trial.number} stopped by a fault of the machine, not of its configuration "
+                        f"({cause[:300]}); {then}; fix the cause and run the sweep again")  # fmt: skip
+
+
+def check_dataset(spec: SweepSpec, dataset) -> None:
+    """The file's training settings fit the loaded dataset (a batch no larger than the training split, a validation
+    split to rank trials by), or SpecError naming the key, before any study or trial is made."""
+    from sqzdse.recipe import update_counts
+
+    if dataset.info.num_val < 1:
+        raise SpecError(f"train.val_size: the validation split of {dataset.info.name} is empty; trials are ranked by "
+                        "validation accuracy")  # fmt: skip
+    first = {d.name: d.check_values()[0] for d in spec.space}
+    try:
+        update_counts(dataset, train_config(spec, spec.config(first), spec.seeds[0]))
+    except C.ConfigError as e:
+        raise SpecError(f"train: {e} ({dataset.info.name}: {dataset.info.num_train:,} training images)") from None
 
 
 def load_dataset(spec: SweepSpec):
     """The sweep's dataset (``sqzdse.data.load``; prepared on first use)."""
     from sqzdse import data as D
 
-    return D.load(spec.train.get("dataset", "fashion_mnist"), val_size=spec.train.get("val_size"))
+    try:
+        return D.load(spec.train.get("dataset", "fashion_mnist"), val_size=spec.train.get("val_size"))
+    except InputError as e:  # an unknown name, a val_size the data cannot give: the file's [train] table
+        raise SpecError(f"train: {e}") from None
 
 
 def dry_run(spec: SweepSpec, storage_url: str, dataset=None) -> tuple[list, object, int]:
@@ -320,8 +400,12 @@ def _run_trial(spec: SweepSpec, trial, dataset, runs_dir: str, progress: bool, l
         trial.set_user_attr("status", "pruned")
         trial.set_user_attr("reason", str(e))
         return TrialState.PRUNED, None
-    except Exception as e:  # a broken trial is a recorded failure, never a dead sweep
+    except Exception as e:  # a broken trial is a recorded failure, never a dead sweep; a broken machine is neither
+        if is_fault(e):
+            raise
         return _record_failure(trial, "failed", f"{type(e).__name__}: {e}", log)
+    if any(r["val_top1"] is None for r in results):  # validation (and ranking) needs images to evaluate on
+        return _record_failure(trial, "invalid", "no validation accuracy: the validation split is empty", log)
     agg = {k: float(np.mean([r[k] for r in results])) for k in ("val_top1", "val_top5", "test_top1", "test_top5")}
     if spec.compress:  # seeds compress to slightly different sizes: their mean
         agg["compressed_bytes"] = int(round(np.mean([r["compressed_bytes"] for r in results])))
@@ -334,6 +418,8 @@ def _run_trial(spec: SweepSpec, trial, dataset, runs_dir: str, progress: bool, l
     if rates:  # training throughput, compilation left out: what sqzdse.forecast estimates trial times from
         trial.set_user_attr("images_per_s", float(np.mean(rates)))
     trial.set_user_attr("status", "completed")
+    if trial.user_attrs.get("reason"):  # a retry carries its failed attempt's attributes: not this one's
+        trial.set_user_attr("reason", None)
     values = [agg.get(o, cost.get(o)) for o in spec.objectives]
     log(f"[{spec.name}] trial {trial.number}: val_top1={agg['val_top1']:.4f} test_top1={agg['test_top1']:.4f}")
     return TrialState.COMPLETE, values
@@ -353,14 +439,14 @@ def _origin(summary: dict) -> str:
     return f"{o['study']}/{o['trial']}" if "study" in o and "trial" in o else "a run outside any sweep"
 
 
-def _requeue(study, trial, reason: str) -> None:
+def _requeue(study, trial, reason: str, status: str = "interrupted") -> None:
     """An interrupted trial: FAIL with status "interrupted", and at once a WAITING copy (same parameters) that the
     next worker resumes from the checkpoint. The copy is made as Optuna's stale-trial retry makes it (system attrs
     ``failed_trial``, ``retry_history``), so budgets count the pair as one trial."""
     import optuna
     from optuna.trial import TrialState
 
-    trial.set_user_attr("status", "interrupted")
+    trial.set_user_attr("status", status)
     trial.set_user_attr("reason", f"{reason}; retried as a new trial")
     study.tell(trial, state=TrialState.FAIL)
     with warnings.catch_warnings():

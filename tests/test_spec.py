@@ -54,13 +54,36 @@ def spec(space=None, **study):
         ),  # a range's endpoints  # fmt: skip
         (
             {"space": {"sr": {"low": 0.0001, "high": 1.0, "step": 0.00005}}},
-            "space: the grid has 19,999 points (19999 sr x 1 seed), over the limit of 10,000",
+            "space: the grid has 19,999 points (19,999 sr x 1 seed), over the limit of 10,000",
         ),
         (
             {"study": {"grace_period": 3}},
             "study.grace_period: 3 s must be >= 2 x study.heartbeat_interval (10 s) + 5 s = 25 s",
         ),
         ({"study": {"heartbeat_interval": 60}}, "study.grace_period: 120 s must be >= 2 x study.heartbeat_interval"),
+        # Values of the right type that no run can use:
+        ({"space": {"sr": [0.125, float("inf")]}}, "space.sr: inf: must be a finite number"),
+        ({"space": {"sr": {"low": 0.1, "high": 1.0, "step": float("nan")}}}, "space.sr.step: nan: must be a finite"),
+        ({"train": {"epochs": float("inf")}}, "train.epochs: inf: must be a finite number"),
+        ({"train": {"lr": float("inf")}}, "train.lr: inf: must be a finite number"),
+        ({"train": {"weight_decay": float("nan")}}, "train.weight_decay: nan: must be a finite number"),
+        ({"model": {"dropout": float("nan")}}, "model.dropout: nan: must be a finite number"),
+        ({"study": {"seeds": [0, -1]}}, "study.seeds: [0, -1]: a number of seeds (1 to 1,000,000) or a list"),
+        ({"train": {"eval_limit": 0}}, "eval_limit=0: must be unset or an integer >= 1"),
+        ({"train": {"val_size": 0}}, "val_size=0: must be unset or an integer >= 1"),
+        ({"train": {"train_limit": -5}}, "train_limit=-5: must be unset or an integer >= 1"),
+        ({"train": {"batch_size": 0}}, "batch_size=0: must be an integer >= 1"),
+        ({"train": {"power": -1.0}}, "power=-1.0: must be >= 0"),
+        (
+            {"space": {"sr": {"low": 0.5, "high": 1.0, "step": 0.3}}},
+            "space.sr: step (0.3) does not divide high - low (0.5)",
+        ),
+        # Sizes are counted before anything is listed: neither takes memory or time.
+        ({"study": {"seeds": 10**12}}, "study.seeds: 1000000000000: a number of seeds (1 to 1,000,000)"),
+        (
+            {"space": {"sr": {"low": 0.0, "high": 1.0, "step": 1e-12}}},
+            "space: the grid has 1,000,000,000,001 points (1,000,000,000,001 sr x 1 seed), over the limit of 1,000,000",
+        ),
     ],
 )
 def test_invalid_sweep_file_names_the_key(patch, message):
@@ -179,3 +202,18 @@ def test_heartbeat_and_retry_settings_may_change(tmp_path):
     S.open_study(spec(), url, log=quiet)
     S.open_study(spec(heartbeat_interval=20, grace_period=60, max_retry=1), url, log=quiet)
     assert optuna_spec(url)["grace_period"] == 60 and len(points_of(url)) == 3
+
+
+def test_a_file_that_is_not_utf8_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('[study]\nname = "caf\xe9"\n'.encode("latin-1"))
+    with pytest.raises(SP.SpecError, match=r"latin1.toml: not UTF-8 text \(byte \d+\)"):
+        SP.load_spec(str(path))
+
+
+def test_a_hundred_thousand_seeds_are_checked_at_once():
+    # Counting a grid and checking its seeds for duplicates are linear: 100,000 seeds parse in well under a second
+    # (a quadratic check took ~1 min); over the grid limit they are refused, under --yes (no limit) they parse.
+    with pytest.raises(SP.SpecError, match="the grid has 300,000 points"):
+        spec({"sr": [0.25, 0.5, 0.75]}, seeds=100_000)
+    assert spec({"sr": [0.25]}, seeds=list(range(9_000))).grid_size() == 9_000

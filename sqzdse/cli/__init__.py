@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (SqzdseError, FileNotFoundError) as e:
         print(f"sqzdse: error: {e}", file=sys.stderr)
-        return 2
+        return getattr(e, "exit_code", 2)
     except KeyboardInterrupt:  # a command that does not defer signals (sqzdse.runtime.deferred_signals)
         print("sqzdse: interrupted (SIGINT)", file=sys.stderr)
         return 130

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 
 from sqzdse.cli.common import add_output, command
@@ -22,6 +23,8 @@ def cmd_sweep_run(args) -> int:
               f"go to {DEFAULT_STORAGE})", file=sys.stderr)  # fmt: skip
     if args.workers < 1:
         raise InputError(f"--workers {args.workers}: must be >= 1")
+    if args.max_trials is not None and args.max_trials < 0:
+        raise InputError(f"--max-trials {args.max_trials}: must be >= 0")
     if args.dry_run:
         return _dry_run(spec, url)
     if args.workers > 1:
@@ -70,22 +73,56 @@ def _dry_run(spec, url: str) -> int:
 
 def _spawn_workers(args, url: str) -> int:
     """N worker processes on this machine, each one JAX thread pool, sharing the storage."""
-    import subprocess
-
     from sqzdse.runtime import worker_cpus
 
     argv = [sys.executable, "-m", "sqzdse.cli", "sweep", "run", args.file, "--runs-dir", args.runs_dir, "--workers",
             "1", "--no-progress"]  # fmt: skip
-    if args.max_trials:
+    if args.max_trials is not None:
         argv += ["--max-trials", str(args.max_trials)]
     if args.yes:
         argv.append("--yes")
-    procs = []
-    for cpus in worker_cpus(args.workers):  # one disjoint set of cores per worker
-        # The storage goes by the environment: a password in its URL stays out of `ps`.
-        env = {**os.environ, "SQZDSE_CPUS": ",".join(map(str, cpus)), STORAGE_ENV: url}
-        procs.append(subprocess.Popen(argv, env=env))
-    return max(p.wait() for p in procs)
+    # The storage goes by the environment: a password in its URL stays out of `ps`.
+    envs = [{**os.environ, "SQZDSE_CPUS": ",".join(map(str, cpus)), STORAGE_ENV: url}
+            for cpus in worker_cpus(args.workers)]  # fmt: skip  # one disjoint set of cores per worker
+    return run_pool([(argv, env) for env in envs])
+
+
+def run_pool(commands: list[tuple[list[str], dict]]) -> int:
+    """Run the (argv, env) commands as one pool that lives and dies together; returns the worst exit code.
+
+    SIGINT and SIGTERM to this process (a terminal's ^C, a cluster job's SIGTERM at its time limit) reach every
+    worker once, and this returns 128 + the signal after all of them have stopped (each after a checkpoint, its trial
+    queued again), with one line. The workers run in their own process group, so a ^C reaches them only through
+    here: a second signal would end a worker at once, without its checkpoint.
+    """
+    import subprocess
+
+    procs, received, told = [], [], set()
+
+    def forward(signum, _frame):
+        received.append(signum)
+        for p in procs:
+            if p.poll() is None and p.pid not in told:
+                told.add(p.pid)
+                p.send_signal(signum)
+
+    handlers = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for argv, env in commands:
+            procs.append(subprocess.Popen(argv, env=env, process_group=0))
+            if received:  # a signal while starting them: this one hears of it, the rest need not start
+                forward(received[0], None)
+                break
+        codes = [p.wait() for p in procs]
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+    if received:
+        name = signal.Signals(received[0]).name
+        print(f"sqzdse: {name}: passed to {len(procs)} workers; each stopped after a checkpoint and queued its trial "
+              "again for the next `sqzdse sweep run`", file=sys.stderr)  # fmt: skip
+        return 128 + received[0]
+    return max(codes)
 
 
 def _states(st: dict) -> str:
