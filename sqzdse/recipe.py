@@ -100,7 +100,7 @@ def caffe_solver(**overrides) -> TrainConfig:
 
 def small_input_recipe(**overrides) -> TrainConfig:
     """The default for the small-input presets (28-32 px): Adam 1e-3 with a short warm-up and cosine decay,
-    He initialisation before conv10. See README "Training recipe" for the measurements behind it."""
+    He initialisation before conv10. See docs/training.md, "Training recipe", for the measurements behind it."""
     defaults = dict(optimizer="adam", lr=1e-3, init="msra", warmup_epochs=0.2, schedule="cosine")
     return TrainConfig(**{**defaults, **overrides})
 

@@ -32,8 +32,7 @@ def pytest_collection_modifyitems(items):
 
 def pytest_xdist_auto_num_workers(config):
     """``-n auto``: one worker more than the cores. Many tests spend much of their time waiting (for worker processes,
-    heartbeats to go stale, a signal), which a further worker fills: on 2 cores the suite took 628 s with 2 workers
-    (xdist's default scheduling), 508 s with 3 and worksteal (README "Tests")."""
+    heartbeats to go stale, a signal), which a further worker fills (CONTRIBUTING.md, "Test")."""
     return (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1) + 1
 
 

@@ -231,3 +231,14 @@ def test_a_worker_with_nothing_to_claim_names_the_trials_running_elsewhere(ds, t
     held.storage.record_heartbeat(held._trial_id)
     assert S.run_worker(s, url, runs_dir=str(tmp_path), dataset=ds, log=log.append) == 0
     assert any("nothing left to claim; trial(s) 0 RUNNING elsewhere" in m and "120 s old" in m for m in log), log
+
+
+def test_max_trials_zero_reaches_every_worker(tmp_path, monkeypatch):
+    from sqzdse.cli import sweep as CS
+
+    path, pools = tmp_path / "s.toml", []
+    path.write_text('[study]\nname = "s"\n[space]\nsr = [0.25]\n')
+    monkeypatch.setattr(CS, "run_pool", lambda commands: pools.append(commands) or 0)
+    assert main(["sweep", "run", str(path), "--workers", "2", "--max-trials", "0"]) == 0
+    (commands,) = pools
+    assert len(commands) == 2 and all(argv[-3:] == ["--no-progress", "--max-trials", "0"] for argv, _ in commands)

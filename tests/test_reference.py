@@ -58,7 +58,7 @@ def test_missing_file_and_override_are_one_line_errors(tmp_path, monkeypatch):
 def test_nothing_reads_the_shared_folder():
     # A user's clone or a pip install has no ../shared beside it.
     needle = "shared" + "/reference"
-    for folder in ("sqzdse", "tests", "benchmarks", "sweeps", "experiments"):
+    for folder in ("sqzdse", "tests", "benchmarks", "sweeps", "experiments", "docs"):
         for p in (ROOT / folder).rglob("*"):
             if p.is_file() and p.suffix in (".py", ".sh", ".toml", ".md", ".json"):
                 assert needle not in p.read_text(errors="ignore"), p
