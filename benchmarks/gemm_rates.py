@@ -1,4 +1,4 @@
-"""GFLOP/s of the matrix products a SqueezeNet conv runs in ``sqzdse.ops``, float32 against bfloat16 operands.
+"""GFLOP/s of the matrix products a SqueezeNet conv runs in ``sqzdse.model.ops``, float32 against bfloat16 operands.
 
 For each (cout, K, P) -- output channels, kh*kw*cin, H*W*batch -- it times the forward product
 ``W^T @ cols`` (NN), the weight gradient ``cols @ g^T`` (NT, contracting P) and the input
@@ -38,7 +38,7 @@ def main(argv=None) -> None:
     import jax
     import jax.numpy as jnp
 
-    from sqzdse.ops import _matmul
+    from sqzdse.model.ops import _matmul
 
     def ms(f, *a):
         f(*a).block_until_ready()

@@ -21,9 +21,9 @@ import time
 
 import numpy as np
 
-from sqzdse import config as C
-from sqzdse import data as D
-from sqzdse import train as T
+from sqzdse.data import pipeline as D
+from sqzdse.model import config as C
+from sqzdse.train import loop as T
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Memory and compile cost across a long sweep: N tiny trials in one worker, peak RSS after each.
 
 A sweep worker trains trial after trial in one process; this checks that memory stays
-flat (sqzdse.sweep clears JAX's in-memory caches when the network changes) and that repeated
+flat (sqzdse.sweep.engine clears JAX's in-memory caches when the network changes) and that repeated
 shapes do not compile again (the next seed of a network: its compiled steps are still in memory;
 later: the persistent compilation cache). Prints one JSON object per trial, then a summary.
 Run:  python benchmarks/sweep_memory.py --trials 32
@@ -16,9 +16,9 @@ import time
 
 import numpy as np
 
-from sqzdse import data as D
-from sqzdse import sweep as S
-from sqzdse.spec import parse_spec
+from sqzdse.data import pipeline as D
+from sqzdse.sweep import engine as S
+from sqzdse.sweep.spec import parse_spec
 
 
 def synthetic(n=256, hw=16, classes=4, seed=0):

@@ -1,4 +1,4 @@
-"""Training and evaluation images/s of the small-input SqueezeNet: JAX (sqzdse.train) against PyTorch.
+"""Training and evaluation images/s of the small-input SqueezeNet: JAX (sqzdse.train.loop) against PyTorch.
 
     python benchmarks/train_throughput.py                       # 28x28x1 and 32x32x3, batch 128, 2 threads
     python benchmarks/train_throughput.py --inputs 28x28x1 --no-torch --steps 10
@@ -54,7 +54,7 @@ def peak_rss_mib() -> float:
 
 
 class JaxWorker:
-    """sqzdse.train's jitted train and eval steps on random images."""
+    """sqzdse.train.loop's jitted train and eval steps on random images."""
 
     def __init__(self, shape, batch: int, dtype: str, threads: int):
         from sqzdse import runtime
@@ -62,8 +62,8 @@ class JaxWorker:
         self.flags = runtime.configure_cpu(threads)
         import numpy as np
 
-        from sqzdse import train as T
-        from sqzdse.config import squeezenet_small
+        from sqzdse.model.config import squeezenet_small
+        from sqzdse.train import loop as T
 
         cfg = squeezenet_small(input_shape=shape)
         tc = T.TrainConfig(
@@ -100,7 +100,7 @@ class JaxWorker:
         self.i += 1
         t = time.perf_counter()
         self.state, m = self.train_step(self.state, x, y)
-        loss = float(m["loss"])  # the host sync sqzdse.train does every update
+        loss = float(m["loss"])  # the host sync sqzdse.train.loop does every update
         dt = time.perf_counter() - t
         if loss != loss:
             raise FloatingPointError("JAX training loss is NaN")
@@ -127,11 +127,11 @@ class JaxWorker:
 
 
 def torch_squeezenet(cfg):
-    """The same network in torch.nn, built from sqzdse.plan.layer_plan (no JAX involved)."""
+    """The same network in torch.nn, built from sqzdse.model.plan.layer_plan (no JAX involved)."""
     import torch
     from torch import nn
 
-    from sqzdse.plan import layer_plan
+    from sqzdse.model.plan import layer_plan
 
     plan = layer_plan(cfg)
 
@@ -174,7 +174,7 @@ class TorchWorker:
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
         import torch
 
-        from sqzdse.config import squeezenet_small
+        from sqzdse.model.config import squeezenet_small
 
         torch.set_num_threads(threads)
         torch.manual_seed(0)

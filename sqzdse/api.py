@@ -1,14 +1,15 @@
 """Models in a few lines, without the wait: a compiled initialisation, a jitted forward, loading and classifying.
 
-    from sqzdse import api, config as C
+    from sqzdse import api
+    from sqzdse.model import config as C
     model = api.init_model(C.squeezenet_v1_0())        # one compiled initialisation, not ~50 eager ones
     scores = api.forward(model, x)                     # (N, classes) of NHWC x, jitted
     clf = api.load("released")                         # or a run's / sweep trial's workdir, or a .sqz file
     clf.classify([PIL.Image.open("cat.jpg")], top=5)   # preprocessed as the model's training data was
 
-A classifier prepares images as its training data was prepared (``sqzdse.data``): ImageNet-family models
+A classifier prepares images as its training data was prepared (``sqzdse.data.pipeline``): ImageNet-family models
 (the released v1.0, imagenette / imagenet2012 runs) get Caffe's resize to 256, centre 227 crop, BGR and
-mean subtraction (``sqzdse.predict.preprocess``); small-input models (Fashion-MNIST, MNIST, CIFAR) get the
+mean subtraction (``sqzdse.deploy.predict.preprocess``); small-input models (Fashion-MNIST, MNIST, CIFAR) get the
 dataset's per-channel ``(x - mean) / std`` at its stored size.
 """
 
@@ -24,9 +25,9 @@ import numpy as np
 from flax import nnx
 from PIL import Image
 
-from sqzdse import config as C
 from sqzdse.errors import InputError
-from sqzdse.model import SqueezeNet
+from sqzdse.model import config as C
+from sqzdse.model.network import SqueezeNet
 
 RELEASED = "released"  # the bundled Deep-Compression v1.0 (sqzdse.reference.weights_path)
 RELEASED_DATASET = "imagenet2012"  # what the released v1.0 was trained on
@@ -34,12 +35,12 @@ COMPRESSED_SUFFIXES = (".sqz", ".net")  # sqzdse compress's files, the released 
 
 
 def init_model(cfg: C.SqueezeNetConfig, seed: int = 0, *, init: str = "caffe", dtype=None) -> SqueezeNet:
-    """The seeded model of `cfg`, initialised in one compiled call (``sqzdse.model.initial_params``).
+    """The seeded model of `cfg`, initialised in one compiled call (``sqzdse.model.network.initial_params``).
 
     Equal to ``SqueezeNet(cfg, init=init, dtype=dtype, rngs=nnx.Rngs(seed))``, which compiles each
     initializer call eagerly (seconds more on CPU).
     """
-    from sqzdse.model import initial_params
+    from sqzdse.model.network import initial_params
 
     return nnx.merge(*initial_params(cfg, seed, init=init, dtype=dtype))
 
@@ -52,7 +53,8 @@ def forward(model: SqueezeNet, x: jax.Array) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class Preprocessing:
-    """How the model's training data was prepared (``sqzdse.data.normalisation``), to prepare new images alike."""
+    """How the model's training data was prepared (``sqzdse.data.pipeline.normalisation``), to prepare new images
+    alike."""
 
     dataset: str
     family: str  # "imagenet": resize 256x256, centre 227 crop, RGB -> BGR, minus mean; "small": at the input size
@@ -62,7 +64,7 @@ class Preprocessing:
     @classmethod
     def of(cls, dataset: str) -> Preprocessing | None:
         """The named dataset's; None for one sqzdse does not know (``data.from_arrays``: not recorded in the run)."""
-        from sqzdse import data as D
+        from sqzdse.data import pipeline as D
 
         try:
             family, mean, std = D.normalisation(dataset)
@@ -72,7 +74,7 @@ class Preprocessing:
 
     def __call__(self, image: Image.Image | np.ndarray, input_shape: tuple[int, int, int]) -> np.ndarray:
         """One image (PIL, or uint8 H x W [x C]) as the float32 (H, W, C) input of a model of `input_shape`."""
-        from sqzdse import predict
+        from sqzdse.deploy import predict
 
         if isinstance(image, np.ndarray) and image.dtype != np.uint8:
             raise InputError(
@@ -111,7 +113,7 @@ class Classifier:
         if self.preprocessing is None:
             raise InputError(
                 f"{self.source}: how its training images were normalised is not recorded (dataset not known to"
-                " sqzdse.data); preprocess them yourself and call probabilities()"
+                " sqzdse.data.pipeline); preprocess them yourself and call probabilities()"
             )
         if isinstance(images, Image.Image) or _is_one_array_image(images):
             images = [images]
@@ -122,7 +124,7 @@ class Classifier:
 
     def probabilities(self, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """Softmax of the class scores (N, classes) of a preprocessed float32 batch (N, H, W, C)."""
-        from sqzdse.predict import probabilities
+        from sqzdse.deploy.predict import probabilities
 
         return probabilities(self.model, x, batch_size)
 
@@ -158,8 +160,8 @@ def what_training_saw(
     dataset, neither its normalisation nor its names are the run's. Names: ImageNet's human-readable ones for
     imagenet2012 (tfds's are WordNet ids), tfds's label names otherwise.
     """
-    from sqzdse import data as D
-    from sqzdse.predict import imagenet_labels
+    from sqzdse.data import pipeline as D
+    from sqzdse.deploy.predict import imagenet_labels
 
     prep = Preprocessing.of(dataset)
     if prep is None:
@@ -185,8 +187,8 @@ def load(
     Raises FileNotFoundError for a missing run, checkpoint or file; WeightsFormatError for a file that does not
     match the configuration.
     """
-    from sqzdse import train as T
-    from sqzdse.checkpoints import run_config
+    from sqzdse.train import loop as T
+    from sqzdse.train.checkpoints import run_config
 
     source = os.fspath(source)
     is_file = source == RELEASED or os.path.isfile(source) or os.path.splitext(source)[1] in COMPRESSED_SUFFIXES
@@ -208,10 +210,10 @@ def load(
 
 def _load_compressed(path: str, cfg: C.SqueezeNetConfig):
     """(graphdef, params) of `cfg` holding the decoded weights of a ``.sqz`` / ``.net`` file (or ``released``)."""
-    from sqzdse.compress import decoded_weights, read
-    from sqzdse.cost import abstract_model
+    from sqzdse.compress.pipeline import decoded_weights, read
+    from sqzdse.model.cost import abstract_model
+    from sqzdse.model.weights import WeightsFormatError, load_caffe_weights
     from sqzdse.reference import weights_path
-    from sqzdse.weights import WeightsFormatError, load_caffe_weights
 
     weights = decoded_weights(read(weights_path(path)))
     try:  # every parameter is overwritten (load_caffe_weights checks that all are covered): no random init

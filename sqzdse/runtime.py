@@ -25,7 +25,7 @@ from sqzdse.errors import InputError
 
 # name -> value; appended to XLA_FLAGS unless the user already set that flag.
 CPU_FLAGS = {
-    # XLA:CPU expands optimization barriers before fusion; keeping them lets sqzdse.ops.fence
+    # XLA:CPU expands optimization barriers before fusion; keeping them lets sqzdse.model.ops.fence
     # decide what is materialised (without it the pool's scatter loops recompute its winners).
     "xla_disable_hlo_passes": "cse_barrier_expander",
     # The older LLVM loop emitter instead of the MLIR fusion emitters: a SqueezeNet train

@@ -81,7 +81,7 @@ def reference() -> Path:
 @pytest.fixture(scope="session")
 def released() -> dict:
     """The released compressed v1.0's decoded weights: {prototxt name: (OIHW, bias)}."""
-    from sqzdse.codec import read_weights
+    from sqzdse.compress.codec import read_weights
 
     return read_weights(NET)
 
@@ -116,7 +116,7 @@ def run_dir(tmp_path_factory) -> str:
     import jax
     from test_train import synthetic, tiny
 
-    from sqzdse import train as T
+    from sqzdse.train import loop as T
 
     jax.clear_caches()
 

@@ -4,7 +4,7 @@ import csv
 import itertools
 import json
 
-from sqzdse.results import normalize_row
+from sqzdse.results.rows import normalize_row
 
 SRS = (0.125, 0.25, 0.5, 1.0)
 PCTS = (0.25, 0.5, 0.75)

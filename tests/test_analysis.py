@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sweep_rows import brute_front
 
-from sqzdse import analysis
+from sqzdse.results import analysis
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -9,11 +9,11 @@ from PIL import Image
 from test_train import tiny
 
 from sqzdse import api
-from sqzdse import compress as Z
-from sqzdse import config as C
-from sqzdse import train as T
-from sqzdse.model import SqueezeNet
-from sqzdse.weights import WeightsFormatError, caffe_weights
+from sqzdse.compress import pipeline as Z
+from sqzdse.model import config as C
+from sqzdse.model.network import SqueezeNet
+from sqzdse.model.weights import WeightsFormatError, caffe_weights
+from sqzdse.train import loop as T
 
 
 @pytest.mark.slow

@@ -13,10 +13,10 @@ import pytest
 from conftest import DATA, NET
 from test_train import tiny
 
-from sqzdse import codec as K
-from sqzdse import prune as P
-from sqzdse.config import squeezenet_v1_0
-from sqzdse.plan import caffe_layer_shapes
+from sqzdse.compress import codec as K
+from sqzdse.compress import prune as P
+from sqzdse.model.config import squeezenet_v1_0
+from sqzdse.model.plan import caffe_layer_shapes
 
 
 def v1_0_name(compressed_name: str, name_map: dict) -> str:
@@ -228,7 +228,7 @@ def test_bit_packing_round_trips():
 def test_importing_codec_loads_only_numpy():
     # The codec reads and writes files anywhere: of what is not the standard library, only numpy (and sqzdse).
     code = (
-        "import sys; before = set(sys.modules); import sqzdse.codec; "
+        "import sys; before = set(sys.modules); import sqzdse.compress.codec; "
         "print(sorted({m.split('.')[0] for m in set(sys.modules) - before} - set(sys.stdlib_module_names)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -4,8 +4,8 @@ import dataclasses
 
 import pytest
 
-from sqzdse import config as C
-from sqzdse.plan import layer_plan
+from sqzdse.model import config as C
+from sqzdse.model.plan import layer_plan
 
 
 def test_paper_formulas_for_squeezenet():

@@ -5,11 +5,11 @@ import jax.numpy as jnp
 import pytest
 from flax import nnx
 
-from sqzdse import config as C
-from sqzdse import ops
 from sqzdse.api import init_model
-from sqzdse.cost import model_bytes, summary
-from sqzdse.model import SqueezeNet
+from sqzdse.model import config as C
+from sqzdse.model import ops
+from sqzdse.model.cost import model_bytes, summary
+from sqzdse.model.network import SqueezeNet
 
 
 def xla_conv_macs(cfg) -> int:
@@ -22,7 +22,7 @@ def xla_conv_macs(cfg) -> int:
     """
     graph, state = nnx.split(nnx.eval_shape(lambda: SqueezeNet(cfg, rngs=nnx.Rngs(0))))
     x = jax.ShapeDtypeStruct((1, *cfg.input_shape), jnp.float32)
-    # The model computes convolutions as matmuls (sqzdse.ops); trace each layer as a lax convolution instead.
+    # The model computes convolutions as matmuls (sqzdse.model.ops); trace each layer as a lax convolution instead.
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(ops, "conv", lambda layer, x, add_bias=True: ops.to_chwn(layer(ops.to_chwn(x))))  # bias: not a conv
         jaxpr = jax.make_jaxpr(lambda s, x: nnx.merge(graph, s)(x))(state, x)
@@ -57,7 +57,7 @@ def test_whole_forward_flops_are_dominated_by_the_counted_macs():
     graph, state = nnx.split(nnx.eval_shape(lambda: SqueezeNet(cfg, rngs=nnx.Rngs(0))))
     f = jax.jit(lambda s, x: nnx.merge(graph, s)(x))
     flops = f.lower(state, jax.ShapeDtypeStruct((1, *cfg.input_shape), jnp.float32)).cost_analysis()["flops"]
-    # + ~7%: the matmul convolutions (sqzdse.ops) also multiply the zero padding im2col reads.
+    # + ~7%: the matmul convolutions (sqzdse.model.ops) also multiply the zero padding im2col reads.
     assert 1.0 < flops / (2 * summary(cfg)["macs"]) < 1.1
 
 
@@ -92,7 +92,7 @@ def test_plan_counts_equal_the_parameter_tree(preset):
     """`model summary` counts from the plan's conv shapes; that must be the tree, layer by layer."""
     import dataclasses
 
-    from sqzdse.cost import abstract_model, param_counts, plan_param_counts
+    from sqzdse.model.cost import abstract_model, param_counts, plan_param_counts
 
     base = C.from_preset(preset)
     for change in ({}, dict(sr=0.75, pct3x3=0.0), dict(pct3x3=1.0, bypass="complex"), dict(base_e=64, incr_e=32,

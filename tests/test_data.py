@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sqzdse import data, datasets, tfds_prep
+from sqzdse.data import datasets, tfds_prep
+from sqzdse.data import pipeline as data
 
 IDX = datasets.IDX_FILES
 

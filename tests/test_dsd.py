@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from test_train import tiny
 
-from sqzdse import dsd
-from sqzdse import train as T
+from sqzdse.compress import dsd
+from sqzdse.train import loop as T
 
 
 def test_dsd_runs_three_phases_and_holds_the_mask(ds, tmp_path):

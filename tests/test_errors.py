@@ -73,8 +73,8 @@ def test_garbage_run_json_is_named(damaged_run, capsys):
 def test_a_bad_line_in_metrics_is_named_a_half_written_last_line_dropped(damaged_run, capsys):
     from test_train import synthetic
 
-    from sqzdse import checkpoints as ckpt
-    from sqzdse import train as T
+    from sqzdse.train import checkpoints as ckpt
+    from sqzdse.train import loop as T
 
     metrics = damaged_run / "metrics.jsonl"
     good = metrics.read_text()

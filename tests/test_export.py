@@ -12,10 +12,10 @@ from flax import nnx
 from test_train import tiny
 
 from sqzdse import api
-from sqzdse import config as C
 from sqzdse.cli import main
-from sqzdse.export import export, lax_forward
-from sqzdse.weights import caffe_weights
+from sqzdse.deploy.onnx import export, lax_forward
+from sqzdse.model import config as C
+from sqzdse.model.weights import caffe_weights
 
 
 def run_onnx(path, x_nhwc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -14,11 +14,11 @@ import pytest
 from test_spec import quiet, spec
 from test_sweep import SEEDS, completed_points
 
-from sqzdse import spec as SP
-from sqzdse import storage as ST
-from sqzdse import sweep as S
 from sqzdse.cli import main
 from sqzdse.cli.sweep import run_pool
+from sqzdse.sweep import engine as S
+from sqzdse.sweep import spec as SP
+from sqzdse.sweep import storage as ST
 
 
 class FullDisk:

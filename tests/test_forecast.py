@@ -8,12 +8,12 @@ import math
 import optuna
 from test_spec import TINY_SPEC, spec
 
-from sqzdse import forecast as F
-from sqzdse import spec as SP
-from sqzdse import storage as ST
-from sqzdse import sweep as S
 from sqzdse.cli import main
-from sqzdse.cost import summary
+from sqzdse.model.cost import summary
+from sqzdse.sweep import engine as S
+from sqzdse.sweep import forecast as F
+from sqzdse.sweep import spec as SP
+from sqzdse.sweep import storage as ST
 
 T0 = datetime.datetime(2026, 1, 1, 12, 0, 0)
 STATES = optuna.trial.TrialState
@@ -134,7 +134,7 @@ def test_one_default_storage_holds_every_study_and_an_old_one_stays_where_it_is(
 
 
 def test_a_sweep_file_is_a_results_source(tmp_path, monkeypatch):
-    from sqzdse.results import load_rows
+    from sqzdse.results.rows import load_rows
 
     url = f"sqlite:///{tmp_path}/all.db"
     monkeypatch.setenv(ST.STORAGE_ENV, url)

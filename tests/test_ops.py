@@ -1,4 +1,4 @@
-"""sqzdse.ops: the pool's forward and gradient equal the reduce_window reference exactly; convs match lax."""
+"""sqzdse.model.ops: the pool's forward and gradient equal the reduce_window reference exactly; convs match lax."""
 
 import os
 import re
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from sqzdse import ops
-from sqzdse.plan import pool_out
+from sqzdse.model import ops
+from sqzdse.model.plan import pool_out
 
 SIZES = [(28, 28), (14, 14), (7, 7), (3, 3), (4, 4), (13, 13), (111, 55), (55, 111), (8, 9), (6, 5)]
 
@@ -190,7 +190,7 @@ def test_fences_kept_under_configure_cpu():
         from sqzdse import runtime
         runtime.configure_cpu()
         import jax, numpy as np
-        from sqzdse import ops
+        from sqzdse.model import ops
         x = np.maximum(np.random.default_rng(0).standard_normal((2, 13, 13, 3)), 0).astype(np.float32)
         g = np.random.default_rng(1).standard_normal((2, 6, 6, 3)).astype(np.float32)
         f = jax.jit(lambda x, g: jax.vjp(ops.max_pool_ceil, x)[1](g)[0])
@@ -269,7 +269,7 @@ def test_bfloat16_im2col_reaches_the_product_without_a_copy():
         from sqzdse import runtime
         runtime.configure_cpu()
         import re, jax, jax.numpy as jnp
-        from sqzdse import ops
+        from sqzdse.model import ops
         x, k = jnp.ones((8, 9, 9, 4)), jnp.ones((3, 3, 8, 16))
         loss = lambda x, k: jnp.sum(jnp.sin(ops.conv2d(x, k, padding=1, compute_dtype=jnp.bfloat16)))
         hlo = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, k).compile().as_text()

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 from sweep_rows import BYPASSES, SRS, acc_of, brute_front, params, study
 
-from sqzdse import analysis, design_plots, paper_plots, results
-from sqzdse import plots as P
-from sqzdse import report as R
 from sqzdse.cli import plot as plot_cli
 from sqzdse.cli import report as report_cli
+from sqzdse.results import analysis, design_plots, paper_plots
+from sqzdse.results import figures as P
+from sqzdse.results import report as R
+from sqzdse.results import rows as results
 
 
 def test_unknown_metric_and_no_completed_trials_are_clear_errors(rows):
@@ -303,15 +304,17 @@ def test_plotting_imports_no_training_code():
     # STYLE rule 8: plotting never trains. Importing the modules (as the CLI does) loads neither JAX nor pyplot.
     import subprocess
 
-    code = "import sys, sqzdse.plots, sqzdse.report; print(sorted(m for m in sys.modules if m.startswith(PREFIXES)))"
+    code = (
+        "import sys, sqzdse.results.figures, sqzdse.results.report; "
+        "print(sorted(m for m in sys.modules if m.startswith(PREFIXES)))"
+    )
     code = code.replace("PREFIXES", "('sqzdse', 'jax', 'flax', 'matplotlib')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    expect = [
-        "sqzdse",
-        *(f"sqzdse.{m}" for m in ("analysis", "canvas", "config", "design_plots", "errors", "paper_plots", "plan")),
-    ]
-    expect += ["sqzdse.plots", "sqzdse.report", "sqzdse.results"]
-    assert out.strip() == str(expect)
+    # The results stage and what it reads: the configuration's names and the export's columns, nothing that trains.
+    results = ("analysis", "canvas", "design_plots", "figures", "paper_plots", "report", "rows")
+    expect = ["sqzdse", "sqzdse.errors", "sqzdse.model", "sqzdse.model.config", "sqzdse.model.plan", "sqzdse.results"]
+    expect += [f"sqzdse.results.{m}" for m in results] + ["sqzdse.sweep", "sqzdse.sweep.schema"]
+    assert out.strip() == str(sorted(expect))
 
 
 # --------------------------------------------------------------------------- figures that cannot mislead (#15)

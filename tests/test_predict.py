@@ -10,8 +10,8 @@ import skimage.data
 from PIL import Image
 
 from sqzdse.cli import main
-from sqzdse.predict import imagenet_labels, imagenet_synsets, predict_files, preprocess
-from sqzdse.weights import load_pretrained
+from sqzdse.deploy.predict import imagenet_labels, imagenet_synsets, predict_files, preprocess
+from sqzdse.model.weights import load_pretrained
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_cat_and_espresso(records, photos):
     assert records[0]["top"][0]["class_id"] == 967
     assert records[0]["top"][0]["name"] == "espresso"
     # The same photo twice in one batch: same classes; probabilities equal to float32 rounding (the
-    # GEMM convolutions of sqzdse.ops block over the batch axis, so position can move the last bit).
+    # GEMM convolutions of sqzdse.model.ops block over the batch axis, so position can move the last bit).
     assert [t["class_id"] for t in records[0]["top"]] == [t["class_id"] for t in records[2]["top"]]
     np.testing.assert_allclose([t["prob"] for t in records[0]["top"]], [t["prob"] for t in records[2]["top"]],
                                rtol=1e-5)  # fmt: skip

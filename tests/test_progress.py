@@ -2,7 +2,7 @@
 
 import io
 
-from sqzdse import progress as G
+from sqzdse.train import progress as G
 
 
 class Clock:
@@ -59,7 +59,7 @@ def test_on_a_terminal_a_live_bar_whose_rate_leaves_out_the_first_update(monkeyp
 def test_a_run_without_a_terminal_logs_one_line_per_epoch(capsys):
     from test_train import synthetic, tiny
 
-    from sqzdse import train as T
+    from sqzdse.train import loop as T
 
     tc = T.TrainConfig(batch_size=16, epochs=2, warmup_epochs=0, init="msra")
     assert T.train_and_evaluate(tiny(), tc, None, dataset=synthetic(), progress=True).status == "completed"

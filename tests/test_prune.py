@@ -4,10 +4,10 @@ import numpy as np
 from test_codec import kernels
 from test_train import tiny
 
-from sqzdse import config as C
-from sqzdse import prune as P
-from sqzdse import train as T
-from sqzdse.weights import caffe_weights
+from sqzdse.compress import prune as P
+from sqzdse.model import config as C
+from sqzdse.model.weights import caffe_weights
+from sqzdse.train import loop as T
 
 
 def test_released_density_pattern_is_the_released_files(released):

@@ -8,20 +8,22 @@ from pathlib import Path
 import pytest
 from sweep_rows import study, write_csv
 
-from sqzdse import results
+from sqzdse.results import rows as results
+from sqzdse.sweep import schema
 
 
 def test_one_column_list_is_the_exports():
     import io
 
-    from sqzdse import spec, sweep
+    from sqzdse.sweep import engine as sweep
+    from sqzdse.sweep import spec
 
     # The sweep validates and exports with results' lists, not copies: the export writes exactly the columns rows
     # are read with.
     assert spec.METAPARAMETERS is sweep.METAPARAMETERS is results.METAPARAMETERS
     out = io.StringIO()
     sweep.write_rows([], "csv", out)
-    assert tuple(out.getvalue().strip().split(",")) == results.FIELDS
+    assert tuple(out.getvalue().strip().split(",")) == schema.FIELDS
 
 
 def test_csv_and_json_load_to_the_same_typed_rows(rows, files):
@@ -59,7 +61,7 @@ def test_storage_urls_go_through_sweep_export_rows(rows, monkeypatch):
         calls.append((storage_url, study_name))
         return [dict(r, curve=json.dumps(r["curve"]), params=str(r["params"])) for r in rows[:2]]
 
-    monkeypatch.setitem(sys.modules, "sqzdse.sweep", types.SimpleNamespace(export_rows=export_rows))
+    monkeypatch.setitem(sys.modules, "sqzdse.sweep.engine", types.SimpleNamespace(export_rows=export_rows))
     got = results.load_rows("sqlite:///runs/x.db", "postgresql://u@h/db", study="fig3a")
     assert calls == [("sqlite:///runs/x.db", "fig3a"), ("postgresql://u@h/db", "fig3a")]
     assert got == rows[:2] + rows[:2]
@@ -67,7 +69,7 @@ def test_storage_urls_go_through_sweep_export_rows(rows, monkeypatch):
 
 def test_budget_text_is_the_train_table_less_the_seed():
     train = {"dataset": "fmnist", "epochs": 4, "seed": 3, "train_limit": 500}
-    assert results.budget_text(train) == "dataset=fmnist, epochs=4, train_limit=500"
+    assert schema.budget_text(train) == "dataset=fmnist, epochs=4, train_limit=500"
 
 
 @pytest.mark.parametrize(
@@ -96,7 +98,7 @@ def test_bad_sources_are_clear_errors(tmp_path, content, message):
 def test_paper_numbers_default_location(reference, monkeypatch):
     monkeypatch.delenv("SQZDSE_REFERENCE", raising=False)
     assert (
-        results.paper_numbers_path() == Path(results.__file__).parent / "reference" / "paper_numbers.json"
+        results.paper_numbers_path() == Path(results.__file__).parents[1] / "reference" / "paper_numbers.json"
     )  # the package's
     monkeypatch.setenv("SQZDSE_REFERENCE", str(reference))
     assert results.paper_numbers_path() == reference / "paper_numbers.json"

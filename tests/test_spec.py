@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from sqzdse import spec as SP
-from sqzdse import storage as ST
-from sqzdse import sweep as S
 from sqzdse.cli import main
+from sqzdse.sweep import engine as S
+from sqzdse.sweep import spec as SP
+from sqzdse.sweep import storage as ST
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
 

@@ -9,10 +9,10 @@ import warnings
 import pytest
 from test_spec import TINY_SPEC, points_of, quiet, spec
 
-from sqzdse import spec as SP
-from sqzdse import storage as ST
-from sqzdse import sweep as S
 from sqzdse.cli import main
+from sqzdse.sweep import engine as S
+from sqzdse.sweep import spec as SP
+from sqzdse.sweep import storage as ST
 
 
 def _claimer(url, names, barrier, out):
@@ -151,7 +151,7 @@ def test_unreachable_storage_is_a_clear_error(capsys):
 
 NO_JAX = """
 import sys
-import sqzdse.sweep
+import sqzdse.sweep.engine
 from sqzdse.cli import main
 code = main(["plot", "sr", {url!r}, "-o", {out!r}])
 print(code, sorted({{m.split(".")[0] for m in sys.modules}} & {{"jax", "jaxlib", "flax", "optax"}}))

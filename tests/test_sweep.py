@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from test_spec import TINY_SPEC, quiet, spec
 
-from sqzdse import config as C
-from sqzdse import spec as SP
-from sqzdse import storage as ST
-from sqzdse import sweep as S
 from sqzdse.cli import main
+from sqzdse.model import config as C
+from sqzdse.sweep import engine as S
+from sqzdse.sweep import spec as SP
+from sqzdse.sweep import storage as ST
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
 
@@ -77,7 +77,7 @@ def test_trial_workdir_uses_an_older_versions_workdir_only_for_the_same_run(tmp_
     """Before shared workdirs a trial trained in runs/<study>/<sha1 of configuration and seed>."""
     import hashlib
 
-    from sqzdse.train import TrainConfig
+    from sqzdse.train.loop import TrainConfig
 
     cfg, tc = spec().config({"sr": 0.25}), TrainConfig(epochs=1, seed=3)
     new = S.trial_workdir(str(tmp_path), "tiny", cfg, tc)
@@ -108,10 +108,10 @@ sys.path.insert(0, {tests!r})
 from test_spec import TINY_SPEC, quiet, spec
 from test_train import synthetic
 from test_sweep import spec
-from sqzdse import config as C
-from sqzdse import spec as SP
-from sqzdse import storage as ST
-from sqzdse import sweep as S
+from sqzdse.model import config as C
+from sqzdse.sweep import spec as SP
+from sqzdse.sweep import storage as ST
+from sqzdse.sweep import engine as S
 
 class Slow:
     def __init__(self, ds):
@@ -171,7 +171,7 @@ import sys
 sys.path.insert(0, {tests!r})
 from test_train import Slow, synthetic
 from test_sweep import SEEDS, spec
-from sqzdse import data as D
+from sqzdse.data import pipeline as D
 from sqzdse.cli import main, sweep as CS
 
 D.load = lambda *a, **k: Slow(synthetic(), 0.5)

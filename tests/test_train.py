@@ -16,13 +16,13 @@ import jax
 import numpy as np
 import pytest
 
-from sqzdse import checkpoints as ckpt
-from sqzdse import config as C
-from sqzdse import data as D
-from sqzdse import recipe
-from sqzdse import train as T
 from sqzdse.cli import main
-from sqzdse.recipe import run_key
+from sqzdse.data import pipeline as D
+from sqzdse.model import config as C
+from sqzdse.train import checkpoints as ckpt
+from sqzdse.train import loop as T
+from sqzdse.train import recipe
+from sqzdse.train.recipe import run_key
 
 # A tiny member of the design space: 16x16x1 input, 16..64 expand filters, 4..16 squeeze. With 4 classes it is
 # test_spec.TINY_SPEC's network at sr=0.25, so that the training and the sweep tests compile it once between them.
@@ -130,9 +130,9 @@ KILLED_WORKER = """
 import sys
 sys.path.insert(0, {tests!r})
 from test_train import Slow, synthetic, tiny
-from sqzdse import train as T
-from sqzdse import recipe
-from sqzdse.recipe import run_key
+from sqzdse.train import loop as T
+from sqzdse.train import recipe
+from sqzdse.train.recipe import run_key
 
 tc = T.TrainConfig(batch_size=16, epochs=3, warmup_epochs=0, init="msra", checkpoint_every=13)
 T.train_and_evaluate(tiny(), tc, {workdir!r}, dataset=Slow(synthetic()), progress=False)
@@ -277,7 +277,7 @@ SIGNALLED_TRAIN = """
 import sys
 sys.path.insert(0, {tests!r})
 from test_train import Slow, synthetic
-from sqzdse import data as D
+from sqzdse.data import pipeline as D
 from sqzdse.cli import main
 
 D.load = lambda *a, **k: Slow(synthetic())

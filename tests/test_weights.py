@@ -5,10 +5,10 @@ import pytest
 from conftest import NET
 from flax import nnx
 
-from sqzdse.codec import WeightsFormatError
-from sqzdse.config import squeezenet_v1_1
-from sqzdse.model import SqueezeNet
-from sqzdse.weights import load_caffe_weights, load_pretrained
+from sqzdse.compress.codec import WeightsFormatError
+from sqzdse.model.config import squeezenet_v1_1
+from sqzdse.model.network import SqueezeNet
+from sqzdse.model.weights import load_caffe_weights, load_pretrained
 
 
 def test_missing_file_is_a_clear_error(tmp_path):

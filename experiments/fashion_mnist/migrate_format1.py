@@ -1,6 +1,6 @@
 """Carry this experiment's format-1 studies (grid trials recorded as categories) into a format-2 storage.
 
-The studies of ``sweeps.db`` were made before ``sqzdse.spec.SPEC_FORMAT`` 2, so today's ``sweep run`` refuses to
+The studies of ``sweeps.db`` were made before ``sqzdse.sweep.spec.SPEC_FORMAT`` 2, so today's ``sweep run`` refuses to
 continue them (``sqzdse.format: 1 → 2``). This copies every trial, with its values, attributes, intermediate
 values and times, into a new storage as if the current sweep file had made it (the distributions the current
 ``Dim.suggest`` records, the spec record of the file), so that growing the files' seeds only adds the new points.
@@ -12,7 +12,7 @@ import os
 
 import optuna
 
-from sqzdse.spec import load_spec, spec_record
+from sqzdse.sweep.spec import load_spec, spec_record
 
 HERE = "experiments/fashion_mnist"
 OLD, NEW = f"{HERE}/sweeps.db", f"{HERE}/sweeps.format2.db"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from sqzdse import config as C
+from sqzdse.model import config as C
 
 
 class HelpFormatter(argparse.HelpFormatter):

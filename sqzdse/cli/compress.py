@@ -5,17 +5,17 @@ from __future__ import annotations
 import json
 import sys
 
-from sqzdse import config as C
 from sqzdse.cli.common import add_output, command
 from sqzdse.errors import InputError
+from sqzdse.model import config as C
 
-# sqzdse.compress imports NumPy only; JAX, Flax and the training code are imported when a command runs.
+# sqzdse.compress.pipeline imports NumPy only; JAX, Flax and the training code are imported when a command runs.
 
 
 def add_compress_arguments(p) -> None:
     """Flags of ``sqzdse compress``."""
-    from sqzdse.codec import BITS
-    from sqzdse.compress import DEFAULT_BITS
+    from sqzdse.compress.codec import BITS
+    from sqzdse.compress.pipeline import DEFAULT_BITS
 
     p.add_argument("run", nargs="?", metavar="RUN_DIR", help="a training run's workdir (sqzdse train --workdir)")
     p.add_argument(
@@ -42,8 +42,8 @@ def add_compress_arguments(p) -> None:
 
 def run_compress(args) -> int:
     """``sqzdse compress``: compress a run's checkpoint (or the released v1.0), write, print the report."""
-    from sqzdse.compress import compress_to_file, format_report
-    from sqzdse.prune import parse_density
+    from sqzdse.compress.pipeline import compress_to_file, format_report
+    from sqzdse.compress.prune import parse_density
 
     density = parse_density(args.density)
     if (args.run is None) == (args.pretrained is None):
@@ -55,13 +55,13 @@ def run_compress(args) -> int:
             raise InputError("--finetune-epochs: the released v1.0 would need ImageNet; compress a training run")
         from flax import nnx
 
-        from sqzdse.weights import load_pretrained
+        from sqzdse.model.weights import load_pretrained
 
         cfg = C.squeezenet_v1_0()
         params = nnx.state(load_pretrained(args.pretrained), nnx.Param)
     else:
-        from sqzdse import data as D
-        from sqzdse.train import load_run
+        from sqzdse.data import pipeline as D
+        from sqzdse.train.loop import load_run
 
         cfg, tc, graphdef, params = load_run(args.run)
         kw.update(tc=tc, graphdef=graphdef)
@@ -74,7 +74,7 @@ def run_compress(args) -> int:
 
 def add_dsd_arguments(p) -> None:
     """``sqzdse train --dsd`` and its options."""
-    from sqzdse import dsd
+    from sqzdse.compress import dsd
 
     g = p.add_argument_group("Dense-Sparse-Dense training (Han et al. 2017), within the --epochs budget")
     g.add_argument("--dsd", action="store_true", help="train dense, prune and retrain with the mask held, then "
@@ -93,8 +93,8 @@ def _pct(v) -> str:
 
 def run_dsd(args, cfg, tc, dataset) -> int:
     """``sqzdse train --dsd``: the three phases, then each phase's accuracy."""
-    from sqzdse import dsd
-    from sqzdse.prune import parse_density
+    from sqzdse.compress import dsd
+    from sqzdse.compress.prune import parse_density
 
     try:
         phases = tuple(float(f) for f in args.dsd_phases.split(","))

@@ -10,7 +10,7 @@ from sqzdse.errors import InputError
 
 def cmd_export(args) -> int:
     from sqzdse.api import load
-    from sqzdse.export import export
+    from sqzdse.deploy.onnx import export
 
     if not args.output.lower().endswith(".onnx"):
         raise InputError(f"-o {args.output}: the output must be an .onnx file")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from sqzdse import config as C
 from sqzdse.cli.common import add_config_args, command, config_from_args
+from sqzdse.model import config as C
 
 # (header, width): negative widths align left.
 COLUMNS = [("layer", -12), ("output size", 12), ("filter/stride", -15), ("s1x1", 6), ("e1x1", 6), ("e3x3", 6),
@@ -43,7 +43,7 @@ def format_table(s: dict) -> str:
 
 
 def cmd_model_summary(args) -> int:
-    from sqzdse.cost import summary
+    from sqzdse.model.cost import summary
 
     cfg = config_from_args(args)
     s = summary(cfg, bits=args.bits)
@@ -55,8 +55,8 @@ def cmd_model_summary(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from sqzdse.predict import predict_files
-    from sqzdse.weights import load_pretrained
+    from sqzdse.deploy.predict import predict_files
+    from sqzdse.model.weights import load_pretrained
 
     model = load_pretrained(args.weights)
     records = predict_files(model, args.images, top=args.top)

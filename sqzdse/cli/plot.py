@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from sqzdse.cli.common import add_output, command
-from sqzdse.plots import KINDS
-from sqzdse.results import BY_CHOICES, METAPARAMETERS, METRICS, SIZES
+from sqzdse.results.figures import KINDS
+from sqzdse.results.rows import BY_CHOICES, METAPARAMETERS, METRICS, SIZES
 
 # kind -> (help, the options of make_plot it takes besides metric and where)
 PLOTS = {
@@ -17,7 +17,7 @@ PLOTS = {
     "edf": ("error distributions (EDFs) per study or metaparameter value", ("by", "normalize", "size")),
     "curves": ("validation accuracy per epoch, one line per completed trial", ()),
 }
-assert tuple(PLOTS) == KINDS, "one subcommand per sqzdse.plots.KINDS"
+assert tuple(PLOTS) == KINDS, "one subcommand per sqzdse.results.figures.KINDS"
 WHERE_KEYS = (*METAPARAMETERS, "seed")
 
 
@@ -55,9 +55,9 @@ def _add_options(p: argparse.ArgumentParser, options: tuple[str, ...]) -> None:
 
 def run_plot(args) -> int:
     """``sqzdse plot KIND``: load the rows, draw, save, print what was written."""
-    from sqzdse.canvas import check_figure_path, save_figure
-    from sqzdse.plots import make_plot
-    from sqzdse.results import load_rows
+    from sqzdse.results.canvas import check_figure_path, save_figure
+    from sqzdse.results.figures import make_plot
+    from sqzdse.results.rows import load_rows
 
     out = check_figure_path(args.output)
     rows = load_rows(*args.sources, study=args.study)

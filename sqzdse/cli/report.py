@@ -8,13 +8,13 @@ from pathlib import Path
 from sqzdse.cli.common import add_output, command
 from sqzdse.cli.plot import where_item
 from sqzdse.errors import InputError
-from sqzdse.results import METRICS
+from sqzdse.results.rows import METRICS
 
 
 def run_report(args) -> int:
     """``sqzdse report``: load the rows, write the page, print its path."""
-    from sqzdse.report import REPORT_SUFFIXES, study_spec, write_report
-    from sqzdse.results import is_storage_url, load_rows
+    from sqzdse.results.report import REPORT_SUFFIXES, study_spec, write_report
+    from sqzdse.results.rows import is_storage_url, load_rows
 
     out = Path(args.output)
     if out.suffix.lower() not in REPORT_SUFFIXES:

@@ -9,12 +9,12 @@ import sys
 
 from sqzdse.cli.common import add_output, command
 from sqzdse.errors import InputError
-from sqzdse.spec import GRID_LIMIT, load_spec
-from sqzdse.storage import DEFAULT_STORAGE, STORAGE_ENV, delete_study, redact, storage_url
+from sqzdse.sweep.spec import GRID_LIMIT, load_spec
+from sqzdse.sweep.storage import DEFAULT_STORAGE, STORAGE_ENV, delete_study, redact, storage_url
 
 
 def cmd_sweep_run(args) -> int:
-    from sqzdse import sweep as S
+    from sqzdse.sweep import engine as S
 
     spec = load_spec(args.file, max_points=None if args.yes else GRID_LIMIT)
     url = storage_url(args.storage, spec)
@@ -38,8 +38,8 @@ def cmd_sweep_run(args) -> int:
 
 def _dry_run(spec, url: str) -> int:
     """``sweep run --dry-run``: the trials, their sizes and MACs, and the time they would take; nothing runs."""
-    from sqzdse import sweep as S
-    from sqzdse.forecast import duration, estimate_note
+    from sqzdse.sweep import engine as S
+    from sqzdse.sweep.forecast import duration, estimate_note
 
     trials, pace, held = S.dry_run(spec, url)
     grid = spec.sampler == "grid"
@@ -130,8 +130,8 @@ def _states(st: dict) -> str:
 
 
 def cmd_sweep_status(args) -> int:
-    from sqzdse import sweep as S
-    from sqzdse.results import METAPARAMETERS
+    from sqzdse.results.rows import METAPARAMETERS
+    from sqzdse.sweep import engine as S
 
     url, study = _storage_of(args)
     if args.top < 0:
@@ -193,7 +193,7 @@ def cmd_sweep_delete(args) -> int:
 
 
 def cmd_sweep_export(args) -> int:
-    from sqzdse import sweep as S
+    from sqzdse.sweep import engine as S
 
     fmt = export_format(args.format, args.output)
     url, study = _storage_of(args)

@@ -7,9 +7,9 @@ import dataclasses
 import json
 import sys
 
-from sqzdse import config as C
 from sqzdse.cli.common import add_config_args, command, config_from_args
-from sqzdse.recipe import DTYPES, INITS, OPTIMIZERS, SCHEDULES, TrainConfig, caffe_solver, small_input_recipe
+from sqzdse.model import config as C
+from sqzdse.train.recipe import DTYPES, INITS, OPTIMIZERS, SCHEDULES, TrainConfig, caffe_solver, small_input_recipe
 
 # Help of each TrainConfig field's flag; the flags are made from TrainConfig's fields, so a new field needs a line.
 TRAIN_HELP = {
@@ -46,7 +46,7 @@ def _recipe_default(name: str) -> str:
 def add_train_args(p: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field; unset ones come from the configuration's recipe (recipe.default_recipe)."""
     g = p.add_argument_group("training (unset flags: Caffe's solver for the ImageNet stems v1_0 / v1_1, the "
-                             "small-input recipe for the small stem; sqzdse.recipe)")  # fmt: skip
+                             "small-input recipe for the small stem; sqzdse.train.recipe)")  # fmt: skip
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         if f.name == "dataset":
@@ -61,7 +61,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def train_config_from_args(args, cfg: C.SqueezeNetConfig) -> TrainConfig:
-    from sqzdse.recipe import default_recipe
+    from sqzdse.train.recipe import default_recipe
 
     return default_recipe(cfg, **{k: getattr(args, k) for k in TRAIN_FIELDS if getattr(args, k, None) is not None})
 
@@ -75,8 +75,8 @@ def cmd_train(args) -> int:
 
 
 def _train(args) -> int:
-    from sqzdse import data as D
-    from sqzdse.train import train_and_evaluate
+    from sqzdse.data import pipeline as D
+    from sqzdse.train.loop import train_and_evaluate
 
     ds = D.load(args.dataset, data_dir=args.data_dir, val_size=args.val_size, download=not args.no_download)
     cfg = config_from_args(args, input_shape=ds.info.image_shape, num_classes=ds.info.num_classes)

@@ -1,0 +1,253 @@
+"""The paper's figures for a sweep: Figure 3a/3b (accuracy and size vs SR, vs pct3x3) and Table 3 (bypass).
+
+Iandola et al. 2016; with ``paper=True`` Figure 3 adds the paper's ImageNet numbers (only those the text states or
+the formulas give, ``sqzdse.results.rows.paper_fig3``) in a panel of their own, never on this run's axes.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from sqzdse.errors import InputError
+from sqzdse.model.config import BYPASSES
+from sqzdse.results.analysis import sweep_points
+from sqzdse.results.canvas import new_figure, titles
+from sqzdse.results.rows import (
+    METAPARAMETERS,
+    SIZES,
+    bypass_name,
+    check_size,
+    count_note,
+    metric_label,
+    paper_fig3,
+    plotted,
+    require_size,
+    short_number,
+    size_mib,
+    study_names,
+    varying,
+    where_text,
+)
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+PAPER_LABEL = "paper (ImageNet top-5)"
+_AXIS = {
+    "sr": ("squeeze ratio SR = s1x1 / e", "a"),
+    "pct3x3": ("pct3x3 = e3x3 / e (share of 3x3 expand filters)", "b"),
+}
+
+
+def plot_sweep(
+    rows: Sequence[dict],
+    param: str,
+    metric: str = "val_top1",
+    paper: bool = False,
+    reference: str | os.PathLike | None = None,
+    where: Mapping | None = None,
+    size: str = "bytes",
+) -> Figure:
+    """Accuracy (mean over trials, bars = min..max) and model size against one metaparameter (``sr`` or ``pct3x3``).
+
+    Args:
+      where: keep only rows with these values (e.g. ``{"pct3x3": 0.5}`` to hold the other axis fixed, as the
+        paper does); metaparameters that still vary are named in the subtitle.
+      paper: add a panel below with the paper's ImageNet numbers (``paper_fig3``), on axes of their own.
+      size: ``bytes`` (float32 weights) or ``compressed_bytes`` (``SIZES``) on the right axis.
+    """
+    check_size(size)
+    if param not in _AXIS:
+        raise ValueError(f"plot_sweep: param={param!r}; choose one of {', '.join(_AXIS)}")
+    xlabel, panel = _AXIS[param]
+    kept, skipped, selected = plotted(rows, metric, where)
+    require_size(kept, size)
+    no_x = [r for r in kept if r.get(param) is None]
+    if no_x:
+        skipped[f"no {param}"] += len(no_x)
+        kept = [r for r in kept if r.get(param) is not None]
+        if not kept:
+            raise InputError(f"no completed trials with a value of {param}")
+    pts = sweep_points(kept, param, metric, size)
+    xs = np.array([p[0] for p in pts], dtype=float)
+    means = np.array([p[1].mean() for p in pts])
+    lo = means - np.array([p[1].min() for p in pts])
+    hi = np.array([p[1].max() for p in pts]) - means
+    sizes = np.array([p[2] for p in pts])
+    seeds = sorted({len(p[1]) for p in pts})
+
+    fig = new_figure(8.0, 7.2 if paper else 4.8)
+    if paper:
+        ax, axp = fig.subplots(2, 1, sharex=True, height_ratios=[3, 2])
+    else:
+        ax = fig.add_subplot()
+    c_acc, c_size = "C0", "C1"
+    ax.errorbar(
+        xs,
+        means,
+        yerr=[lo, hi],
+        fmt="o-",
+        color=c_acc,
+        capsize=4,
+        lw=1.6,
+        ms=6,
+        label=f"this run: {metric}, mean over trials, bars min to max",
+        gid="accuracy",
+    )
+    ax.set_ylabel(metric_label(metric), color=c_acc)
+    ax.tick_params(axis="y", colors=c_acc)
+    ax.grid(alpha=0.3)
+    ax2 = ax.twinx()
+    ax2.plot(
+        xs, sizes, "s--", color=c_size, ms=5, lw=1.2, label="this run: mean model size (MiB, right axis)", gid="size"
+    )
+    ax2.set_ylabel(f"model size (MiB of {SIZES[size]})", color=c_size)
+    ax2.tick_params(axis="y", colors=c_size)
+    ax2.set_ylim(bottom=0, top=max(sizes[np.isfinite(sizes)], default=1.0) * 1.15)
+    ax.set_xticks(xs, [short_number(x) for x in xs])
+    ax.set_xlabel(xlabel)
+    per_point = str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]} to {seeds[-1]}"
+    note = count_note(len(kept), skipped) + f"; trials per point: {per_point}"
+    if selected:
+        note += "\n" + selected
+    vary = varying(kept, (param, "seed"))
+    fixed = {k: kept[0].get(k) for k in METAPARAMETERS if k != param and k not in vary and k not in (where or {})}
+    if fixed:
+        note += "\nfixed: " + where_text(fixed)
+    if vary:
+        note += f"\nnot held fixed, so each point mixes designs: {', '.join(vary)}"
+    name = "squeeze ratio" if param == "sr" else param
+    title = f"Accuracy and model size vs {name} (cf. Iandola et al. 2016, Fig. 3{panel}): {study_names(kept)}"
+    titles(fig, ax, title, note, width=100)
+    handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    if paper:
+        handles += _paper_panel(axp, panel, reference, xlabel)
+        ax.set_xlabel("")
+        axp.set_xticks(sorted(set(xs) | {x for x, _ in paper_fig3(panel, reference)["size"]}))
+        axp.set_xticklabels([short_number(x) for x in axp.get_xticks()], fontsize=8)
+    # Below the axes: inside, a legend would hide the points it explains.
+    fig.legend(handles, [h.get_label() for h in handles], loc="outside lower center", ncols=2, fontsize=8)
+    return fig
+
+
+def _paper_panel(axp, panel: str, reference, xlabel: str) -> list:
+    """The paper's ImageNet numbers for Figure 3`panel`, on their own axes so they are never read as this run's."""
+    nums = paper_fig3(panel, reference)
+    c_paper, c_psize = "k", "0.55"
+    axp.set_facecolor("#f6f3ea")
+    if nums["top5"]:
+        px, py, _ = zip(*nums["top5"], strict=True)
+        axp.plot(
+            px,
+            py,
+            "*",
+            color=c_paper,
+            ms=13,
+            ls="none",
+            label=f"{PAPER_LABEL}: values quoted in the text",
+            gid="paper_top5",
+        )
+        for x, y in zip(px, py, strict=True):
+            axp.annotate(f"{y:.1f}", (x, y), xytext=(8, -3), textcoords="offset points", fontsize=8, color=c_paper)
+        axp.set_ylim(min(py) - 3, max(py) + 3)
+    axp.set_ylabel("paper: ImageNet top-5 (%)")
+    axp.grid(alpha=0.3)
+    axs = axp.twinx()
+    sx, sy = zip(*nums["size"], strict=True)
+    axs.plot(
+        sx,
+        sy,
+        "d:",
+        color=c_psize,
+        ms=5,
+        label="paper: model size (MiB, right axis), derived",
+        gid="paper_size",
+    )
+    axs.set_ylabel("paper model size (MiB)", color=c_psize)
+    axs.tick_params(axis="y", colors=c_psize)
+    axs.set_ylim(bottom=0, top=max(sy) * 1.15)
+    axp.set_title(
+        f"{PAPER_LABEL}: Iandola et al. 2016, Fig. 3{panel}, ImageNet -- not this run. Only the points quoted in "
+        "the text;\nthe figure's other points exist only as an image.",
+        fontsize=8.5,
+        color="0.25",
+    )
+    axp.set_xlabel(xlabel)
+    return axp.get_legend_handles_labels()[0] + axs.get_legend_handles_labels()[0]
+
+
+# The paper's Figure 3a (accuracy and model size vs squeeze ratio) and 3b (vs the share of 3x3 expand filters);
+# every option of plot_sweep but `param`, by keyword.
+plot_sr = functools.partial(plot_sweep, param="sr")
+plot_pct3x3 = functools.partial(plot_sweep, param="pct3x3")
+
+
+def plot_bypass(
+    rows: Sequence[dict], metric: str = "val_top1", where: Mapping | None = None, size: str = "bytes"
+) -> Figure:
+    """The paper's Table 3 as a picture: vanilla / simple / complex bypass, per-seed points, mean and min-max."""
+    check_size(size)
+    kept, skipped, selected = plotted(rows, metric, where)
+    require_size(kept, size)
+    groups = {b: [r for r in kept if r.get("bypass") == b] for b in BYPASSES}
+    other = sorted({str(r.get("bypass")) for r in kept} - set(BYPASSES))
+    for b in other:
+        groups[b] = [r for r in kept if str(r.get("bypass")) == b]
+    groups = {b: g for b, g in groups.items() if g}
+    fig = new_figure(6.5, 4.6)
+    ax = fig.add_subplot()
+    ticks = []
+    for i, (b, g) in enumerate(groups.items()):
+        g = sorted(g, key=lambda r: (r.get("seed") is None, r.get("seed") or 0, r.get("number") or 0))
+        acc = np.array([100.0 * r[metric] for r in g])
+        jitter = np.linspace(-0.15, 0.15, len(acc)) if len(acc) > 1 else np.zeros(1)
+        ax.scatter(i + 0.12 + jitter * 0.6, acc, s=20, color=f"C{i}", alpha=0.6, lw=0, gid=f"seeds:{b}")
+        m = acc.mean()
+        ax.errorbar(
+            [i - 0.12],
+            [m],
+            yerr=[[m - acc.min()], [acc.max() - m]],
+            fmt="D",
+            color=f"C{i}",
+            ms=8,
+            capsize=5,
+            lw=1.6,
+            gid=f"mean:{b}",
+        )
+        ax.annotate(
+            f"{m:.1f}%",
+            (i - 0.12, m),
+            xytext=(-8, 0),
+            textcoords="offset points",
+            ha="right",
+            va="center",
+            fontsize=8,
+            color=f"C{i}",
+        )
+        sizes = sorted({round(s, 2) for s in (size_mib(r, size) for r in g) if s is not None})
+        size_text = (
+            "size ?"
+            if not sizes
+            else f"{sizes[0]:.2f} MiB"
+            if len(sizes) == 1
+            else f"{sizes[0]:.2f}-{sizes[-1]:.2f} MiB"
+        )
+        ticks.append(f"{bypass_name(b)}\n{size_text}\n{len(acc)} trial{'s' if len(acc) != 1 else ''}")
+    ax.set_xticks(range(len(groups)), ticks)
+    ax.set_xlim(-0.7, len(groups) - 0.3)
+    ax.set_ylabel(metric_label(metric))
+    ax.set_xlabel(f"bypass (the macroarchitecture of Section 6); model size of {SIZES[size]}")
+    ax.grid(alpha=0.3, axis="y")
+    note = count_note(len(kept), skipped) + "; diamond: mean, bars: min-max, dots: one trial each"
+    if selected:
+        note += "\n" + selected
+    vary = varying(kept, ("bypass", "seed"))
+    if vary:
+        note += f"\nnot held fixed: {', '.join(vary)}"
+    titles(fig, ax, f"Bypass connections (cf. Iandola et al. 2016, Table 3): {study_names(kept)}", note)
+    return fig

@@ -1,0 +1,552 @@
+"""Sweeps: a declarative TOML file becomes an Optuna study whose trials are training runs.
+
+Stages, as in pycls: ``load_spec`` (validate the file; ``sqzdse.sweep.spec``), ``run_worker`` (any number
+of processes, on any number of machines, on one storage; ``sqzdse.sweep.storage`` opens and locks it),
+``export_rows`` (collect), then ``sqzdse plot`` / ``sqzdse report`` (analyse; they never train).
+Each trial records its val top-1 per epoch as intermediate values and each study its metric names, which is
+what optuna-dashboard shows.
+
+Safety: every ``sweep run`` checks, under a study lock, that the file and the
+study agree (or refuses before training) and enqueues the grid points the study
+lacks, so a killed creator leaves nothing half-made; workers claim waiting
+trials atomically (PostgreSQL row locks, SQLite serialised by BEGIN IMMEDIATE),
+so every grid point runs exactly once.
+Workers send heartbeats; a trial whose worker died (kill -9) goes stale, is
+marked FAIL and re-enqueued, and its retry resumes from the dead worker's
+checkpoint. A trial's workdir, ``runs/trials/<key>``, is keyed by everything
+that decides its result (``sqzdse.train.recipe.run_identity``), shared by all studies:
+a run finished by any trial is reused, never trained twice, and workers that
+reach one key at once take turns on its lock. SIGINT/SIGTERM stop a worker
+after a checkpoint; its trial is failed as "interrupted" and queued again at
+once. A diverged or broken trial is recorded as FAIL with its reason; the sweep
+goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+import warnings
+
+import numpy as np
+
+from sqzdse import __version__
+from sqzdse.errors import InputError, SqzdseError
+from sqzdse.model import config as C
+from sqzdse.model.config import METAPARAMETERS
+from sqzdse.runtime import deferred_signals
+from sqzdse.sweep.forecast import progress_line, retried_numbers
+from sqzdse.sweep.schema import FIELDS, budget_text
+from sqzdse.sweep.spec import (
+    SpecError,
+    SweepSpec,
+    check_agreement,
+    point_key,
+    spec_record,
+    train_config,
+)
+from sqzdse.sweep.storage import (
+    DEFAULT_RUNS,
+    MissingStorage,
+    claim_waiting,
+    heartbeat,
+    open_storage,
+    redact,
+    report,
+    study_lock,
+    study_names,
+)
+from sqzdse.train.recipe import TrainConfig, run_identity, run_key
+
+
+def _sampler(spec: SweepSpec, seed: int = 0):
+    import optuna
+
+    constraints = _constraints if spec.max_bytes else None
+    if spec.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if spec.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, constraints_func=constraints, multivariate=True)
+    if spec.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints)
+    return optuna.samplers.RandomSampler(seed=seed)  # grid: every trial is enqueued, nothing is sampled
+
+
+def _constraints(trial) -> list[float]:
+    return [float(trial.user_attrs.get("over_budget", 0.0))]
+
+
+def _pruner(spec: SweepSpec):
+    import optuna
+
+    return {
+        "none": optuna.pruners.NopPruner(),
+        "median": optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
+        "hyperband": optuna.pruners.HyperbandPruner(min_resource=1),
+    }[spec.pruner]
+
+
+def open_study(spec: SweepSpec, storage_url: str, log=print):
+    """Create or load the study, check that it agrees with the file, and enqueue the grid points it lacks.
+
+    All under the study lock, so concurrent workers neither enqueue a point twice nor see a half-made study; a run
+    after a killed creator enqueues what is missing. Refuses (SpecError, before any training) a study made from a
+    different file: see ``check_agreement``.
+    """
+    import optuna
+
+    storage = open_storage(storage_url, spec, create=True)
+    kw = dict(study_name=spec.name, storage=storage, sampler=_sampler(spec), pruner=_pruner(spec))
+    with study_lock(storage, storage_url, spec.name):
+        try:
+            study = optuna.create_study(directions=spec.directions, **kw)
+        except optuna.exceptions.DuplicatedStudyError:
+            study = optuna.load_study(**kw)
+        trials = study.get_trials(deepcopy=False)
+        held = {point_key(t.system_attrs["fixed_params"]) for t in trials if "fixed_params" in t.system_attrs}
+        points = spec.grid_points() if spec.sampler == "grid" else []
+        check_agreement(study, spec, redact(storage_url), trials, held, {point_key(p) for p in points})
+        if study.metric_names != list(spec.objectives):  # what optuna-dashboard calls the objectives
+            _set_metric_names(study, spec.objectives)
+        record = spec_record(spec)
+        if study.user_attrs.get("spec") != record:
+            study.set_user_attr("spec", record)
+        missing = [p for p in points if point_key(p) not in held]
+        for point in missing:
+            study.enqueue_trial(point)
+    if missing and trials:
+        log(f"[{spec.name}] enqueued {len(missing)} grid points the study did not have")
+    return study
+
+
+def _set_metric_names(study, objectives) -> None:
+    import optuna
+
+    with warnings.catch_warnings():  # "experimental" since Optuna 3.2
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(objectives))
+
+
+# --------------------------------------------------------------------------- workers
+
+
+def _budget_used(study) -> int:
+    """Trials that count towards n_trials: all but the stale or interrupted ones that were retried."""
+    trials = study.get_trials(deepcopy=False)
+    retried = retried_numbers(trials)
+    return sum(1 for t in trials if t.number not in retried)
+
+
+def trial_key(cfg: C.SqueezeNetConfig, tc: TrainConfig) -> str:
+    """The name of what a trial trains (``sqzdse.train.recipe.run_key``: configuration, result-changing settings,
+    seed)."""
+    return run_key(cfg, tc)
+
+
+TRIALS_DIR = "trials"  # runs_dir/trials/<key>: one workdir per run, shared by every study
+
+
+def trial_workdir(runs_dir: str, study: str, cfg: C.SqueezeNetConfig, tc: TrainConfig) -> str:
+    """``runs_dir/trials/<key>``; a run that a version before shared workdirs left in ``runs_dir/<study>/<its
+    key>`` (a hash of configuration and seed only) is used in place when it trains exactly this."""
+    from sqzdse.train.checkpoints import read_identity
+
+    workdir = os.path.join(runs_dir, TRIALS_DIR, trial_key(cfg, tc))
+    blob = json.dumps([C.to_dict(cfg), tc.seed], sort_keys=True).encode()
+    legacy = os.path.join(runs_dir, study, hashlib.sha1(blob).hexdigest()[:12])
+    if not os.path.exists(workdir) and read_identity(legacy) == run_identity(cfg, tc):
+        return legacy
+    return workdir
+
+
+@deferred_signals("after its last trial was recorded")  # SIGINT/SIGTERM: see _requeue
+def run_worker(
+    spec: SweepSpec,
+    storage_url: str,
+    *,
+    runs_dir: str = DEFAULT_RUNS,
+    dataset=None,
+    max_trials: int | None = None,
+    progress: bool = False,
+    log=print,
+) -> int:
+    """Work on the study until it is done (or `max_trials` were run here); returns trials run here."""
+    import jax
+    import optuna
+    from optuna.storages import fail_stale_trials
+
+    from sqzdse.runtime import Interrupted, check_signals
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats, fail_stale_trials
+    if not jax.config.jax_compilation_cache_dir:  # seeds, retries and resumed sweeps reuse compiles
+        jax.config.update("jax_compilation_cache_dir", os.path.abspath(os.path.join(runs_dir, "jax-cache")))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    started = time.monotonic()
+    if dataset is None:  # before the study: a missing dataset creates nothing
+        dataset = load_dataset(spec)
+    check_dataset(spec, dataset)
+    study = open_study(spec, storage_url, log=log)
+    done = 0
+    try:
+        while max_trials is None or done < max_trials:
+            check_signals("between trials: nothing was running")
+            fail_stale_trials(study)  # a dead worker's trial becomes FAIL + a WAITING retry
+            trial = claim_waiting(study)
+            if trial is None:
+                if spec.sampler == "grid" or _budget_used(study) >= (spec.n_trials or 0):
+                    _say_running(spec, study, log)
+                    break
+                trial = study.ask()
+            log(progress_line(spec, study.get_trials(deepcopy=False), time.monotonic() - started))
+            try:
+                with heartbeat(trial):
+                    state, values = _run_trial(spec, trial, dataset, runs_dir, progress, log)
+                study.tell(trial, values, state=state)
+            except Interrupted as e:
+                _requeue(study, trial, e.message)
+                raise Interrupted(e.signum, f"{e.message}; trial {trial.number} is queued again for the next "
+                                  "`sqzdse sweep run`") from None  # fmt: skip
+            except Exception as e:
+                if not is_fault(e):
+                    raise
+                raise _fault(study, trial, e) from None
+            done += 1
+    except KeyError as e:  # Optuna's "Record does not exist": the study was deleted under this worker
+        if spec.name not in study_names(open_storage(storage_url), storage_url):
+            raise StudyGone(f"study {spec.name!r} was deleted from {redact(storage_url)} while this worker ran it; "
+                            "stopped") from None  # fmt: skip
+        raise e
+    log(progress_line(spec, study.get_trials(deepcopy=False), time.monotonic() - started))
+    return done
+
+
+def _say_running(spec: SweepSpec, study, log) -> None:
+    """Name the trials other workers hold: a killed worker's is retried only once its heartbeat is stale."""
+    from optuna.trial import TrialState
+
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if running:
+        log(f"[{spec.name}] nothing left to claim; trial(s) {', '.join(str(t.number) for t in running)} RUNNING "
+            f"elsewhere: if a worker was killed, its trial is retried by a run started after its heartbeat is "
+            f"{spec.grace_period} s old (study.grace_period)")  # fmt: skip
+
+
+class MachineFault(SqzdseError, RuntimeError):
+    """A fault of the machine or its storage stopped a trial (I/O error, full or read-only disk, locked or
+    unreachable database): the trial is queued again, never failed, and the worker stops."""
+
+    exit_code = 75  # EX_TEMPFAIL (sysexits.h): try again later; the sweep did not finish
+
+
+class StudyGone(SqzdseError, RuntimeError):
+    """The study was deleted while a worker ran it."""
+
+
+def is_fault(e: BaseException) -> bool:
+    """Whether `e`, or an error it was raised from, is a fault of the environment rather than of the trial's
+    configuration: an OSError (disk, permissions, I/O) or a database that could not be reached or written."""
+    from sqlalchemy.exc import OperationalError
+
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, (OSError, OperationalError)):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _fault(study, trial, e: BaseException) -> MachineFault:
+    """Queue `trial` again after a fault (when the storage still takes it; else its heartbeat goes stale and the next
+    run retries it) and say what happened in one line."""
+    cause = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    try:
+        _requeue(study, trial, f"fault of the machine: {cause}", status="fault")
+        then = "it is queued again"
+    except Exception:  # the storage itself is the fault
+        then = "the storage did not take its retry: the next run retries it once its heartbeat is stale"
+    return MachineFault(f"trial {trial.number} stopped by a fault of the machine, not of its configuration "
+                        f"({cause[:300]}); {then}; fix the cause and run the sweep again")  # fmt: skip
+
+
+def check_dataset(spec: SweepSpec, dataset) -> None:
+    """The file's training settings fit the loaded dataset (a batch no larger than the training split, a validation
+    split to rank trials by), or SpecError naming the key, before any study or trial is made."""
+    from sqzdse.train.recipe import update_counts
+
+    if dataset.info.num_val < 1:
+        raise SpecError(f"train.val_size: the validation split of {dataset.info.name} is empty; trials are ranked by "
+                        "validation accuracy")  # fmt: skip
+    first = {d.name: d.check_values()[0] for d in spec.space}
+    try:
+        update_counts(dataset, train_config(spec, spec.config(first), spec.seeds[0]))
+    except C.ConfigError as e:
+        raise SpecError(f"train: {e} ({dataset.info.name}: {dataset.info.num_train:,} training images)") from None
+
+
+def load_dataset(spec: SweepSpec):
+    """The sweep's dataset (``sqzdse.data.pipeline.load``; prepared on first use)."""
+    from sqzdse.data import pipeline as D
+
+    try:
+        return D.load(spec.train.get("dataset", "fashion_mnist"), val_size=spec.train.get("val_size"))
+    except InputError as e:  # an unknown name, a val_size the data cannot give: the file's [train] table
+        raise SpecError(f"train: {e}") from None
+
+
+def dry_run(spec: SweepSpec, storage_url: str, dataset=None) -> tuple[list, object, int]:
+    """What ``sweep run`` would train, without training or creating anything: (``forecast.plan``, the ``Pace`` it
+    was estimated at or None, the trials the study holds). The pace is this study's, else that of the storage's
+    other studies on the same dataset; a storage that does not exist yet holds nothing."""
+    from sqzdse.sweep.forecast import measured_pace, plan
+
+    dataset = dataset if dataset is not None else load_dataset(spec)
+    try:
+        studies = _studies(storage_url, None)
+    except MissingStorage:
+        studies = []
+    held = next((s.get_trials(deepcopy=False) for s in studies if s.study_name == spec.name), [])
+    pace = measured_pace(held, "this study")
+    if pace is None:
+        same = [t for s in studies if s.study_name != spec.name for t in s.get_trials(deepcopy=False)
+                if t.user_attrs.get("dataset") == dataset.info.name]  # fmt: skip
+        pace = measured_pace(same, f"other studies on {dataset.info.name}")
+    return plan(spec, dataset, held, pace), pace, len(held)
+
+
+_COMPILED_FOR: list = []  # the configuration whose compiled steps this process holds
+
+
+def _hold_compiled(cfg: C.SqueezeNetConfig) -> None:
+    """Free JAX's in-memory caches unless they hold `cfg`'s network: memory stays flat over a long sweep (the
+    persistent cache keeps the compiles), and the seeds of one network, consecutive in a grid, reuse its steps
+    without tracing or loading them again."""
+    import jax
+
+    if _COMPILED_FOR != [cfg]:
+        jax.clear_caches()
+        _COMPILED_FOR[:] = [cfg]
+
+
+def _run_trial(spec: SweepSpec, trial, dataset, runs_dir: str, progress: bool, log):
+    """Train one trial; returns (TrialState, objective values or None). Never raises for a bad trial."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from sqzdse.model.cost import summary
+    from sqzdse.train.loop import train_and_evaluate
+
+    try:
+        params = {d.name: d.suggest(trial) for d in spec.space}
+        seeds = [spec.seed_dim.suggest(trial)] if spec.sampler == "grid" else list(spec.seeds)
+        cfg = spec.config(params)
+        cfg = dataclasses.replace(
+            cfg, input_shape=tuple(dataset.info.image_shape), num_classes=dataset.info.num_classes
+        )
+    except (C.ConfigError, ValueError) as e:
+        return _record_failure(trial, "invalid", str(e), log)
+    _hold_compiled(cfg)
+    cost = summary(cfg)
+    meta = {k: getattr(cfg, k) for k in METAPARAMETERS}
+    for k, v in {**meta, "params": cost["params"], "bytes": cost["bytes"], "macs": cost["macs"],
+                 "seed": seeds[0] if len(seeds) == 1 else seeds, "version": __version__,
+                 "dataset": dataset.info.name}.items():  # fmt: skip
+        trial.set_user_attr(k, v)
+    if spec.max_bytes and cost["bytes"] > spec.max_bytes:
+        trial.set_user_attr("over_budget", float(cost["bytes"] - spec.max_bytes))
+        trial.set_user_attr("status", "pruned")
+        trial.set_user_attr("reason", f"{cost['bytes']} bytes > max_bytes {spec.max_bytes}: not trained")
+        return TrialState.PRUNED, None
+    trial.set_user_attr("over_budget", 0.0)
+    label = " ".join(f"{k}={v}" for k, v in meta.items())
+    runs = [(seed, train_config(spec, cfg, seed)) for seed in seeds]
+    runs = [(seed, tc, trial_workdir(runs_dir, spec.name, cfg, tc)) for seed, tc in runs]
+    one = (lambda xs: xs[0]) if len(runs) == 1 else list  # one seed: plain values, as "seed" is
+    trial.set_user_attr("key", one([trial_key(cfg, tc) for _, tc, _ in runs]))
+    trial.set_user_attr("workdir", one([workdir for _, _, workdir in runs]))
+    results, reused, reported = [], [], set()
+    try:
+        for seed, tc, workdir in runs:
+            log(f"[{spec.name}] trial {trial.number}: {label} seed={seed} in {workdir}")
+
+            def on_epoch(record, first=seed == seeds[0]):
+                if first:  # the learning curve, whatever the pruner: the first seed's, as the "curve" attribute
+                    _report_curve(trial, [record], reported)
+                if spec.pruner != "none" and len(seeds) == 1 and trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned after epoch {record['epoch']}")
+
+            def on_busy(msg):
+                log(f"[{spec.name}] trial {trial.number}: {msg} (the same run, for another trial); waiting")
+
+            result = train_and_evaluate(cfg, tc, workdir, dataset=dataset, on_epoch=on_epoch, progress=progress,
+                                        on_busy=on_busy, origin=dict(study=spec.name, trial=trial.number))  # fmt: skip
+            r = result.summary()
+            if seed == seeds[0]:  # a reused or resumed run: the epochs trained before this process
+                _report_curve(trial, r.get("history", []), reported)
+            reused.append(_origin(r) if result.reused else None)
+            if reused[-1]:
+                trial.set_user_attr("reused_from", one(reused))
+                log(f"[{spec.name}] trial {trial.number}: finished before by {reused[-1]}: not trained again")
+            if spec.compress and r["status"] == "completed":
+                from sqzdse.compress.pipeline import compressed_size
+
+                r["compressed_bytes"] = compressed_size(cfg, result.state.params, **spec.compress)
+            results.append(r)
+            if r["status"] != "completed":
+                return _record_failure(trial, r["status"], r["reason"], log, r)
+    except optuna.TrialPruned as e:
+        trial.set_user_attr("status", "pruned")
+        trial.set_user_attr("reason", str(e))
+        return TrialState.PRUNED, None
+    except Exception as e:  # a broken trial is a recorded failure, never a dead sweep; a broken machine is neither
+        if is_fault(e):
+            raise
+        return _record_failure(trial, "failed", f"{type(e).__name__}: {e}", log)
+    if any(r["val_top1"] is None for r in results):  # validation (and ranking) needs images to evaluate on
+        return _record_failure(trial, "invalid", "no validation accuracy: the validation split is empty", log)
+    agg = {k: float(np.mean([r[k] for r in results])) for k in ("val_top1", "val_top5", "test_top1", "test_top5")}
+    if spec.compress:  # seeds compress to slightly different sizes: their mean
+        agg["compressed_bytes"] = int(round(np.mean([r["compressed_bytes"] for r in results])))
+    for k, v in agg.items():
+        trial.set_user_attr(k, v)
+    trial.set_user_attr("curve", [h["val_top1"] for h in results[0]["history"]])
+    trial.set_user_attr("train_seconds", sum(r["train_seconds"] for r in results))
+    trial.set_user_attr("compile_seconds", sum(r["compile_seconds"] for r in results))
+    rates = [h["images_per_s"] for r in results for h in r["history"] if h.get("images_per_s")]
+    if rates:  # training throughput, compilation left out: what sqzdse.sweep.forecast estimates trial times from
+        trial.set_user_attr("images_per_s", float(np.mean(rates)))
+    trial.set_user_attr("status", "completed")
+    if trial.user_attrs.get("reason"):  # a retry carries its failed attempt's attributes: not this one's
+        trial.set_user_attr("reason", None)
+    values = [agg.get(o, cost.get(o)) for o in spec.objectives]
+    log(f"[{spec.name}] trial {trial.number}: val_top1={agg['val_top1']:.4f} test_top1={agg['test_top1']:.4f}")
+    return TrialState.COMPLETE, values
+
+
+def _report_curve(trial, history: list[dict], reported: set) -> None:
+    """Each epoch's val_top1 as the trial's intermediate value at step = epoch, once per epoch."""
+    for h in history:
+        if h["epoch"] not in reported and h.get("val_top1") is not None:
+            report(trial, h["val_top1"], h["epoch"])
+            reported.add(h["epoch"])
+
+
+def _origin(summary: dict) -> str:
+    """Who trained a reused run: "study/trial number" from its summary, or that no sweep did."""
+    o = summary.get("origin") or {}
+    return f"{o['study']}/{o['trial']}" if "study" in o and "trial" in o else "a run outside any sweep"
+
+
+def _requeue(study, trial, reason: str, status: str = "interrupted") -> None:
+    """An interrupted trial: FAIL with status "interrupted", and at once a WAITING copy (same parameters) that the
+    next worker resumes from the checkpoint. The copy is made as Optuna's stale-trial retry makes it (system attrs
+    ``failed_trial``, ``retry_history``), so budgets count the pair as one trial."""
+    import optuna
+    from optuna.trial import TrialState
+
+    trial.set_user_attr("status", status)
+    trial.set_user_attr("reason", f"{reason}; retried as a new trial")
+    study.tell(trial, state=TrialState.FAIL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=None)
+    (frozen,) = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.number == trial.number]
+    retry(study, frozen)
+
+
+def _record_failure(trial, status: str, reason: str, log, result: dict | None = None):
+    from optuna.trial import TrialState
+
+    trial.set_user_attr("status", status)
+    trial.set_user_attr("reason", reason)
+    if result:
+        trial.set_user_attr("curve", [h["val_top1"] for h in result.get("history", [])])
+    log(f"trial {trial.number} {status}: {reason}")
+    return TrialState.FAIL, None
+
+
+# --------------------------------------------------------------------------- collect
+
+
+def export_rows(storage_url: str, study_name: str | None = None) -> list[dict]:
+    """One row per trial (all studies when `study_name` is None): state, metaparameters and results."""
+    return [row for study in _studies(storage_url, study_name) for row in _rows(study)]
+
+
+def _studies(storage_url: str, study_name: str | None) -> list:
+    """The storage's studies (Optuna Study objects), or the one named: a clear error when it is not there."""
+    import optuna
+
+    storage = open_storage(storage_url)
+    names = study_names(storage, storage_url, must_hold=study_name)
+    names = names if study_name is None else [study_name]
+    return [optuna.load_study(study_name=name, storage=storage) for name in names]
+
+
+def _rows(study) -> list[dict]:
+    train = (study.user_attrs.get("spec") or {}).get("train")
+    budget = budget_text(train) if isinstance(train, dict) else None  # what results.check_budgets compares
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        row = {k: t.user_attrs.get(k, t.params.get(k)) for k in FIELDS}
+        row.update(study=study.study_name, number=t.number, state=t.state.name, budget=budget)
+        if row["status"] is None and t.state.name == "FAIL":
+            row["status"], row["reason"] = "failed", "worker died (stale heartbeat); retried as a new trial"
+        rows.append(row)
+    return rows
+
+
+def resolve_study(storage_url: str, study_name: str | None) -> str:
+    """The study to act on: the given one, or the storage's only study."""
+    names = study_names(open_storage(storage_url), storage_url)
+    if study_name:
+        return study_name
+    if len(names) != 1:
+        raise SpecError(f"--study: the storage holds {len(names)} studies ({', '.join(names) or 'none'}); name one")
+    return names[0]
+
+
+def status(storage_url: str, study_name: str | None = None, top: int = 0) -> dict:
+    """Progress of a study: trials per state, its objectives, the best trial(s) and the `top` N.
+
+    best: the best trial by the (first) objective; pareto: ``study.best_trials``, the trials no other trial beats
+    on every objective (with max_bytes, only trials within it); top: the N best by the first objective.
+    """
+    import optuna
+
+    (study,) = _studies(storage_url, resolve_study(storage_url, study_name))
+    rows = {r["number"]: r for r in _rows(study)}
+    states: dict[str, int] = {}
+    for r in rows.values():
+        states[r["state"]] = states.get(r["state"], 0) + 1
+    objectives = (study.user_attrs.get("spec") or {}).get("objectives") or ["val_top1"]
+    first_max = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+
+    def ranked(trials) -> list[dict]:  # best first by the first objective
+        return [rows[t.number] for t in sorted(trials, key=lambda t: t.values[0], reverse=first_max)]
+
+    pareto = ranked(study.best_trials)
+    done = ranked(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+    return dict(
+        study=study.study_name, trials=len(rows), states=states, objectives=objectives,
+        directions=[d.name.lower() for d in study.directions], best=pareto[0] if pareto else None,
+        pareto=pareto, top=done[:top],
+    )  # fmt: skip
+
+
+def write_rows(rows: list[dict], fmt: str, out) -> None:
+    """CSV (curve as a JSON string) or JSON to a file object."""
+    if fmt == "json":
+        json.dump(rows, out, indent=1)
+        out.write("\n")
+        return
+    import csv
+
+    w = csv.DictWriter(out, fieldnames=list(FIELDS))
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: json.dumps(v) if isinstance(v, list) else ("" if v is None else v) for k, v in r.items()})

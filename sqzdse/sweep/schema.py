@@ -1,0 +1,23 @@
+"""What a sweep records of each trial, as its export writes it: the columns (``FIELDS``) and a study's budget.
+
+Plain Python: the sweep engine writes these and ``sqzdse.results`` reads them back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sqzdse.model.config import METAPARAMETERS
+
+# The export's columns, in its order (sqzdse sweep export); a row read back has every one of them.
+FIELDS = ("study", "number", "state", *METAPARAMETERS, "seed", "params", "bytes", "compressed_bytes", "macs",
+          "val_top1", "val_top5", "test_top1", "test_top5", "curve", "train_seconds", "compile_seconds", "images_per_s",
+          "status", "reason", "dataset", "budget", "version", "key", "workdir", "reused_from")  # fmt: skip
+
+
+def budget_text(train: Mapping) -> str:
+    """A study's training budget, from its spec's ``train`` table (the seed, a per-trial value, left out):
+    'dataset=fashion_mnist, epochs=10, batch_size=128'; the recipe's defaults fill in what it does not name."""
+    t = {k: v for k, v in train.items() if k != "seed" and v is not None}
+    order = [k for k in ("dataset", "epochs") if k in t] + sorted(k for k in t if k not in ("dataset", "epochs"))
+    return ", ".join(f"{k}={t[k]:g}" if isinstance(t[k], float) else f"{k}={t[k]}" for k in order) or "defaults"
