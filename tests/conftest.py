@@ -56,12 +56,12 @@ def compilation_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def ds(compilation_cache):
-    """test_train's synthetic dataset, its model (``test_train.tiny``) compiled for it once for the whole suite: the
+    """The synthetic dataset, its model (``builders.tiny``) compiled for it once for the whole suite: the
     first pytest-xdist worker to get here trains that model for an epoch under a file lock, and the others wait for
     it, then load the compiled steps from the shared cache instead of all compiling them at once."""
     import fcntl
 
-    from test_train import run, synthetic
+    from builders import run, synthetic
 
     data = synthetic()
     with open(os.path.join(compilation_cache, "tiny.lock"), "w") as lock:
@@ -111,10 +111,10 @@ def files(rows, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory) -> str:
-    """The workdir of a tiny model (test_train's) trained for a few updates on synthetic data, compiled in the run
+    """The workdir of ``builders.tiny`` trained for a few updates on synthetic data, compiled in the run
     (test_images_per_second_leave_compilation_out): not taken from a run this process made before."""
     import jax
-    from test_train import synthetic, tiny
+    from builders import synthetic, tiny
 
     from sqzdse.train import loop as T
 

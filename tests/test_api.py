@@ -4,9 +4,9 @@ import jax
 import numpy as np
 import pytest
 import skimage.data
+from builders import tiny
 from flax import nnx
 from PIL import Image
-from test_train import tiny
 
 from sqzdse import api
 from sqzdse.compress import pipeline as Z

@@ -10,8 +10,8 @@ import sys
 
 import numpy as np
 import pytest
+from builders import kernels, random_weights, tiny
 from conftest import DATA, NET
-from test_train import tiny
 
 from sqzdse.compress import codec as K
 from sqzdse.compress import prune as P
@@ -35,18 +35,6 @@ def fmt():
 @pytest.fixture(scope="module")
 def layers():
     return K.read(NET)
-
-
-def random_weights(cfg, seed=0):
-    rng = np.random.default_rng(seed)
-    return {
-        name: ((0.1 * rng.standard_normal(shape)).astype(np.float32), rng.standard_normal(shape[0]).astype(np.float32))
-        for name, shape in caffe_layer_shapes(cfg).items()
-    }
-
-
-def kernels(weights):
-    return {name: w for name, (w, _) in weights.items()}
 
 
 # --------------------------------------------------------------------------- the released .net

@@ -6,9 +6,8 @@ import sys
 
 import numpy as np
 import pytest
+from builders import kernels, random_weights, tiny
 from conftest import NET
-from test_codec import kernels, random_weights
-from test_train import tiny
 
 from sqzdse.cli import main
 from sqzdse.compress import codec as K

@@ -5,7 +5,7 @@ import json
 import jax
 import numpy as np
 import pytest
-from test_train import tiny
+from builders import tiny
 
 from sqzdse.compress import dsd
 from sqzdse.train import loop as T

@@ -71,7 +71,7 @@ def test_garbage_run_json_is_named(damaged_run, capsys):
 
 
 def test_a_bad_line_in_metrics_is_named_a_half_written_last_line_dropped(damaged_run, capsys):
-    from test_train import synthetic
+    from builders import synthetic
 
     from sqzdse.train import checkpoints as ckpt
     from sqzdse.train import loop as T

@@ -8,8 +8,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 import skimage.data
+from builders import tiny
 from flax import nnx
-from test_train import tiny
 
 from sqzdse import api
 from sqzdse.cli import main

@@ -11,8 +11,7 @@ import time
 
 import optuna
 import pytest
-from test_spec import quiet, spec
-from test_sweep import SEEDS, completed_points
+from builders import SEEDS, completed_points, quiet, spec
 
 from sqzdse.cli import main
 from sqzdse.cli.sweep import run_pool
@@ -147,7 +146,7 @@ def test_a_dataset_typo_or_a_batch_larger_than_the_data_creates_no_study(ds, tmp
 
 
 def _tiny_raw():
-    from test_spec import TINY_SPEC
+    from builders import TINY_SPEC
 
     return {k: dict(v) for k, v in TINY_SPEC.items()}
 

@@ -6,7 +6,7 @@ import json
 import math
 
 import optuna
-from test_spec import TINY_SPEC, spec
+from builders import TINY_SPEC, spec
 
 from sqzdse.cli import main
 from sqzdse.model.cost import summary

@@ -57,7 +57,7 @@ def test_on_a_terminal_a_live_bar_whose_rate_leaves_out_the_first_update(monkeyp
 
 
 def test_a_run_without_a_terminal_logs_one_line_per_epoch(capsys):
-    from test_train import synthetic, tiny
+    from builders import synthetic, tiny
 
     from sqzdse.train import loop as T
 

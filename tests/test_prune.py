@@ -1,8 +1,7 @@
 """Magnitude pruning: the released density pattern, and masks held through training."""
 
 import numpy as np
-from test_codec import kernels
-from test_train import tiny
+from builders import kernels, tiny
 
 from sqzdse.compress import prune as P
 from sqzdse.model import config as C

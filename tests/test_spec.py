@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+from builders import TINY_SPEC, points_of, quiet, spec
 
 from sqzdse.cli import main
 from sqzdse.sweep import engine as S
@@ -11,21 +12,6 @@ from sqzdse.sweep import spec as SP
 from sqzdse.sweep import storage as ST
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
-
-# A tiny sweep: 16x16x1 synthetic images, 16..64 expand filters, one quick epoch.
-TINY_SPEC = {
-    "study": {"name": "tiny", "sampler": "grid", "seeds": [0]},
-    "model": {"preset": "squeezenet_small", "base_e": 16, "incr_e": 16},
-    "space": {"sr": [0.25, 0.5, 0.75]},
-    "train": {"dataset": "synthetic", "epochs": 1, "batch_size": 16, "init": "msra", "warmup_epochs": 0.0},
-}
-
-
-def spec(space=None, **study):
-    raw = json.loads(json.dumps(TINY_SPEC))
-    raw["study"].update(study)
-    raw["space"] = space or raw["space"]
-    return SP.parse_spec(raw)
 
 
 @pytest.mark.parametrize(
@@ -127,17 +113,6 @@ def test_shipped_sweeps_are_valid(path):
     assert s.name == path.stem
     head = path.read_text().splitlines()[:30]
     assert any("sqzdse sweep run" in line for line in head), "the header says the command"
-
-
-def quiet(*_):
-    pass
-
-
-def points_of(url, name="tiny"):
-    import optuna
-
-    trials = optuna.load_study(study_name=name, storage=ST.open_storage(url)).trials
-    return sorted((t.system_attrs["fixed_params"]["sr"], t.system_attrs["fixed_params"]["seed"]) for t in trials)
 
 
 def claim_and_suggest(study, s):

@@ -7,7 +7,7 @@ import time
 import warnings
 
 import pytest
-from test_spec import TINY_SPEC, points_of, quiet, spec
+from builders import TINY_SPEC, points_of, quiet, spec
 
 from sqzdse.cli import main
 from sqzdse.sweep import engine as S

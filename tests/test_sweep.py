@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_spec import TINY_SPEC, quiet, spec
+from builders import SEED_POINTS, SEEDS, TINY_SPEC, completed_points, quiet, spec
 
 from sqzdse.cli import main
 from sqzdse.model import config as C
@@ -22,16 +22,6 @@ from sqzdse.sweep import spec as SP
 from sqzdse.sweep import storage as ST
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
-
-
-# Three trials of one network, test_train's (the seeds of sr=0.25): the tests that kill, signal or race workers
-# compile no network of their own.
-SEEDS = {"space": {"sr": [0.25]}, "seeds": [0, 1, 2]}
-SEED_POINTS = [(0.25, 0), (0.25, 1), (0.25, 2)]
-
-
-def completed_points(rows):
-    return sorted((r["sr"], r["seed"]) for r in rows if r["state"] == "COMPLETE")
 
 
 @pytest.mark.slow
@@ -105,9 +95,7 @@ def test_diverged_trial_is_a_recorded_failure_and_the_sweep_goes_on(ds, tmp_path
 WORKER = """
 import sys, time
 sys.path.insert(0, {tests!r})
-from test_spec import TINY_SPEC, quiet, spec
-from test_train import synthetic
-from test_sweep import spec
+from builders import TINY_SPEC, quiet, spec, synthetic
 from sqzdse.model import config as C
 from sqzdse.sweep import spec as SP
 from sqzdse.sweep import storage as ST
@@ -134,7 +122,7 @@ def worker(url, runs, delay=0.0, study=None):
 def check_concurrent_workers(url, runs, workers=6, seeds=3):
     """`workers` processes start together on one grid of `seeds` points (one model): every point COMPLETE once,
     nothing failed. Two workers race for each point, and those that find none left exit without training. The
-    callers take the `ds` fixture, which has compiled that model (test_train's), so that the workers load it
+    callers take the `ds` fixture, which has compiled that model (``builders.tiny``), so that the workers load it
     from the compilation cache instead of all compiling it at once."""
     procs = [worker(url, runs, study={"seeds": list(range(seeds)), "space": {"sr": [0.25]}}) for _ in range(workers)]
     outs = [p.communicate(timeout=600)[0] for p in procs]
@@ -169,8 +157,7 @@ def check_killed_worker(url, runs, ds):
 SIGNALLED_WORKER = """
 import sys
 sys.path.insert(0, {tests!r})
-from test_train import Slow, synthetic
-from test_sweep import SEEDS, spec
+from builders import SEEDS, Slow, spec, synthetic
 from sqzdse.data import pipeline as D
 from sqzdse.cli import main, sweep as CS
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from builders import run, synthetic, tiny
 
 from sqzdse.cli import main
 from sqzdse.data import pipeline as D
@@ -23,48 +24,6 @@ from sqzdse.train import checkpoints as ckpt
 from sqzdse.train import loop as T
 from sqzdse.train import recipe
 from sqzdse.train.recipe import run_key
-
-# A tiny member of the design space: 16x16x1 input, 16..64 expand filters, 4..16 squeeze. With 4 classes it is
-# test_spec.TINY_SPEC's network at sr=0.25, so that the training and the sweep tests compile it once between them.
-TINY = C.squeezenet_small(base_e=16, incr_e=16, sr=0.25, input_shape=(16, 16, 1))
-
-
-def synthetic(n_train=192, n_test=64, seed=0):
-    """A learnable 4-class problem: each class lights a different quadrant."""
-    rng = np.random.default_rng(seed)
-
-    def make(n):
-        y = rng.integers(0, 4, n)
-        x = rng.integers(0, 60, (n, 16, 16, 1))
-        for i, k in enumerate(y):
-            r, c = divmod(int(k), 2)
-            x[i, r * 8 : r * 8 + 8, c * 8 : c * 8 + 8] += 150
-        return x.astype(np.uint8), y.astype(np.int64)
-
-    # No flips: mirroring would swap the quadrants, i.e. the labels.
-    return D.from_arrays("synthetic", make(n_train), make(n_test), num_classes=4, val_size=32, flip=False)
-
-
-class Slow:
-    """The same data, slowly, so that a test can signal or kill a run mid-epoch."""
-
-    def __init__(self, ds, delay=0.25):
-        self.ds, self.delay, self.info, self.steps_per_epoch = ds, delay, ds.info, ds.steps_per_epoch
-
-    def batches(self, *a, **k):
-        for b in self.ds.batches(*a, **k):
-            time.sleep(self.delay)
-            yield b
-
-
-def tiny(**kw):
-    return C.SqueezeNetConfig(**{**C.to_dict(TINY), "stem": TINY.stem, "pool_after": TINY.pool_after,
-                                 "input_shape": TINY.input_shape, "num_classes": 4, **kw})  # fmt: skip
-
-
-def run(ds, workdir=None, cfg=None, **kw):
-    tc = T.TrainConfig(**{"batch_size": 16, "epochs": 2, "warmup_epochs": 0, "init": "msra", **kw})
-    return T.train_and_evaluate(cfg or tiny(), tc, workdir, dataset=ds, progress=False)
 
 
 def params_of(result):
@@ -129,7 +88,7 @@ def test_learns_synthetic_task(ds):
 KILLED_WORKER = """
 import sys
 sys.path.insert(0, {tests!r})
-from test_train import Slow, synthetic, tiny
+from builders import Slow, synthetic, tiny
 from sqzdse.train import loop as T
 from sqzdse.train import recipe
 from sqzdse.train.recipe import run_key
@@ -276,7 +235,7 @@ TRAIN_ARGV = ["train", "--preset", "squeezenet_small", "--base-e", "16", "--incr
 SIGNALLED_TRAIN = """
 import sys
 sys.path.insert(0, {tests!r})
-from test_train import Slow, synthetic
+from builders import Slow, synthetic
 from sqzdse.data import pipeline as D
 from sqzdse.cli import main
 
