@@ -11,7 +11,7 @@ import time
 
 import optuna
 import pytest
-from builders import SEEDS, completed_points, quiet, spec
+from builders import SEEDS, TINY_SPEC, completed_points, quiet, spec
 
 from sqzdse.cli import main
 from sqzdse.cli.sweep import run_pool
@@ -136,19 +136,18 @@ def test_a_worker_whose_study_was_deleted_stops_in_one_line(ds, tmp_path):
 
 def test_a_dataset_typo_or_a_batch_larger_than_the_data_creates_no_study(ds, tmp_path):
     url = f"sqlite:///{tmp_path}/none.db"
-    typo = SP.parse_spec({**_tiny_raw(), "train": {**_tiny_raw()["train"], "dataset": "fashon_mnist"}})
+    typo = _with_train(dataset="fashon_mnist")
     with pytest.raises(SP.SpecError, match="^train: unknown dataset 'fashon_mnist'; known: "):
         S.run_worker(typo, url, runs_dir=str(tmp_path), log=quiet)
-    huge = SP.parse_spec({**_tiny_raw(), "train": {**_tiny_raw()["train"], "batch_size": 100_000}})
+    huge = _with_train(batch_size=100_000)
     with pytest.raises(SP.SpecError, match=r"^train: batch_size x iter_size = 100000: larger than the training split"):
         S.run_worker(huge, url, runs_dir=str(tmp_path), dataset=ds, log=quiet)
     assert not os.path.exists(f"{tmp_path}/none.db")  # neither made a storage, let alone a study
 
 
-def _tiny_raw():
-    from builders import TINY_SPEC
-
-    return {k: dict(v) for k, v in TINY_SPEC.items()}
+def _with_train(**changes):
+    """TINY_SPEC with these [train] values."""
+    return SP.parse_spec({**TINY_SPEC, "train": {**TINY_SPEC["train"], **changes}})
 
 
 @pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])

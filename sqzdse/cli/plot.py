@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 
 from sqzdse.cli.common import add_output, command
+from sqzdse.model.config import METAPARAMETERS
 from sqzdse.results.figures import KINDS
-from sqzdse.results.rows import BY_CHOICES, METAPARAMETERS, METRICS, SIZES
+from sqzdse.results.rows import BY_CHOICES, METRICS, SIZES
 
 # kind -> (help, the options of make_plot it takes besides metric and where)
 PLOTS = {

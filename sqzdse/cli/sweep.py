@@ -81,9 +81,10 @@ def _spawn_workers(args, url: str) -> int:
         argv += ["--max-trials", str(args.max_trials)]
     if args.yes:
         argv.append("--yes")
-    # The storage goes by the environment: a password in its URL stays out of `ps`.
+    # One disjoint set of cores per worker; the storage goes by the environment, so a password in its URL stays
+    # out of `ps`.
     envs = [{**os.environ, "SQZDSE_CPUS": ",".join(map(str, cpus)), STORAGE_ENV: url}
-            for cpus in worker_cpus(args.workers)]  # fmt: skip  # one disjoint set of cores per worker
+            for cpus in worker_cpus(args.workers)]  # fmt: skip
     return run_pool([(argv, env) for env in envs])
 
 
@@ -99,19 +100,22 @@ def run_pool(commands: list[tuple[list[str], dict]]) -> int:
 
     procs, received, told = [], [], set()
 
-    def forward(signum, _frame):
-        received.append(signum)
+    def tell(signum):  # each worker once
         for p in procs:
             if p.poll() is None and p.pid not in told:
                 told.add(p.pid)
                 p.send_signal(signum)
 
-    handlers = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    def on_signal(signum, _frame):
+        received.append(signum)
+        tell(signum)
+
+    handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         for argv, env in commands:
             procs.append(subprocess.Popen(argv, env=env, process_group=0))
             if received:  # a signal while starting them: this one hears of it, the rest need not start
-                forward(received[0], None)
+                tell(received[0])
                 break
         codes = [p.wait() for p in procs]
     finally:
@@ -130,7 +134,7 @@ def _states(st: dict) -> str:
 
 
 def cmd_sweep_status(args) -> int:
-    from sqzdse.results.rows import METAPARAMETERS
+    from sqzdse.model.config import METAPARAMETERS
     from sqzdse.sweep import engine as S
 
     url, study = _storage_of(args)

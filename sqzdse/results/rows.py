@@ -58,8 +58,7 @@ def load_rows(*sources: str | os.PathLike | Sequence, study: str | Sequence[str]
 
     Args:
       sources: ``.csv`` or ``.json`` exports of ``sqzdse.sweep.engine``, sweep files (``.toml``: that sweep's
-        study in its
-        storage, as ``sweep run`` chose it), or storage URLs (``sqlite:///runs/x.db``,
+        study in its storage, as ``sweep run`` chose it), or storage URLs (``sqlite:///runs/x.db``,
         ``postgresql://...``, read with ``sqzdse.sweep.engine.export_rows``); lists of them are flattened.
         Rows keep their ``study`` (a file row without one gets the file's stem).
       study: keep only rows of this study (or these studies).
