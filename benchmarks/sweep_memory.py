@@ -46,7 +46,7 @@ def main():
     rows = []
     t0 = time.perf_counter()
     for i in range(args.trials):
-        S.run_worker(spec, url, runs_dir=work, dataset=ds, max_trials=1, log=lambda *_: None)
+        S.run_worker(spec, url, runs_dir=work, dataset=ds, max_trials=1)
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         last = max((r for r in S.export_rows(url, "mem") if r["state"] == "COMPLETE"), key=lambda r: r["number"])
         rows.append(

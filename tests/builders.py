@@ -1,7 +1,9 @@
 """What several test modules build: the tiny network and synthetic data of the training tests, the tiny sweep
 file, random Caffe weights. One place, so that test modules never import each other."""
 
+import contextlib
 import json
+import logging
 import time
 
 import numpy as np
@@ -84,8 +86,23 @@ def spec(space=None, **study):
     return SP.parse_spec(raw)
 
 
-def quiet(*_):
-    pass
+@contextlib.contextmanager
+def logged(name="sqzdse"):
+    """The library's log messages (INFO and above) while the block runs, as a list of strings."""
+    lines, logger = [], logging.getLogger(name)
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    handler, level = Collect(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def points_of(url, name="tiny"):

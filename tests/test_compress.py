@@ -96,14 +96,14 @@ def test_compress_a_trained_run_with_fine_tuning(ds, tmp_path):
     out = tmp_path / "tiny.sqz"
     r = Z.compress_to_file(out, cfg, params, huffman=True, bits=4, density=0.5, tc=tc, graphdef=graphdef,
                            dataset=ds, finetune_epochs=1)  # fmt: skip
-    assert r["file_bytes"] == out.stat().st_size == r["huffman_coded"]["bytes"] < r["fixed"]["bytes"]
-    assert list(r["stages"]) == ["trained", "pruned", "pruned + fine-tuned", "quantised", "quantised + fine-tuned",
+    assert r.file_bytes == out.stat().st_size == r.huffman_coded["bytes"] < r.fixed["bytes"]
+    assert list(r.stages) == ["trained", "pruned", "pruned + fine-tuned", "quantised", "quantised + fine-tuned",
                                  "decoded file"]  # fmt: skip
-    assert r["stages"]["decoded file"] == r["stages"]["quantised + fine-tuned"]
-    for layer, row in zip(K.read(out), r["layers"], strict=True):
+    assert r.stages["decoded file"] == r.stages["quantised + fine-tuned"]
+    for layer, row in zip(K.read(out), r.layers, strict=True):
         w = layer.decode()
         assert len(np.unique(w[w != 0])) <= 15  # still 15 shared weights after centroid fine-tuning
         assert row["density"] == np.count_nonzero(layer.codes) / w.size <= 0.5
-    assert "bytes on disk" in Z.format_report(r)
+    assert "bytes on disk" in r.text()
     with pytest.raises(ValueError, match="fine-tuning needs"):
         Z.compress_model(cfg, params, finetune_epochs=1)

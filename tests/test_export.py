@@ -13,14 +13,45 @@ from flax import nnx
 
 from sqzdse import api
 from sqzdse.cli import main
+from sqzdse.data import pipeline as D
 from sqzdse.deploy.onnx import export, lax_forward
 from sqzdse.model import config as C
 from sqzdse.model.weights import caffe_weights
+from sqzdse.train import loop as T
 
 
 def run_onnx(path, x_nhwc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return run_onnx_nchw(path, x_nhwc.transpose(0, 3, 1, 2))
+
+
+def run_onnx_nchw(path, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return tuple(session.run(["scores", "probabilities"], {"data": x_nhwc.transpose(0, 3, 1, 2)}))
+    return tuple(session.run(["scores", "probabilities"], {"data": x}))
+
+
+def as_the_card_says(card: dict, images: list[np.ndarray]) -> np.ndarray:
+    """uint8 images as the ONNX card's input: its preprocessing steps done by hand, with PIL for decoding and
+    resizing and nothing of sqzdse's, so that a card that describes the wrong input shows as a wrong answer."""
+    from PIL import Image
+
+    prep, (inp,) = card["preprocessing"], card["inputs"]
+    _, c, h, w = inp["shape"]
+    out = []
+    for im in images:
+        pil = Image.fromarray(im).convert("L" if prep["channel_order"] == "grayscale" else "RGB")
+        if prep["channel_order"] == "BGR":  # resize to 256x256 (bilinear), centre crop, RGB -> BGR, minus the mean
+            x = np.asarray(pil.resize((256, 256), Image.Resampling.BILINEAR), np.float32)
+            top, left = (256 - h) // 2, (256 - w) // 2
+            x = x[top : top + h, left : left + w, ::-1] - np.float32(prep["mean_bgr"])
+        else:
+            if pil.size != (w, h):
+                pil = pil.resize((w, h), Image.Resampling.BILINEAR)
+            x = (np.asarray(pil, np.float32).reshape(h, w, c) - np.float32(prep["mean"])) / np.float32(prep["std"])
+        out.append(x.transpose(2, 0, 1))
+    x = np.stack(out)
+    assert np.all(x >= np.float32(inp["min_per_channel"])[:, None, None] - 1e-3)
+    assert np.all(x <= np.float32(inp["max_per_channel"])[:, None, None] + 1e-3)
+    return x
 
 
 @pytest.mark.parametrize(
@@ -71,6 +102,29 @@ def test_released_onnx_equals_jax_and_carries_names_and_a_description(tmp_path):
     assert desc["preprocessing"]["mean_bgr"] == [104.0, 117.0, 123.0]
     assert [o["name"] for o in desc["outputs"]] == ["scores", "probabilities"]
     assert C.from_dict(json.loads(meta["sqzdse_config"])) == clf.cfg
+    _, probs = run_onnx_nchw(path, as_the_card_says(desc, [cat, coffee]))  # fed as the card says
+    np.testing.assert_allclose(probs, clf.probabilities(clf.prepare([cat, coffee])), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_a_small_input_runs_card_says_what_its_input_is(tmp_path):
+    """A run trained on Fashion-MNIST-shaped data records the dataset's normalisation; its card says it, and ONNX
+    Runtime fed as the card says gives api.load's probabilities."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(48, 28, 28), dtype=np.uint8)
+    data = D.from_arrays("fashion_mnist", (images[:40], np.arange(40) % 10), (images[40:], np.arange(8) % 10),
+                         num_classes=10, val_size=8)  # fmt: skip
+    run = str(tmp_path / "run")
+    tc = T.TrainConfig(dataset="fashion_mnist", batch_size=16, epochs=1, warmup_epochs=0, init="msra")
+    assert T.train_and_evaluate(tiny(input_shape=(28, 28, 1), num_classes=10), tc, run, dataset=data,
+                                progress=False).status == "completed"  # fmt: skip
+    clf = api.load(run)
+    card = export(clf, tmp_path / "run.onnx")
+    assert card["preprocessing"]["mean"] == list(clf.preprocessing.mean) and card["dataset"] == "fashion_mnist"
+    assert "(p - mean) / std" in card["inputs"][0]["value_range"]
+    photos = [images[0], images[1], np.asarray(skimage.data.camera())]  # stored size, and a 512x512 photo resized
+    _, probs = run_onnx_nchw(tmp_path / "run.onnx", as_the_card_says(card, photos))
+    np.testing.assert_allclose(probs, clf.probabilities(clf.prepare(photos)), atol=1e-5)
 
 
 def test_a_trained_run_exports_from_the_cli(run_dir, tmp_path, capsys):

@@ -11,7 +11,7 @@ import time
 
 import optuna
 import pytest
-from builders import SEEDS, TINY_SPEC, completed_points, quiet, spec
+from builders import SEEDS, TINY_SPEC, completed_points, logged, spec
 
 from sqzdse.cli import main
 from sqzdse.cli.sweep import run_pool
@@ -37,7 +37,7 @@ def test_a_fault_of_the_machine_requeues_the_trial_and_the_next_run_trains_it(ds
     url, runs = f"sqlite:///{tmp_path}/fault.db", str(tmp_path / "runs")
     s = spec(**SEEDS)
     with pytest.raises(S.MachineFault) as e:
-        S.run_worker(s, url, runs_dir=runs, dataset=FullDisk(ds), log=quiet)
+        S.run_worker(s, url, runs_dir=runs, dataset=FullDisk(ds))
     msg = str(e.value)
     assert e.value.exit_code == 75 and "\n" not in msg
     assert "trial 0 stopped by a fault of the machine" in msg and "No space left on device" in msg, msg
@@ -47,7 +47,7 @@ def test_a_fault_of_the_machine_requeues_the_trial_and_the_next_run_trains_it(ds
     (failed,) = [r for r in rows if r["state"] == "FAIL"]
     assert failed["status"] == "fault" and "retried as a new trial" in failed["reason"]
     # The disk is fixed: the next run trains every point, the retried one included, and fails nothing more.
-    assert S.run_worker(s, url, runs_dir=runs, dataset=ds, log=quiet) == 3
+    assert S.run_worker(s, url, runs_dir=runs, dataset=ds) == 3
     rows = S.export_rows(url, "tiny")
     assert completed_points(rows) == [(0.25, 0), (0.25, 1), (0.25, 2)]
     assert [r["state"] for r in rows].count("FAIL") == 1
@@ -131,17 +131,17 @@ def test_a_worker_whose_study_was_deleted_stops_in_one_line(ds, tmp_path):
     url = f"sqlite:///{tmp_path}/gone.db"
     with pytest.raises(S.StudyGone, match=r"^study 'tiny' was deleted from sqlite:///.*gone.db while this worker "
                        r"ran it; stopped$"):  # fmt: skip
-        S.run_worker(spec(**SEEDS), url, runs_dir=str(tmp_path / "runs"), dataset=DeletesTheStudy(ds, url), log=quiet)
+        S.run_worker(spec(**SEEDS), url, runs_dir=str(tmp_path / "runs"), dataset=DeletesTheStudy(ds, url))
 
 
 def test_a_dataset_typo_or_a_batch_larger_than_the_data_creates_no_study(ds, tmp_path):
     url = f"sqlite:///{tmp_path}/none.db"
     typo = _with_train(dataset="fashon_mnist")
     with pytest.raises(SP.SpecError, match="^train: unknown dataset 'fashon_mnist'; known: "):
-        S.run_worker(typo, url, runs_dir=str(tmp_path), log=quiet)
+        S.run_worker(typo, url, runs_dir=str(tmp_path))
     huge = _with_train(batch_size=100_000)
     with pytest.raises(SP.SpecError, match=r"^train: batch_size x iter_size = 100000: larger than the training split"):
-        S.run_worker(huge, url, runs_dir=str(tmp_path), dataset=ds, log=quiet)
+        S.run_worker(huge, url, runs_dir=str(tmp_path), dataset=ds)
     assert not os.path.exists(f"{tmp_path}/none.db")  # neither made a storage, let alone a study
 
 
@@ -223,11 +223,12 @@ def test_a_pool_without_signals_returns_the_worst_exit_code():
 
 
 def test_a_worker_with_nothing_to_claim_names_the_trials_running_elsewhere(ds, tmp_path):
-    url, s, log = f"sqlite:///{tmp_path}/held.db", spec(space={"sr": [0.25]}), []
-    study = S.open_study(s, url, log=quiet)
+    url, s = f"sqlite:///{tmp_path}/held.db", spec(space={"sr": [0.25]})
+    study = S.open_study(s, url)
     held = ST.claim_waiting(study)  # another worker's trial, its heartbeat fresh: not stale yet
     held.storage.record_heartbeat(held._trial_id)
-    assert S.run_worker(s, url, runs_dir=str(tmp_path), dataset=ds, log=log.append) == 0
+    with logged() as log:
+        assert S.run_worker(s, url, runs_dir=str(tmp_path), dataset=ds) == 0
     assert any("nothing left to claim; trial(s) 0 RUNNING elsewhere" in m and "120 s old" in m for m in log), log
 
 

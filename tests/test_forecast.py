@@ -6,6 +6,7 @@ import json
 import math
 
 import optuna
+import pytest
 from builders import TINY_SPEC, spec
 
 from sqzdse.cli import main
@@ -84,15 +85,34 @@ def test_dry_run_lists_the_grid_and_estimates_from_measured_trials(ds, tmp_path)
     study = optuna.create_study(study_name="other", storage=url)
     study.add_trial(optuna.create_trial(value=0.5, user_attrs=dict(dataset="synthetic", images_per_s=200.0, macs=1e6,
                                                                    compile_seconds=12.0)))  # fmt: skip
-    optuna.create_study(study_name="tiny", storage=url).add_trial(
-        optuna.create_trial(value=0.5, system_attrs={"fixed_params": {"sr": 0.25, "seed": 0}})
-    )
+    made = optuna.create_study(study_name="tiny", storage=url, direction="maximize")
+    made.set_user_attr("spec", SP.spec_record(s))  # as `sweep run` of this file made it
+    made.add_trial(optuna.create_trial(value=0.5, system_attrs={"fixed_params": {"sr": 0.25, "seed": 0}}))
     plan, pace, held = S.dry_run(s, url, dataset=ds)
     assert held == 1 and pace.source == "other studies on synthetic" and [p.done for p in plan] == [True, False, False]
     # 1 epoch of batches of 16 (the last partial one dropped); val and test evaluated whole (no eval_limit).
     train = ds.info.num_train // 16 * 16
     expected = 12.0 + plan[2].macs / (200.0 * 1e6) * (train + (ds.info.num_val + ds.info.num_test) / 3)
     assert math.isclose(plan[2].seconds, expected)
+
+
+def test_the_dry_run_of_a_changed_file_refuses_it_as_the_run_would(ds, tmp_path, monkeypatch, capsys):
+    url = f"sqlite:///{tmp_path}/c.db"
+    S.open_study(spec(), url)
+    raw = json.loads(json.dumps(TINY_SPEC))
+    raw["train"]["epochs"] = 2  # the same study name, another budget
+    changed = SP.parse_spec(raw)
+    with pytest.raises(SP.SpecError) as dry:
+        S.dry_run(changed, url, dataset=ds)
+    with pytest.raises(SP.SpecError) as real:
+        S.open_study(changed, url)
+    assert str(dry.value) == str(real.value) and "train.epochs: 1 → 2" in str(dry.value)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(S, "load_dataset", lambda spec: ds)
+    (tmp_path / "tiny.toml").write_text(_toml(raw))
+    assert main(["sweep", "run", "tiny.toml", "--storage", url, "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "made from a different sweep file; nothing was run" in err and err.count("\n") == 1, err
 
 
 def test_dry_run_of_a_sampler_shows_the_corners_of_its_space(ds, tmp_path):
@@ -123,7 +143,7 @@ def test_one_default_storage_holds_every_study_and_an_old_one_stays_where_it_is(
     assert ST.storage_url("sqlite:///x.db", spec()) == "sqlite:///x.db"
     # sqzdse 0.1 kept each study in runs/NAME.db: that file stays the study's storage, and `sweep run` says so.
     (tmp_path / "runs").mkdir()
-    optuna.create_study(study_name="tiny", storage="sqlite:///runs/tiny.db")
+    optuna.create_study(study_name="tiny", storage="sqlite:///runs/tiny.db", direction="maximize")
     assert ST.storage_url(None, spec()) == "sqlite:///runs/tiny.db"
     assert ST.storage_url(None, "another") == "sqlite:///runs/sqzdse.db"
     monkeypatch.setattr(S, "load_dataset", lambda spec: ds)

@@ -6,6 +6,7 @@ import types
 from pathlib import Path
 
 import pytest
+from builders import logged
 from sweep_rows import study, write_csv
 
 from sqzdse.results import rows as results
@@ -64,7 +65,23 @@ def test_storage_urls_go_through_sweep_export_rows(rows, monkeypatch):
     monkeypatch.setitem(sys.modules, "sqzdse.sweep.engine", types.SimpleNamespace(export_rows=export_rows))
     got = results.load_rows("sqlite:///runs/x.db", "postgresql://u@h/db", study="fig3a")
     assert calls == [("sqlite:///runs/x.db", "fig3a"), ("postgresql://u@h/db", "fig3a")]
-    assert got == rows[:2] + rows[:2]
+    assert got == rows[:2]  # the same two trials in both storages: each counted once
+
+
+def test_a_trial_in_several_sources_is_counted_once(rows, files):
+    with logged() as lines:
+        got = results.load_rows(files["csv"], files["json"])
+    assert got == rows and lines == [f"{len(rows)} trial rows were in more than one source: each trial is counted once"]
+    # A source that caught a trial running and one that has it finished: the finished row is kept.
+    running = next(i for i, r in enumerate(rows) if r["state"] == "RUNNING")
+    later = [dict(r, state="COMPLETE", val_top1=0.5) if i == running else r for i, r in enumerate(rows)]
+    write_csv(files["dir"] / "later.csv", later)
+    assert results.load_rows(files["csv"], files["dir"] / "later.csv") == later
+    # Another study of the same name and numbers (other keys): never mixed into one figure.
+    other = [dict(r, key=f"other{i}") for i, r in enumerate(rows)]
+    write_csv(files["dir"] / "other.csv", other)
+    with pytest.raises(results.ResultsError, match="two sources hold different trials as study 'fig3a' trial 0"):
+        results.load_rows(files["csv"], files["dir"] / "other.csv")
 
 
 def test_budget_text_is_the_train_table_less_the_seed():

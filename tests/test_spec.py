@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
-from builders import TINY_SPEC, points_of, quiet, spec
+from builders import TINY_SPEC, logged, points_of, spec
 
 from sqzdse.cli import main
 from sqzdse.sweep import engine as S
@@ -127,17 +127,18 @@ def claim_and_suggest(study, s):
 def test_a_grid_that_grew_gets_its_new_points_only(tmp_path):
     url = f"sqlite:///{tmp_path}/grow.db"
     first = spec()
-    study = S.open_study(first, url, log=quiet)
+    study = S.open_study(first, url)
     assert claim_and_suggest(study, first) == {"sr": 0.25, "seed": 0}
-    logged = []
     grown = spec(space={"sr": [0.25, 0.5, 0.75, 1]}, seeds=[0, 1])  # 1: an int in a float axis is the point 1.0
-    study = S.open_study(grown, url, log=logged.append)
-    assert logged == ["[tiny] enqueued 5 grid points the study did not have"]
+    with logged() as lines:
+        study = S.open_study(grown, url)
+    assert lines == ["[tiny] enqueued 5 grid points the study did not have"]
     assert points_of(url) == sorted((sr, seed) for sr in (0.25, 0.5, 0.75, 1.0) for seed in (0, 1))
     # New categories and seeds suggest fine next to the first trial's (a grid records ranges, not categories).
     assert claim_and_suggest(study, grown) == {"sr": 0.5, "seed": 0}
-    S.open_study(grown, url, log=logged.append)  # idempotent: nothing more
-    assert len(points_of(url)) == 8 and len(logged) == 1
+    with logged() as lines:
+        S.open_study(grown, url)  # idempotent: nothing more
+    assert len(points_of(url)) == 8 and not lines
     assert optuna_spec(url)["space"] == {"sr": [0.25, 0.5, 0.75, 1.0]}  # the study records the file it now follows
 
 
@@ -161,12 +162,12 @@ def optuna_spec(url, name="tiny"):
 )
 def test_a_different_file_with_the_same_study_name_is_refused(tmp_path, change, message):
     url = f"sqlite:///{tmp_path}/mix.db"
-    S.open_study(spec(), url, log=quiet)
+    S.open_study(spec(), url)
     raw = json.loads(json.dumps(TINY_SPEC))
     for section, values in change.items():
         raw[section] = values if section in ("space", "compress") else {**raw[section], **values}
     with pytest.raises(SP.SpecError) as e:
-        S.open_study(SP.parse_spec(raw, source="other.toml"), url, log=quiet)
+        S.open_study(SP.parse_spec(raw, source="other.toml"), url)
     assert message in str(e.value), str(e.value)
     assert "nothing was run" in str(e.value) and "sqzdse sweep delete other.toml" in str(e.value)
     assert points_of(url) == [(0.25, 0), (0.5, 0), (0.75, 0)]  # nothing enqueued, nothing changed
@@ -174,8 +175,8 @@ def test_a_different_file_with_the_same_study_name_is_refused(tmp_path, change, 
 
 def test_heartbeat_and_retry_settings_may_change(tmp_path):
     url = f"sqlite:///{tmp_path}/hb.db"
-    S.open_study(spec(), url, log=quiet)
-    S.open_study(spec(heartbeat_interval=20, grace_period=60, max_retry=1), url, log=quiet)
+    S.open_study(spec(), url)
+    S.open_study(spec(heartbeat_interval=20, grace_period=60, max_retry=1), url)
     assert optuna_spec(url)["grace_period"] == 60 and len(points_of(url)) == 3
 
 

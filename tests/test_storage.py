@@ -7,7 +7,7 @@ import time
 import warnings
 
 import pytest
-from builders import TINY_SPEC, points_of, quiet, spec
+from builders import TINY_SPEC, points_of, spec
 
 from sqzdse.cli import main
 from sqzdse.sweep import engine as S
@@ -43,7 +43,7 @@ def check_claim_race(url, processes, trials, rounds):
     names = [f"race{i}" for i in range(rounds)]
     for name in names:
         raw = {**TINY_SPEC, "study": {"name": name, "seeds": trials}, "space": {"sr": [0.5]}}
-        S.open_study(SP.parse_spec(raw), url, log=lambda *_: None)  # a grid of `trials` seeds
+        S.open_study(SP.parse_spec(raw), url)  # a grid of `trials` seeds
     ctx = multiprocessing.get_context("fork")  # forked: no second import of JAX per racer
     barrier, out = ctx.Barrier(processes), ctx.Queue()
     procs = [ctx.Process(target=_claimer, args=(url, names, barrier, out)) for _ in range(processes)]
@@ -83,16 +83,16 @@ def test_a_creator_killed_mid_enqueue_leaves_nothing_half_made(tmp_path, monkeyp
 
     monkeypatch.setattr(optuna.Study, "enqueue_trial", dies_after_one)
     with pytest.raises(KeyboardInterrupt):
-        S.open_study(spec(), url, log=quiet)
+        S.open_study(spec(), url)
     monkeypatch.setattr(optuna.Study, "enqueue_trial", enqueue)
     t = time.time()
-    S.open_study(spec(), url, log=quiet)  # the next run: no wait, the missing points enqueued once
+    S.open_study(spec(), url)  # the next run: no wait, the missing points enqueued once
     assert time.time() - t < 10 and points_of(url) == [(0.25, 0), (0.5, 0), (0.75, 0)]
 
 
 def test_sweep_delete_asks_first(tmp_path, monkeypatch, capsys):
     url = f"sqlite:///{tmp_path}/del.db"
-    S.open_study(spec(), url, log=quiet)
+    S.open_study(spec(), url)
     argv = ["sweep", "delete", "--storage", url, "--study", "tiny"]
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # no terminal, no --yes: refused
     assert main(argv) == 2
@@ -103,7 +103,7 @@ def test_sweep_delete_asks_first(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("builtins.input", lambda prompt: "y")
     assert main(argv) == 0 and "deleted 'tiny' (3 trials)" in capsys.readouterr().out
     assert main([*argv, "--yes"]) == 2 and "study 'tiny' not in" in capsys.readouterr().err
-    S.open_study(spec(), url, log=quiet)
+    S.open_study(spec(), url)
     assert main(["sweep", "delete", "--storage", url, "--study", "tiny", "--yes"]) == 0
 
 
@@ -162,7 +162,7 @@ def test_sweep_and_plotting_a_storage_never_import_jax(tmp_path):
     import optuna
 
     url = f"sqlite:///{tmp_path}/p.db"
-    study = S.open_study(spec(), url, log=quiet)
+    study = S.open_study(spec(), url)
     dist = optuna.distributions.FloatDistribution(0.1, 1.0)
     for sr, acc in [(0.25, 0.7), (0.5, 0.8), (0.75, 0.75)]:
         attrs = dict(sr=sr, val_top1=acc, test_top1=acc, bytes=1000, params=250, seed=0, status="completed")

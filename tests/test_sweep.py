@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from builders import SEED_POINTS, SEEDS, TINY_SPEC, completed_points, quiet, spec
+from builders import SEED_POINTS, SEEDS, TINY_SPEC, completed_points, logged, spec
 
 from sqzdse.cli import main
 from sqzdse.model import config as C
@@ -27,8 +27,9 @@ SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
 @pytest.mark.slow
 def test_a_sweep_end_to_end(ds, tmp_path):
     url = f"sqlite:///{tmp_path}/tiny.db"
-    s, log = spec({"sr": [0.25, 0.5]}), []
-    assert S.run_worker(s, url, runs_dir=str(tmp_path), dataset=ds, log=log.append) == 2
+    s = spec({"sr": [0.25, 0.5]})
+    with logged() as log:
+        assert S.run_worker(s, url, runs_dir=str(tmp_path), dataset=ds) == 2
     rows = S.export_rows(url)
     # Sweep-level progress as each trial starts and at the end: done of all, elapsed, and (once one trial was timed)
     # an estimate of what is left.
@@ -47,7 +48,7 @@ def test_a_sweep_end_to_end(ds, tmp_path):
     budget = r["budget"].split(", ")  # TINY_SPEC's [train] table, less the seed
     assert {"dataset=synthetic", "epochs=1", "batch_size=16"} <= set(budget) and not any("seed" in b for b in budget)
     # Rerunning a finished sweep runs nothing and keeps every result.
-    assert S.run_worker(s, url, runs_dir=str(tmp_path), dataset=ds, log=lambda *_: None) == 0
+    assert S.run_worker(s, url, runs_dir=str(tmp_path), dataset=ds) == 0
     assert completed_points(S.export_rows(url)) == completed_points(rows)
     # Export: CSV and JSON, the state and the metaparameters as columns.
     out = io.StringIO()
@@ -58,7 +59,7 @@ def test_a_sweep_end_to_end(ds, tmp_path):
     # A new budget, same study name and runs dir, fresh storage: a new run, not "a different configuration".
     raw = json.loads(json.dumps(TINY_SPEC))
     raw["space"], raw["train"]["epochs"] = {"sr": [0.25]}, 2
-    S.run_worker(SP.parse_spec(raw), f"sqlite:///{tmp_path}/e2.db", runs_dir=str(tmp_path), dataset=ds, log=print)
+    S.run_worker(SP.parse_spec(raw), f"sqlite:///{tmp_path}/e2.db", runs_dir=str(tmp_path), dataset=ds)
     (row,) = S.export_rows(f"sqlite:///{tmp_path}/e2.db")
     assert row["state"] == "COMPLETE" and len(row["curve"]) == 2 and row["key"] not in {r["key"] for r in rows}
 
@@ -86,7 +87,7 @@ def test_diverged_trial_is_a_recorded_failure_and_the_sweep_goes_on(ds, tmp_path
     raw["space"] = {"sr": [0.25, 0.5]}
     raw["train"].update(optimizer="sgd", lr=1e8, schedule="constant")
     url = f"sqlite:///{tmp_path}/div.db"
-    S.run_worker(SP.parse_spec(raw), url, runs_dir=str(tmp_path), dataset=ds, log=lambda *_: None)
+    S.run_worker(SP.parse_spec(raw), url, runs_dir=str(tmp_path), dataset=ds)
     rows = S.export_rows(url)
     assert [r["state"] for r in rows] == ["FAIL", "FAIL"]
     assert all(r["status"] == "diverged" and "loss became" in r["reason"] for r in rows)
@@ -95,7 +96,7 @@ def test_diverged_trial_is_a_recorded_failure_and_the_sweep_goes_on(ds, tmp_path
 WORKER = """
 import sys, time
 sys.path.insert(0, {tests!r})
-from builders import TINY_SPEC, quiet, spec, synthetic
+from builders import TINY_SPEC, spec, synthetic
 from sqzdse.model import config as C
 from sqzdse.sweep import spec as SP
 from sqzdse.sweep import storage as ST
@@ -145,8 +146,7 @@ def check_killed_worker(url, runs, ds):
     assert p.returncode == -signal.SIGKILL
     assert any(r["state"] == "RUNNING" for r in S.export_rows(url, "tiny"))
     time.sleep(8)  # grace_period: the dead worker's heartbeat goes stale
-    S.run_worker(spec(**SEEDS, heartbeat_interval=1, grace_period=7), url, runs_dir=str(runs), dataset=ds,
-                 log=lambda *_: None)  # fmt: skip
+    S.run_worker(spec(**SEEDS, heartbeat_interval=1, grace_period=7), url, runs_dir=str(runs), dataset=ds)  # fmt: skip
     rows = S.export_rows(url, "tiny")
     assert completed_points(rows) == SEED_POINTS  # nothing lost, nothing twice
     failed = [r for r in rows if r["state"] == "FAIL"]
@@ -183,17 +183,17 @@ def test_interrupted_worker_requeues_its_trial_and_a_run_is_trained_once(ds, tmp
         time.sleep(0.2)
     assert running, (p.poll(), p.stderr.read() if p.poll() is not None else "")
     (first,) = running
-    log = []
 
     def stop_when_waiting():  # SIGTERM once the other worker waits for the lock
         while time.time() < deadline and not any("is busy" in m for m in log):
             time.sleep(0.1)
         p.send_signal(signal.SIGTERM)
 
-    threading.Thread(target=stop_when_waiting, daemon=True).start()
     raw = json.loads(json.dumps(TINY_SPEC))
     raw["study"]["name"], raw["study"]["seeds"], raw["space"] = "other", [first["seed"]], {"sr": [first["sr"]]}
-    assert S.run_worker(SP.parse_spec(raw), url, runs_dir=str(runs), dataset=ds, log=log.append) == 1
+    with logged() as log:
+        threading.Thread(target=stop_when_waiting, daemon=True).start()
+        assert S.run_worker(SP.parse_spec(raw), url, runs_dir=str(runs), dataset=ds) == 1
     _, err = p.communicate(timeout=120)
     assert p.returncode == 143 and "Traceback" not in err, err
     end = f"; trial {first['number']} is queued again for the next `sqzdse sweep run`"
@@ -206,7 +206,7 @@ def test_interrupted_worker_requeues_its_trial_and_a_run_is_trained_once(ds, tmp
     assert summary["resumed_at"] > 0 and summary["origin"] == {"study": "other", "trial": 0}  # resumed, not redone
     states = sorted(r["state"] for r in S.export_rows(url, "tiny"))
     assert states == ["FAIL", "WAITING", "WAITING", "WAITING"]
-    S.run_worker(spec(**SEEDS, heartbeat_interval=1, grace_period=60), url, runs_dir=str(runs), dataset=ds, log=print)
+    S.run_worker(spec(**SEEDS, heartbeat_interval=1, grace_period=60), url, runs_dir=str(runs), dataset=ds)
     rows = S.export_rows(url, "tiny")
     assert completed_points(rows) == SEED_POINTS
     (failed,) = [r for r in rows if r["state"] == "FAIL"]
@@ -227,8 +227,8 @@ def test_status_shows_the_pareto_set_and_the_top_n(tmp_path, capsys):
         study.add_trial(optuna.create_trial(values=[acc, size], params={"sr": sr}, distributions={"sr": dist},
                                             user_attrs=attrs))  # fmt: skip
     st = S.status(url, "mo", top=2)
-    assert [r["number"] for r in st["pareto"]] == [3, 1, 0]  # trial 2 is beaten by trial 1 on both
-    assert [r["number"] for r in st["top"]] == [3, 1] and st["best"]["number"] == 3
+    assert [r["number"] for r in st.pareto] == [3, 1, 0]  # trial 2 is beaten by trial 1 on both
+    assert [r["number"] for r in st.top] == [3, 1] and st.best["number"] == 3
     assert main(["sweep", "status", "--storage", url, "--top", "2"]) == 0
     out = capsys.readouterr().out
     assert "Pareto set of val_top1 (maximize), bytes (minimize): 3 trials" in out
@@ -273,7 +273,7 @@ def test_compressed_bytes_objective(ds, tmp_path):
     assert s.compress == {"bits": 4, "density": "released", "huffman": True}
     assert s.directions == ["maximize", "minimize"]
     url = f"sqlite:///{tmp_path}/c.db"
-    assert S.run_worker(s, url, runs_dir=str(tmp_path), dataset=ds, log=lambda *_: None) == 1
+    assert S.run_worker(s, url, runs_dir=str(tmp_path), dataset=ds) == 1
     (row,) = S.export_rows(url)
     assert row["state"] == "COMPLETE" and 0 < row["compressed_bytes"] < row["bytes"] / 4
     import optuna
@@ -296,9 +296,9 @@ def test_the_dashboard_sees_metric_names_learning_curves_and_attributes(ds, tmp_
     url = f"sqlite:///{tmp_path}/dash.db"
     raw = json.loads(json.dumps(TINY_SPEC))
     raw["study"]["objectives"], raw["space"], raw["train"]["epochs"] = ["val_top1", "bytes"], {"sr": [0.5]}, 2
-    assert S.run_worker(SP.parse_spec(raw), url, runs_dir=str(tmp_path), dataset=ds, log=quiet) == 1
+    assert S.run_worker(SP.parse_spec(raw), url, runs_dir=str(tmp_path), dataset=ds) == 1
     raw["study"]["name"], raw["study"]["objectives"] = "again", ["val_top1"]  # the same run: reused
-    assert S.run_worker(SP.parse_spec(raw), url, runs_dir=str(tmp_path), dataset=ds, log=quiet) == 1
+    assert S.run_worker(SP.parse_spec(raw), url, runs_dir=str(tmp_path), dataset=ds) == 1
     storage = ST.open_storage(url)
     (first,) = optuna.load_study(study_name="tiny", storage=storage).trials
     study = optuna.load_study(study_name="again", storage=storage)
@@ -323,7 +323,7 @@ def test_the_dashboard_sees_metric_names_learning_curves_and_attributes(ds, tmp_
     raw["study"]["name"] = "old"
     old.set_user_attr("spec", SP.spec_record(SP.parse_spec(raw)))
     assert old.metric_names is None
-    S.open_study(SP.parse_spec(raw), url, log=quiet)
+    S.open_study(SP.parse_spec(raw), url)
     assert optuna.load_study(study_name="old", storage=storage).metric_names == ["val_top1"]
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from builders import run, synthetic, tiny
+from builders import logged, run, synthetic, tiny
 
 from sqzdse.cli import main
 from sqzdse.data import pipeline as D
@@ -194,17 +194,17 @@ DAMAGE = {  # kind -> (damage step 20's directory, what the one line names)
 
 
 @pytest.mark.parametrize("kind", DAMAGE)
-def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(ds, finished, tmp_path, capsys, kind):
+def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(ds, finished, tmp_path, kind):
     damage, named = DAMAGE[kind]
     workdir = tmp_path / "run"
     shutil.copytree(finished[0], workdir)
     damage(workdir / "checkpoints" / "20")
     with pytest.raises(ckpt.CheckpointDamaged, match=r"\(step 20\) is damaged: .*redo it from step 15"):
         T.load_run(str(workdir))  # reading a finished run never uses an older checkpoint silently
-    capsys.readouterr()
-    r = run(ds, workdir, checkpoint_every=5)
-    err = capsys.readouterr().err
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    with logged() as lines:
+        r = run(ds, workdir, checkpoint_every=5)
+    assert len(lines) == 1, lines
+    (err,) = lines
     assert re.search(r"checkpoint step 20 is damaged: .*" + named, err), err
     assert "resuming from step 15" in err and str(workdir / "damaged-checkpoints") in err
     assert r.resumed_at == 15 and r.updates == 20 and not r.reused
@@ -213,13 +213,13 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(ds, finished, 
     assert sorted(os.listdir(workdir / "checkpoints")) == ["15", "20"]
 
 
-def test_every_checkpoint_damaged_starts_from_scratch(ds, finished, tmp_path, capsys):
+def test_every_checkpoint_damaged_starts_from_scratch(ds, finished, tmp_path):
     workdir = tmp_path / "run"
     shutil.copytree(finished[0], workdir)
     for step in (15, 20):
         (workdir / "checkpoints" / str(step) / "default" / "_METADATA").unlink()
-    r = run(ds, workdir, checkpoint_every=5)
-    lines = capsys.readouterr().err.splitlines()
+    with logged() as lines:
+        r = run(ds, workdir, checkpoint_every=5)
     assert len(lines) == 2 and "step 20 is damaged" in lines[0] and "resuming from step 15" in lines[0]
     assert "step 15 is damaged" in lines[1] and "starting from scratch" in lines[1]
     assert r.resumed_at == 0 and r.updates == 20 and r.history == [

@@ -8,6 +8,8 @@ anything else is a bug and shows its traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import sys
 
@@ -30,10 +32,44 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _Stderr(logging.Handler):
+    """A library message as one line on the current ``sys.stderr``: progress as it is, a warning prefixed as the
+    CLI's own lines are."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = record.getMessage()
+            sys.stderr.write(f"sqzdse: {msg}\n" if record.levelno >= logging.WARNING else f"{msg}\n")
+            sys.stderr.flush()
+        except Exception:
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def show_logs():
+    """While a command runs: the library's messages (``logging.getLogger("sqzdse")``, INFO and above) on stderr."""
+    logger, handler = logging.getLogger("sqzdse"), _Stderr()
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # one line each, whatever handlers the root logger has
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
 def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    with show_logs():
+        return _run(args)
+
+
+def _run(args) -> int:
     from sqzdse.runtime import Interrupted, backend_initialized, configure_cpu, parse_cpus
 
-    args = build_parser().parse_args(argv)
     try:
         if not backend_initialized():  # XLA:CPU flags and malloc settings must precede JAX's backend
             cpus = os.environ.get("SQZDSE_CPUS")  # set per worker by `sweep run --workers N`

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 
@@ -42,7 +43,7 @@ def add_compress_arguments(p) -> None:
 
 def run_compress(args) -> int:
     """``sqzdse compress``: compress a run's checkpoint (or the released v1.0), write, print the report."""
-    from sqzdse.compress.pipeline import compress_to_file, format_report
+    from sqzdse.compress.pipeline import compress_to_file
     from sqzdse.compress.prune import parse_density
 
     density = parse_density(args.density)
@@ -68,7 +69,7 @@ def run_compress(args) -> int:
         if not args.no_eval or args.finetune_epochs:
             kw["dataset"] = D.load(tc.dataset, data_dir=args.data_dir, val_size=tc.val_size)
     r = compress_to_file(args.output, cfg, params, huffman=args.huffman, **kw)
-    print(json.dumps(r, indent=1) if args.json else format_report(r))
+    print(json.dumps(dataclasses.asdict(r), indent=1) if args.json else r.text())
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -29,10 +30,9 @@ def cmd_sweep_run(args) -> int:
         return _dry_run(spec, url)
     if args.workers > 1:
         return _spawn_workers(args, url)
-    n = S.run_worker(spec, url, runs_dir=args.runs_dir, max_trials=args.max_trials, progress=not args.no_progress,
-                     log=lambda msg: print(msg, file=sys.stderr, flush=True))  # fmt: skip
+    n = S.run_worker(spec, url, runs_dir=args.runs_dir, max_trials=args.max_trials, progress=not args.no_progress)
     st = S.status(url, spec.name)
-    print(f"{spec.name}: ran {n} trials here; storage {redact(url)} holds {st['trials']} ({_states(st)})")
+    print(f"{spec.name}: ran {n} trials here; storage {redact(url)} holds {st.trials} ({st.states_text()})")
     return 0
 
 
@@ -129,10 +129,6 @@ def run_pool(commands: list[tuple[list[str], dict]]) -> int:
     return max(codes)
 
 
-def _states(st: dict) -> str:
-    return ", ".join(f"{n} {s.lower()}" for s, n in sorted(st["states"].items())) or "no trials"
-
-
 def cmd_sweep_status(args) -> int:
     from sqzdse.model.config import METAPARAMETERS
     from sqzdse.sweep import engine as S
@@ -142,26 +138,26 @@ def cmd_sweep_status(args) -> int:
         raise InputError(f"--top {args.top}: must be >= 0")
     st = S.status(url, study, top=args.top)
     if args.json:
-        print(json.dumps(st, indent=1))
+        print(json.dumps(dataclasses.asdict(st), indent=1))
         return 0
-    print(f"study {st['study']} in {redact(url)}: {st['trials']} trials ({_states(st)})")
+    print(f"study {st.study} in {redact(url)}: {st.trials} trials ({st.states_text()})")
 
     def line(r) -> str:
-        objs = " ".join(f"{o}={r[o]:.4f}" if isinstance(r[o], float) else f"{o}={r[o]:,}" for o in st["objectives"])
+        objs = " ".join(f"{o}={r[o]:.4f}" if isinstance(r[o], float) else f"{o}={r[o]:,}" for o in st.objectives)
         meta = " ".join(f"{k}={r[k]}" for k in METAPARAMETERS)
         test = f"test_top1 {r['test_top1']:.4f}, {r['bytes']:,} bytes"
         return f"  trial {r['number']}: {objs} ({test}) | {meta} seed={r['seed']}"
 
-    goal = ", ".join(f"{o} ({d})" for o, d in zip(st["objectives"], st["directions"], strict=True))
-    if len(st["objectives"]) > 1:
-        print(f"Pareto set of {goal}: {len(st['pareto'])} trials")
-        for r in st["pareto"]:
+    goal = ", ".join(f"{o} ({d})" for o, d in zip(st.objectives, st.directions, strict=True))
+    if len(st.objectives) > 1:
+        print(f"Pareto set of {goal}: {len(st.pareto)} trials")
+        for r in st.pareto:
             print(line(r))
-    elif st["best"]:
-        print(f"best by {goal}:\n{line(st['best'])}")
-    if st["top"]:
-        print(f"top {len(st['top'])} by {goal.split(',')[0]}:")
-        for r in st["top"]:
+    elif st.best:
+        print(f"best by {goal}:\n{line(st.best)}")
+    if st.top:
+        print(f"top {len(st.top)} by {goal.split(',')[0]}:")
+        for r in st.top:
             print(line(r))
     return 0
 

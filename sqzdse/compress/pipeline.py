@@ -116,6 +116,39 @@ def finetune_centroids(
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class Compressed:
+    """``compress_model``'s result: the shared-weight layers, the accuracy per stage, the densities kept."""
+
+    layers: list  # codec.SharedLayer, one per conv, in the network's order
+    stages: dict[str, dict]  # stage -> {"val_top1", "test_top1", ...}; empty without a dataset
+    densities: dict[str, float]  # conv -> fraction of its weights kept
+    params: dict  # the pruned (and fine-tuned) float parameters, biases included, the layers were shared from
+
+
+@dataclasses.dataclass(frozen=True)
+class CompressionReport:
+    """``compress_to_file``'s report (``sqzdse compress --json`` prints it as a JSON object of these fields)."""
+
+    file: str
+    file_bytes: int  # the file on disk
+    format: str  # the codec's format name
+    huffman: bool
+    bits: int
+    density: object  # "released" or a fraction
+    finetune_epochs: float
+    float32_bytes: int  # the uncompressed model
+    params: int
+    fixed: dict  # {"bytes", "parts"} of the fixed-width coding
+    huffman_coded: dict  # the same, Huffman-coded
+    layers: list[dict]  # one per conv: name, shape, weights, kept, density, entries, bits, bytes_fixed, ...
+    stages: dict[str, dict]  # stage -> accuracies, "decoded file" last; empty without a dataset
+
+    def text(self) -> str:
+        """The per-layer table and totals, as ``sqzdse compress`` prints them."""
+        return format_report(self)
+
+
 def compress_model(
     cfg: C.SqueezeNetConfig,
     params,
@@ -129,8 +162,8 @@ def compress_model(
     finetune_lr: float = 0.1,
     progress: bool = False,
     eval_step=None,
-) -> dict:
-    """Deep Compression of a model's parameters; returns {"layers", "stages", "densities", "params"}.
+) -> Compressed:
+    """Deep Compression of a model's parameters (``Compressed``).
 
     With a dataset (and the run's TrainConfig `tc` and `graphdef`), each stage's val/test accuracy is
     measured: trained, pruned, [pruned + fine-tuned], quantised, [quantised + centroids fine-tuned].
@@ -174,8 +207,7 @@ def compress_model(
     if finetune_epochs:
         layers = finetune_centroids(ft, graphdef, pruned, layers, dataset, epochs=finetune_epochs, progress=progress)
         measure("quantised + fine-tuned", with_caffe_weights(pruned, decoded_weights(layers)))
-    # params: the pruned (and fine-tuned) float parameters, biases included, that the layers were shared from
-    return dict(layers=layers, stages=stages, densities=layer_densities(cfg, density), params=pruned)
+    return Compressed(layers=layers, stages=stages, densities=layer_densities(cfg, density), params=pruned)
 
 
 def compress_to_file(
@@ -192,7 +224,7 @@ def compress_to_file(
     finetune_epochs: float = 0.0,
     finetune_lr: float = 0.1,
     progress: bool = False,
-) -> dict:
+) -> CompressionReport:
     """``compress_model``, write `out`, read it back; returns the report (sizes, per-layer table, accuracy).
 
     The accuracy "after" (stage "decoded file") is measured on the weights decoded from the file on disk,
@@ -206,18 +238,18 @@ def compress_to_file(
     r = compress_model(cfg, params, bits=bits, density=density, tc=tc, graphdef=graphdef, dataset=dataset,
                        finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, progress=progress,
                        eval_step=eval_step)  # fmt: skip
-    layers = r["layers"]
+    layers = r.layers
     size = write(layers, out, huffman)
     decoded, expected = decoded_weights(read(out)), decoded_weights(layers)
     for name, (w, b) in expected.items():
         if not (np.array_equal(decoded[name][0], w) and np.array_equal(decoded[name][1], b)):
             raise RuntimeError(f"{out}: {name} does not decode to the quantised weights")
-    stages = r["stages"]
+    stages = r.stages
     if dataset is not None:
-        stages["decoded file"] = _evaluate(eval_step, with_caffe_weights(r["params"], decoded), dataset, tc)
+        stages["decoded file"] = _evaluate(eval_step, with_caffe_weights(r.params, decoded), dataset, tc)
     report = size_report(layers)
     float32 = summary(cfg)
-    return dict(
+    return CompressionReport(
         file=str(out), file_bytes=size, format=report["huffman" if huffman else "fixed"]["format"], huffman=huffman,
         bits=bits, density=density, finetune_epochs=finetune_epochs, float32_bytes=float32["bytes"],
         params=float32["params"], fixed=report["fixed"], huffman_coded=report["huffman"], layers=report["layers"],
@@ -229,30 +261,30 @@ def _parts(e: dict) -> str:
     return ", ".join(f"{k} {v:,}" for k, v in e["parts"].items())
 
 
-def format_report(r: dict) -> str:
+def format_report(r: CompressionReport) -> str:
     """The per-layer table and totals of ``compress_to_file``'s report."""
     head = (f"{'layer':<18} {'OIHW':>14} {'weights':>9} {'kept':>9} {'density':>8} {'entries':>9} {'bits':>4} "
             f"{'bytes':>9} {'Huffman':>9}")  # fmt: skip
     lines = [head, "-" * len(head)]
-    for x in r["layers"]:
+    for x in r.layers:
         lines.append(
             f"{x['name']:<18} {'x'.join(map(str, x['shape'])):>14} {x['weights']:>9,} {x['kept']:>9,} "
             f"{x['density']:>8.1%} {x['entries']:>9,} {x['bits']:>4} {x['bytes_fixed']:>9,} {x['bytes_huffman']:>9,}"
         )
     lines.append("-" * len(head))
-    weights = sum(x["weights"] for x in r["layers"])
-    kept = sum(x["kept"] for x in r["layers"])
+    weights = sum(x["weights"] for x in r.layers)
+    kept = sum(x["kept"] for x in r.layers)
     lines += [
-        f"float32 model:   {r['float32_bytes']:>9,} bytes ({r['params']:,} parameters)",
-        f"compressed:      {r['fixed']['bytes']:>9,} bytes fixed-width ({_parts(r['fixed'])})",
-        f"                 {r['huffman_coded']['bytes']:>9,} bytes Huffman-coded ({_parts(r['huffman_coded'])})",
-        f"density:         {kept / weights:.1%} of {weights:,} conv weights kept; {r['bits']}-bit shared weights",
-        f"wrote {r['file']}: {r['file_bytes']:,} bytes on disk ({r['format']} format"
-        f"{', Huffman' if r['huffman'] else ''}), {r['float32_bytes'] / r['file_bytes']:.1f}x smaller than float32",
+        f"float32 model:   {r.float32_bytes:>9,} bytes ({r.params:,} parameters)",
+        f"compressed:      {r.fixed['bytes']:>9,} bytes fixed-width ({_parts(r.fixed)})",
+        f"                 {r.huffman_coded['bytes']:>9,} bytes Huffman-coded ({_parts(r.huffman_coded)})",
+        f"density:         {kept / weights:.1%} of {weights:,} conv weights kept; {r.bits}-bit shared weights",
+        f"wrote {r.file}: {r.file_bytes:,} bytes on disk ({r.format} format"
+        f"{', Huffman' if r.huffman else ''}), {r.float32_bytes / r.file_bytes:.1f}x smaller than float32",
     ]
-    if r["stages"]:
+    if r.stages:
         lines.append("accuracy           val top-1  test top-1")
-        for stage, m in r["stages"].items():
+        for stage, m in r.stages.items():
             lines.append(f"  {stage:<22} {_pct(m['val_top1'])} {_pct(m['test_top1'])}")
     return "\n".join(lines)
 

@@ -162,7 +162,7 @@ def description(clf: Classifier) -> dict:
                 "shape": ["batch", c, h, w],
                 "dtype": "float32",
                 "layout": "NCHW",
-                "value_range": "0-255 pixel values after the preprocessing below (not scaled to 0-1)",
+                **_value_range(prep),
             }
         ],
         "outputs": [
@@ -180,6 +180,19 @@ def description(clf: Classifier) -> dict:
         "metadata_props": ["class_names", "description", "sqzdse_config", "source"],
         "exported_by": f"sqzdse {__version__}",
     }
+
+
+def _value_range(prep) -> dict:
+    """What the input's values are, from the recorded preprocessing: the text and each channel's range."""
+    if prep is None:
+        return {"value_range": "not recorded: normalise as the model's training data was"}
+    lo = [round((0 - m) / s, 4) for m, s in zip(prep.mean, prep.std, strict=True)]
+    hi = [round((255 - m) / s, 4) for m, s in zip(prep.mean, prep.std, strict=True)]
+    if prep.family == "imagenet":
+        text = "0-255 pixel values in BGR order minus mean_bgr (not scaled)"
+    else:
+        text = "(p - mean) / std of the 0-255 pixel values p, per channel (not 0-255, not 0-1)"
+    return {"value_range": text, "min_per_channel": lo, "max_per_channel": hi}
 
 
 def export(clf: Classifier, path: str | os.PathLike) -> dict:

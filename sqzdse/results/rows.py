@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import os
 import re
@@ -36,6 +37,7 @@ MIB = 2**20
 # size column -> what its MiB are of (axis labels)
 SIZES = {"bytes": "float32 weights", "compressed_bytes": "the compressed file"}
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+log = logging.getLogger(__name__)
 
 
 class ResultsError(InputError):
@@ -77,12 +79,36 @@ def load_rows(*sources: str | os.PathLike | Sequence, study: str | Sequence[str]
         if not got:
             raise InputError(f"{src}: no trial rows")
         rows.extend(got)
+    rows = _unique(rows)
     if wanted is not None:
         found = sorted({str(r["study"]) for r in rows})
         rows = [r for r in rows if r["study"] in wanted]
         if not rows:
             raise InputError(f"no rows of study {', '.join(sorted(wanted))}; the sources hold: {', '.join(found)}")
     return rows
+
+
+def _unique(rows: list[dict]) -> list[dict]:
+    """Each trial once: rows of one study and trial number from several sources (an export beside its storage)
+    are one trial, kept once (its finished row where one source caught it still running), and the number
+    dropped is logged. Two different trials under one study name and number (their keys differ) are refused:
+    drawn together they would mix two studies."""
+    kept: dict = {}
+    for i, r in enumerate(rows):
+        ident = (r.get("study"), r.get("number")) if r.get("number") is not None else i
+        first = kept.setdefault(ident, r)
+        if first is r:
+            continue
+        if first.get("key") != r.get("key"):
+            raise ResultsError(
+                f"two sources hold different trials as study {ident[0]!r} trial {ident[1]} (keys {first.get('key')}"
+                f" and {r.get('key')}): they are two studies of one name; read them one at a time"
+            )
+        if r.get("state") == "COMPLETE" and first.get("state") != "COMPLETE":
+            kept[ident] = r
+    if len(kept) < len(rows):
+        log.warning(f"{len(rows) - len(kept)} trial rows were in more than one source: each trial is counted once")
+    return list(kept.values())
 
 
 def _flatten(sources) -> Iterable:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import time
 import warnings
@@ -61,6 +62,8 @@ from sqzdse.sweep.storage import (
 )
 from sqzdse.train.recipe import TrainConfig, run_identity, run_key
 
+log = logging.getLogger(__name__)  # progress lines at INFO; `sqzdse` shows them on stderr (sqzdse.cli.show_logs)
+
 
 def _sampler(spec: SweepSpec, seed: int = 0):
     import optuna
@@ -89,7 +92,7 @@ def _pruner(spec: SweepSpec):
     }[spec.pruner]
 
 
-def open_study(spec: SweepSpec, storage_url: str, log=print):
+def open_study(spec: SweepSpec, storage_url: str):
     """Create or load the study, check that it agrees with the file, and enqueue the grid points it lacks.
 
     All under the study lock, so concurrent workers neither enqueue a point twice nor see a half-made study; a run
@@ -106,9 +109,7 @@ def open_study(spec: SweepSpec, storage_url: str, log=print):
         except optuna.exceptions.DuplicatedStudyError:
             study = optuna.load_study(**kw)
         trials = study.get_trials(deepcopy=False)
-        held = {point_key(t.system_attrs["fixed_params"]) for t in trials if "fixed_params" in t.system_attrs}
-        points = spec.grid_points() if spec.sampler == "grid" else []
-        check_agreement(study, spec, redact(storage_url), trials, held, {point_key(p) for p in points})
+        held, points = _agree(study, spec, storage_url, trials)
         if study.metric_names != list(spec.objectives):  # what optuna-dashboard calls the objectives
             _set_metric_names(study, spec.objectives)
         record = spec_record(spec)
@@ -118,8 +119,17 @@ def open_study(spec: SweepSpec, storage_url: str, log=print):
         for point in missing:
             study.enqueue_trial(point)
     if missing and trials:
-        log(f"[{spec.name}] enqueued {len(missing)} grid points the study did not have")
+        log.info(f"[{spec.name}] enqueued {len(missing)} grid points the study did not have")
     return study
+
+
+def _agree(study, spec: SweepSpec, storage_url: str, trials) -> tuple[set, list]:
+    """``check_agreement`` of the file and the study (SpecError if they differ); returns (the grid points the study
+    holds, the file's grid points). What both ``open_study`` and the dry run check."""
+    held = {point_key(t.system_attrs["fixed_params"]) for t in trials if "fixed_params" in t.system_attrs}
+    points = spec.grid_points() if spec.sampler == "grid" else []
+    check_agreement(study, spec, redact(storage_url), trials, held, {point_key(p) for p in points})
+    return held, points
 
 
 def _set_metric_names(study, objectives) -> None:
@@ -171,7 +181,6 @@ def run_worker(
     dataset=None,
     max_trials: int | None = None,
     progress: bool = False,
-    log=print,
 ) -> int:
     """Work on the study until it is done (or `max_trials` were run here); returns trials run here."""
     import jax
@@ -189,7 +198,7 @@ def run_worker(
     if dataset is None:  # before the study: a missing dataset creates nothing
         dataset = load_dataset(spec)
     check_dataset(spec, dataset)
-    study = open_study(spec, storage_url, log=log)
+    study = open_study(spec, storage_url)
     done = 0
     try:
         while max_trials is None or done < max_trials:
@@ -198,13 +207,13 @@ def run_worker(
             trial = claim_waiting(study)
             if trial is None:
                 if spec.sampler == "grid" or _budget_used(study) >= (spec.n_trials or 0):
-                    _say_running(spec, study, log)
+                    _say_running(spec, study)
                     break
                 trial = study.ask()
-            log(progress_line(spec, study.get_trials(deepcopy=False), time.monotonic() - started))
+            log.info(progress_line(spec, study.get_trials(deepcopy=False), time.monotonic() - started))
             try:
                 with heartbeat(trial):
-                    state, values = _run_trial(spec, trial, dataset, runs_dir, progress, log)
+                    state, values = _run_trial(spec, trial, dataset, runs_dir, progress)
                 study.tell(trial, values, state=state)
             except Interrupted as e:
                 _requeue(study, trial, e.message)
@@ -220,17 +229,17 @@ def run_worker(
             raise StudyGone(f"study {spec.name!r} was deleted from {redact(storage_url)} while this worker ran it; "
                             "stopped") from None  # fmt: skip
         raise
-    log(progress_line(spec, study.get_trials(deepcopy=False), time.monotonic() - started))
+    log.info(progress_line(spec, study.get_trials(deepcopy=False), time.monotonic() - started))
     return done
 
 
-def _say_running(spec: SweepSpec, study, log) -> None:
+def _say_running(spec: SweepSpec, study) -> None:
     """Name the trials other workers hold: a killed worker's is retried only once its heartbeat is stale."""
     from optuna.trial import TrialState
 
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     if running:
-        log(f"[{spec.name}] nothing left to claim; trial(s) {', '.join(str(t.number) for t in running)} RUNNING "
+        log.info(f"[{spec.name}] nothing left to claim; trial(s) {', '.join(str(t.number) for t in running)} RUNNING "
             f"elsewhere: if a worker was killed, its trial is retried by a run started after its heartbeat is "
             f"{spec.grace_period} s old (study.grace_period)")  # fmt: skip
 
@@ -300,7 +309,8 @@ def load_dataset(spec: SweepSpec):
 
 def dry_run(spec: SweepSpec, storage_url: str, dataset=None) -> tuple[list, object, int]:
     """What ``sweep run`` would train, without training or creating anything: (``forecast.plan``, the ``Pace`` it
-    was estimated at or None, the trials the study holds). The pace is this study's, else that of the storage's
+    was estimated at or None, the trials the study holds); the SpecError the run would raise for a file that
+    differs from its study. The pace is this study's, else that of the storage's
     other studies on the same dataset; a storage that does not exist yet holds nothing."""
     from sqzdse.sweep.forecast import measured_pace, plan
 
@@ -309,7 +319,10 @@ def dry_run(spec: SweepSpec, storage_url: str, dataset=None) -> tuple[list, obje
         studies = _studies(storage_url, None)
     except MissingStorage:
         studies = []
-    held = next((s.get_trials(deepcopy=False) for s in studies if s.study_name == spec.name), [])
+    study = next((s for s in studies if s.study_name == spec.name), None)
+    held = study.get_trials(deepcopy=False) if study is not None else []
+    if study is not None:  # a file the run would refuse: the dry run says so, in the same words
+        _agree(study, spec, storage_url, held)
     pace = measured_pace(held, "this study")
     if pace is None:
         same = [t for s in studies if s.study_name != spec.name for t in s.get_trials(deepcopy=False)
@@ -332,37 +345,24 @@ def _hold_compiled(cfg: C.SqueezeNetConfig) -> None:
         _COMPILED_FOR[:] = [cfg]
 
 
-def _run_trial(spec: SweepSpec, trial, dataset, runs_dir: str, progress: bool, log):
-    """Train one trial; returns (TrialState, objective values or None). Never raises for a bad trial."""
+def _run_trial(spec: SweepSpec, trial, dataset, runs_dir: str, progress: bool):
+    """Train one trial: suggest its point, train each seed, record the result. Returns (TrialState, objective values
+    or None); never raises for a bad trial, only for a fault of the machine."""
     import optuna
     from optuna.trial import TrialState
 
-    from sqzdse.model.cost import summary
-    from sqzdse.train.loop import train_and_evaluate
-
     try:
-        params = {d.name: d.suggest(trial) for d in spec.space}
-        seeds = [spec.seed_dim.suggest(trial)] if spec.sampler == "grid" else list(spec.seeds)
-        cfg = spec.config(params)
-        cfg = dataclasses.replace(
-            cfg, input_shape=tuple(dataset.info.image_shape), num_classes=dataset.info.num_classes
-        )
+        cfg, seeds = _suggest(spec, trial, dataset)
     except (C.ConfigError, ValueError) as e:
-        return _record_failure(trial, "invalid", str(e), log)
+        return _record_failure(trial, "invalid", str(e))
     _hold_compiled(cfg)
-    cost = summary(cfg)
-    meta = {k: getattr(cfg, k) for k in METAPARAMETERS}
-    for k, v in {**meta, "params": cost["params"], "bytes": cost["bytes"], "macs": cost["macs"],
-                 "seed": seeds[0] if len(seeds) == 1 else seeds, "version": __version__,
-                 "dataset": dataset.info.name}.items():  # fmt: skip
-        trial.set_user_attr(k, v)
+    cost = _record_point(spec, trial, cfg, seeds, dataset)
     if spec.max_bytes and cost["bytes"] > spec.max_bytes:
         trial.set_user_attr("over_budget", float(cost["bytes"] - spec.max_bytes))
         trial.set_user_attr("status", "pruned")
         trial.set_user_attr("reason", f"{cost['bytes']} bytes > max_bytes {spec.max_bytes}: not trained")
         return TrialState.PRUNED, None
     trial.set_user_attr("over_budget", 0.0)
-    label = " ".join(f"{k}={v}" for k, v in meta.items())
     runs = [(seed, train_config(spec, cfg, seed)) for seed in seeds]
     runs = [(seed, tc, trial_workdir(runs_dir, spec.name, cfg, tc)) for seed, tc in runs]
     one = (lambda xs: xs[0]) if len(runs) == 1 else list  # one seed: plain values, as "seed" is
@@ -371,33 +371,14 @@ def _run_trial(spec: SweepSpec, trial, dataset, runs_dir: str, progress: bool, l
     results, reused, reported = [], [], set()
     try:
         for seed, tc, workdir in runs:
-            log(f"[{spec.name}] trial {trial.number}: {label} seed={seed} in {workdir}")
-
-            def on_epoch(record, first=seed == seeds[0]):
-                if first:  # the learning curve, whatever the pruner: the first seed's, as the "curve" attribute
-                    _report_curve(trial, [record], reported)
-                if spec.pruner != "none" and len(seeds) == 1 and trial.should_prune():
-                    raise optuna.TrialPruned(f"pruned after epoch {record['epoch']}")
-
-            def on_busy(msg):
-                log(f"[{spec.name}] trial {trial.number}: {msg} (the same run, for another trial); waiting")
-
-            result = train_and_evaluate(cfg, tc, workdir, dataset=dataset, on_epoch=on_epoch, progress=progress,
-                                        on_busy=on_busy, origin=dict(study=spec.name, trial=trial.number))  # fmt: skip
-            r = result.summary()
-            if seed == seeds[0]:  # a reused or resumed run: the epochs trained before this process
-                _report_curve(trial, r.get("history", []), reported)
-            reused.append(_origin(r) if result.reused else None)
-            if reused[-1]:
+            r, by = _train_seed(spec, trial, cfg, tc, workdir, dataset, progress, first=seed == seeds[0],
+                                pruned=spec.pruner != "none" and len(seeds) == 1, reported=reported)  # fmt: skip
+            reused.append(by)
+            if by:
                 trial.set_user_attr("reused_from", one(reused))
-                log(f"[{spec.name}] trial {trial.number}: finished before by {reused[-1]}: not trained again")
-            if spec.compress and r["status"] == "completed":
-                from sqzdse.compress.pipeline import compressed_size
-
-                r["compressed_bytes"] = compressed_size(cfg, result.state.params, **spec.compress)
             results.append(r)
             if r["status"] != "completed":
-                return _record_failure(trial, r["status"], r["reason"], log, r)
+                return _record_failure(trial, r["status"], r["reason"], r)
     except optuna.TrialPruned as e:
         trial.set_user_attr("status", "pruned")
         trial.set_user_attr("reason", str(e))
@@ -405,7 +386,69 @@ def _run_trial(spec: SweepSpec, trial, dataset, runs_dir: str, progress: bool, l
     except Exception as e:  # a broken trial is a recorded failure, never a dead sweep; a broken machine is neither
         if is_fault(e):
             raise
-        return _record_failure(trial, "failed", f"{type(e).__name__}: {e}", log)
+        return _record_failure(trial, "failed", f"{type(e).__name__}: {e}")
+    return TrialState.COMPLETE, _record_result(spec, trial, results, cost)
+
+
+def _suggest(spec: SweepSpec, trial, dataset) -> tuple[C.SqueezeNetConfig, list[int]]:
+    """The trial's network (its metaparameters, fitted to the dataset's images and classes) and seeds."""
+    params = {d.name: d.suggest(trial) for d in spec.space}
+    seeds = [spec.seed_dim.suggest(trial)] if spec.sampler == "grid" else list(spec.seeds)
+    cfg = dataclasses.replace(spec.config(params), input_shape=tuple(dataset.info.image_shape),
+                              num_classes=dataset.info.num_classes)  # fmt: skip
+    return cfg, seeds
+
+
+def _record_point(spec: SweepSpec, trial, cfg: C.SqueezeNetConfig, seeds: list[int], dataset) -> dict:
+    """The trial's metaparameters and costs as user attributes (known before it trains); returns the costs."""
+    from sqzdse.model.cost import summary
+
+    cost = summary(cfg)
+    meta = {k: getattr(cfg, k) for k in METAPARAMETERS}
+    for k, v in {**meta, "params": cost["params"], "bytes": cost["bytes"], "macs": cost["macs"],
+                 "seed": seeds[0] if len(seeds) == 1 else seeds, "version": __version__,
+                 "dataset": dataset.info.name}.items():  # fmt: skip
+        trial.set_user_attr(k, v)
+    return cost
+
+
+def _train_seed(spec: SweepSpec, trial, cfg, tc, workdir: str, dataset, progress: bool, *, first: bool,
+                pruned: bool, reported: set) -> tuple[dict, str | None]:  # fmt: skip
+    """Train (or reuse) one seed's run; returns (its summary, who trained it before or None). The first seed's
+    epochs are the trial's learning curve; with `pruned`, the pruner may stop it after an epoch."""
+    import optuna
+
+    from sqzdse.train.loop import train_and_evaluate
+
+    label = " ".join(f"{k}={getattr(cfg, k)}" for k in METAPARAMETERS)
+    log.info(f"[{spec.name}] trial {trial.number}: {label} seed={tc.seed} in {workdir}")
+
+    def on_epoch(record):
+        if first:  # the learning curve, whatever the pruner: the first seed's, as the "curve" attribute
+            _report_curve(trial, [record], reported)
+        if pruned and trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {record['epoch']}")
+
+    def on_busy(msg):
+        log.info(f"[{spec.name}] trial {trial.number}: {msg} (the same run, for another trial); waiting")
+
+    result = train_and_evaluate(cfg, tc, workdir, dataset=dataset, on_epoch=on_epoch, progress=progress,
+                                on_busy=on_busy, origin=dict(study=spec.name, trial=trial.number))  # fmt: skip
+    r = result.summary()
+    if first:  # a reused or resumed run: the epochs trained before this process
+        _report_curve(trial, r.get("history", []), reported)
+    by = _origin(r) if result.reused else None
+    if by:
+        log.info(f"[{spec.name}] trial {trial.number}: finished before by {by}: not trained again")
+    if spec.compress and r["status"] == "completed":
+        from sqzdse.compress.pipeline import compressed_size
+
+        r["compressed_bytes"] = compressed_size(cfg, result.state.params, **spec.compress)
+    return r, by
+
+
+def _record_result(spec: SweepSpec, trial, results: list[dict], cost: dict) -> list[float]:
+    """The seeds' mean results, learning curve and times as user attributes; returns the objective values."""
     agg = {k: float(np.mean([r[k] for r in results])) for k in ("val_top1", "val_top5", "test_top1", "test_top5")}
     if spec.compress:  # seeds compress to slightly different sizes: their mean
         agg["compressed_bytes"] = int(round(np.mean([r["compressed_bytes"] for r in results])))
@@ -420,9 +463,8 @@ def _run_trial(spec: SweepSpec, trial, dataset, runs_dir: str, progress: bool, l
     trial.set_user_attr("status", "completed")
     if trial.user_attrs.get("reason"):  # a retry carries its failed attempt's attributes: not this one's
         trial.set_user_attr("reason", None)
-    values = [agg.get(o, cost.get(o)) for o in spec.objectives]
-    log(f"[{spec.name}] trial {trial.number}: val_top1={agg['val_top1']:.4f} test_top1={agg['test_top1']:.4f}")
-    return TrialState.COMPLETE, values
+    log.info(f"[{spec.name}] trial {trial.number}: val_top1={agg['val_top1']:.4f} test_top1={agg['test_top1']:.4f}")
+    return [agg.get(o, cost.get(o)) for o in spec.objectives]
 
 
 def _report_curve(trial, history: list[dict], reported: set) -> None:
@@ -456,14 +498,14 @@ def _requeue(study, trial, reason: str, status: str = "interrupted") -> None:
     retry(study, frozen)
 
 
-def _record_failure(trial, status: str, reason: str, log, result: dict | None = None):
+def _record_failure(trial, status: str, reason: str, result: dict | None = None):
     from optuna.trial import TrialState
 
     trial.set_user_attr("status", status)
     trial.set_user_attr("reason", reason)
     if result:
         trial.set_user_attr("curve", [h["val_top1"] for h in result.get("history", [])])
-    log(f"trial {trial.number} {status}: {reason}")
+    log.info(f"trial {trial.number} {status}: {reason}")
     return TrialState.FAIL, None
 
 
@@ -508,12 +550,30 @@ def resolve_study(storage_url: str, study_name: str | None) -> str:
     return names[0]
 
 
-def status(storage_url: str, study_name: str | None = None, top: int = 0) -> dict:
-    """Progress of a study: trials per state, its objectives, the best trial(s) and the `top` N.
+@dataclasses.dataclass(frozen=True)
+class StudyStatus:
+    """Progress of a study (``sqzdse sweep status``); each trial is an export row (``sqzdse.sweep.schema.FIELDS``).
 
     best: the best trial by the (first) objective; pareto: ``study.best_trials``, the trials no other trial beats
     on every objective (with max_bytes, only trials within it); top: the N best by the first objective.
     """
+
+    study: str
+    trials: int  # how many the study holds, in any state
+    states: dict[str, int]  # Optuna state name -> trials
+    objectives: list[str]
+    directions: list[str]  # "maximize" / "minimize", one per objective
+    best: dict | None
+    pareto: list[dict]
+    top: list[dict]
+
+    def states_text(self) -> str:
+        """'3 complete, 1 fail', or 'no trials'."""
+        return ", ".join(f"{n} {s.lower()}" for s, n in sorted(self.states.items())) or "no trials"
+
+
+def status(storage_url: str, study_name: str | None = None, top: int = 0) -> StudyStatus:
+    """Progress of a study: trials per state, its objectives, the best trial(s) and the `top` N."""
     import optuna
 
     (study,) = _studies(storage_url, resolve_study(storage_url, study_name))
@@ -529,7 +589,7 @@ def status(storage_url: str, study_name: str | None = None, top: int = 0) -> dic
 
     pareto = ranked(study.best_trials)
     done = ranked(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
-    return dict(
+    return StudyStatus(
         study=study.study_name, trials=len(rows), states=states, objectives=objectives,
         directions=[d.name.lower() for d in study.directions], best=pareto[0] if pareto else None,
         pareto=pareto, top=done[:top],

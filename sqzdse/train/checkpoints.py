@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import time
 from collections.abc import Callable
 
@@ -30,9 +29,7 @@ class RunFileError(SqzdseError, ValueError):
     """A file of a run's workdir (run.json, metrics.jsonl) cannot be read; the message names it."""
 
 
-def say(msg: str) -> None:
-    """One line to stderr, prefixed as the CLI's messages are."""
-    print(f"sqzdse: {msg}", file=sys.stderr, flush=True)
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- workdir lock
@@ -182,7 +179,7 @@ def restore(manager, state, workdir: str, *, fallback: bool = True):
         shutil.move(step_dir, aside)
         manager.reload()
         then = f"resuming from step {max(older)}" if older else "no checkpoint left: starting from scratch"
-        say(f"checkpoint step {step} is damaged: {problem}; moved to {aside}; {then}")
+        log.warning(f"checkpoint step {step} is damaged: {problem}; moved to {aside}; {then}")
     return state
 
 
@@ -293,7 +290,7 @@ def read_history(workdir: str | None, step: int) -> list[dict]:
         except (ValueError, KeyError, TypeError) as e:
             if i < len(lines):  # only the last line can be half-written (by a killed run); others are damage
                 raise RunFileError(f"{path}: line {i} is not an epoch record ({type(e).__name__}: {e})") from None
-            say(f"{path}: dropped its last line, half-written by an interrupted run")
+            log.warning(f"{path}: dropped its last line, half-written by an interrupted run")
             continue
         records.append(record)
     damaged = len(records) != len(lines)
