@@ -4,9 +4,13 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from sqzdse.cli import build_parser, main
+from sqzdse.data.datasets import MAX_DEFAULT_VAL
+from sqzdse.errors import SqzdseError
+from sqzdse.train.recipe import small_input_recipe
 
 
 @pytest.mark.parametrize(
@@ -159,10 +163,36 @@ def test_version_and_defaults_in_help(capsys):
         main(["--version"])
     assert capsys.readouterr().out.strip() == f"sqzdse {__version__}"
     for argv, shown in ((["model", "summary"], "(default: 32)"), (["train"], "with the small stem"),
+                        (["train"], f"(default: a tenth of the training split, at most {MAX_DEFAULT_VAL:,})"),
+                        (["plot", "curves"], "colours each curve"),
                         (["plot", "edf"], "(default: study)"), (["compress"], "(default: 6)")):  # fmt: skip
         with pytest.raises(SystemExit):
             main([*argv, "--help"])
         assert shown in " ".join(capsys.readouterr().out.split()), argv
+
+
+def test_train_without_a_preset_fits_a_small_input_with_the_small_stem(monkeypatch, capsys):
+    """`sqzdse train --dataset fashion_mnist` (28x28): the small stem is chosen before the configuration is
+    checked, where v1.0's stem would pool a 28 px input away."""
+    from sqzdse.data import pipeline as D
+    from sqzdse.model import config as C
+    from sqzdse.train import loop as T
+
+    small = D.from_arrays("fashion_mnist", (np.zeros((40, 28, 28), np.uint8), np.arange(40) % 10),
+                          (np.zeros((10, 28, 28), np.uint8), np.arange(10) % 10), num_classes=10)  # fmt: skip
+    monkeypatch.setattr(D, "load", lambda *a, **k: small)
+    seen = []
+
+    def train_and_evaluate(cfg, tc, *a, **k):
+        seen.append((cfg, tc))
+        raise SqzdseError("stopped before training")
+
+    monkeypatch.setattr(T, "train_and_evaluate", train_and_evaluate)
+    assert main(["train", "--dataset", "fashion_mnist", "--epochs", "1"]) == 2
+    ((cfg, tc),) = seen
+    assert cfg.stem == C.STEM_SMALL and cfg.input_shape == (28, 28, 1) and cfg.num_classes == 10
+    assert tc.optimizer == small_input_recipe().optimizer and tc.epochs == 1
+    assert "stopped before training" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("kind", ["sr", "pct3x3", "frontier", "bypass", "edf", "curves"])

@@ -80,7 +80,10 @@ def add_commands(sub) -> None:
                        "study, in its storage), .csv / .json exports or storage URLs (sqlite:///runs/sqzdse.db, "
                        "postgresql://...); several are combined, rows keep their study")  # fmt: skip
         add_output(p, "figure file: .png, .svg or .pdf")
-        p.add_argument("--metric", default="val_top1", choices=METRICS, help="accuracy to plot")
+        metric_help = ("the final accuracy that colours each curve and picks the best trial (the curves "
+                       "themselves are validation top-1 per epoch, what a trial records per epoch)"
+                       if kind == "curves" else "accuracy to plot")  # fmt: skip
+        p.add_argument("--metric", default="val_top1", choices=METRICS, help=metric_help)
         p.add_argument("--study", action="append", help="only this study (repeatable)")
         p.add_argument("--where", action="append", type=where_item, metavar="KEY=VALUE", help="only rows with this "
                        "value, e.g. --where pct3x3=0.5 to hold an axis fixed (repeatable)")  # fmt: skip

@@ -8,6 +8,7 @@ import json
 import sys
 
 from sqzdse.cli.common import add_config_args, command, config_from_args
+from sqzdse.data.datasets import MAX_DEFAULT_VAL
 from sqzdse.model import config as C
 from sqzdse.train.recipe import DTYPES, INITS, OPTIMIZERS, SCHEDULES, TrainConfig, caffe_solver, small_input_recipe
 
@@ -36,10 +37,15 @@ CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "init": INITS, "dtype
 TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 
+# What an unset limit means (TrainConfig's None).
+UNSET = {"train_limit": "all", "eval_limit": "all",
+         "val_size": f"a tenth of the training split, at most {MAX_DEFAULT_VAL:,}"}  # fmt: skip
+
+
 def _recipe_default(name: str) -> str:
     imagenet, small = getattr(caffe_solver(), name), getattr(small_input_recipe(), name)
     if imagenet == small:
-        return f"default: {imagenet}" if imagenet is not None else "default: all"
+        return f"default: {imagenet}" if imagenet is not None else f"default: {UNSET[name]}"
     return f"default: {imagenet} with an ImageNet stem, {small} with the small stem"
 
 
@@ -79,9 +85,10 @@ def _train(args) -> int:
     from sqzdse.train.loop import train_and_evaluate
 
     ds = D.load(args.dataset, data_dir=args.data_dir, val_size=args.val_size, download=not args.no_download)
-    cfg = config_from_args(args, input_shape=ds.info.image_shape, num_classes=ds.info.num_classes)
+    fit = {}  # no preset or stem named: a small input gets the small stem (checked with it, not with v1.0's)
     if args.preset is None and args.stem is None and ds.info.family == "small":
-        cfg = dataclasses.replace(cfg, stem=C.STEM_SMALL, conv10_pad=0)  # no preset named: fit the small input
+        fit = dict(stem=C.STEM_SMALL, conv10_pad=0)
+    cfg = config_from_args(args, input_shape=ds.info.image_shape, num_classes=ds.info.num_classes, **fit)
     tc = train_config_from_args(args, cfg)
     print(f"training {cfg} on {ds.info.name} with {tc}", file=sys.stderr)
     if args.dsd:

@@ -17,6 +17,8 @@ CAFFE_MEAN_BGR = (104.0, 117.0, 123.0)
 CAFFE_CENTRE = (CAFFE_RESIZE - CAFFE_CROP) // 2  # the test phase's centre crop starts at 14
 # Standard augmentation for 28/32-px images: zero-pad 4 px, crop back at random.
 SMALL_PAD = 4
+# val_size None: a tenth of the training split, at most this many images
+MAX_DEFAULT_VAL = 5000
 
 IDX_FILES = (
     "train-images-idx3-ubyte.gz",

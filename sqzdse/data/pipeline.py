@@ -43,6 +43,7 @@ from sqzdse.data.datasets import (
     CAFFE_FAMILY,
     CAFFE_RESIZE,
     DATASETS,
+    MAX_DEFAULT_VAL,
     SMALL_PAD,
     DatasetSpec,
     dataset_spec,
@@ -58,7 +59,6 @@ SPLITS = ("train", "val", "test")
 # Seed of the validation carve. Fixed, never the trial's seed, so every trial of a
 # sweep tunes on the same images.
 _VAL_SEED = 20160224  # SqueezeNet's arXiv date
-_MAX_DEFAULT_VAL = 5000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,7 +243,7 @@ class _Split:
 def _dataset(name: str, spec: DatasetSpec, train, test, val_size: int | None) -> Dataset:
     n = len(train)
     if val_size is None:
-        val_size = min(_MAX_DEFAULT_VAL, n // 10)
+        val_size = min(MAX_DEFAULT_VAL, n // 10)
     if not 0 <= val_size < n:
         raise InputError(f"val_size must be in [0, {n}) for {name}, got {val_size}")
     # A fixed permutation, independent of any training seed; a smaller val_size takes
