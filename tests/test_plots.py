@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from sweep_rows import BYPASSES, SRS, acc_of, brute_front, params, study
 
+from sqzdse.cli import main
 from sqzdse.cli import plot as plot_cli
 from sqzdse.cli import report as report_cli
 from sqzdse.results import analysis, design_plots, paper_plots
@@ -348,17 +349,22 @@ def test_one_epoch_curves_tick_whole_epochs(rows):
 
 @pytest.mark.parametrize("kind", P.KINDS)
 def test_different_budgets_are_refused_by_every_kind(rows, kind):
-    mixed = [dict(r, budget="dataset=fmnist, epochs=1" if r["study"] == "table3" else "dataset=fmnist, epochs=4")
+    one = {"bypass": "table3", "pct3x3": "fig3b"}.get(kind, "fig3a")  # a study that varies what `kind` draws
+    mixed = [dict(r, budget="dataset=fmnist, epochs=1" if r["study"] == one else "dataset=fmnist, epochs=4")
              for r in rows]  # fmt: skip
-    with pytest.raises(results.BudgetMismatch, match=r"table3 \(dataset=fmnist, epochs=1\)"):
-        P.make_plot(kind, mixed, by="bypass")
+    with pytest.raises(results.BudgetMismatch, match=rf"{one} \(dataset=fmnist, epochs=1\)"):
+        P.make_plot(kind, mixed, by="seed")
     # One budget selected: drawn, and the note says which.
-    fig = P.make_plot(kind, mixed, by="bypass", where={"study": "table3"})
+    fig = P.make_plot(kind, mixed, by="seed", where={"study": one})
     assert "trained: dataset=fmnist, epochs=1" in fig.axes[0].get_title()
 
 
 @pytest.mark.parametrize("kind", P.KINDS)
 def test_where_holds_values_fixed_in_every_kind(rows, kind):
+    if kind in ("bypass", "pct3x3"):  # the axis itself held fixed: one category or point, refused
+        with pytest.raises(results.ResultsError, match=f"all .* trials of .* have {kind}=.*would show one"):
+            P.make_plot(kind, rows, by="seed", where={"bypass": "vanilla", "pct3x3": "0.5"})
+        return
     fig = P.make_plot(kind, rows, by="seed", where={"bypass": "vanilla", "pct3x3": "0.5"})
     title = fig.axes[0].get_title()
     assert "selected: bypass=vanilla, pct3x3=0.5" in title
@@ -404,3 +410,15 @@ def test_report_where_and_mixed_budgets(rows, tmp_path):
     with pytest.raises(results.BudgetMismatch, match=r"fig3a, fig3b \(epochs=4\); table3 \(epochs=1\)"):
         R.write_report(mixed, tmp_path / "m.md")  # one ranking, one Pareto set: of one budget
     assert "Trained: epochs=1." in R.write_report(mixed, tmp_path / "m.md", where={"study": "table3"}).read_text()
+
+
+def test_a_figure_of_an_axis_the_data_holds_fixed_is_refused(rows, files, tmp_path, capsys):
+    fig3a = [r for r in rows if r["study"] == "fig3a"]  # SR varies; pct3x3 and bypass are held fixed
+    for kind, opts, column in (("pct3x3", {}, "pct3x3=0.5"), ("edf", {"by": "pct3x3"}, "pct3x3=0.5"),
+                               ("bypass", {}, "bypass=vanilla")):  # fmt: skip
+        with pytest.raises(results.ResultsError, match=f"all 12 trials of fig3a have {column}, so it would show one"):
+            P.make_plot(kind, fig3a, **opts)
+    P.make_plot("edf", fig3a, by="study")  # one study is one curve by design
+    assert main(["plot", "pct3x3", str(files["csv"]), "--study", "fig3a", "-o", str(tmp_path / "p.png")]) == 2
+    err = capsys.readouterr().err
+    assert "give a study that varies pct3x3" in err and err.count("\n") == 1 and not (tmp_path / "p.png").exists()

@@ -28,6 +28,7 @@ from sqzdse.results.rows import (
     metric_label,
     plotted,
     require_size,
+    require_varied,
     select,
     selection_note,
     size_mib,
@@ -196,6 +197,8 @@ def plot_edf(
         kept = sized
         if not kept:
             raise InputError(f"normalize: no completed trial has {size}")
+    if by != "study":  # one study is one curve by design; one value of a metaparameter says nothing about it
+        require_varied(kept, by, f"an EDF per {by}")
     groups = defaultdict(list)
     for r in kept:
         groups[r.get(by)].append(r)

@@ -27,6 +27,7 @@ from sqzdse.results.rows import (
     paper_fig3,
     plotted,
     require_size,
+    require_varied,
     short_number,
     size_mib,
     study_names,
@@ -73,6 +74,7 @@ def plot_sweep(
         kept = [r for r in kept if r.get(param) is not None]
         if not kept:
             raise InputError(f"no completed trials with a value of {param}")
+    require_varied(kept, param, f"a figure against {param}")
     pts = sweep_points(kept, param, metric, size)
     xs = np.array([p[0] for p in pts], dtype=float)
     means = np.array([p[1].mean() for p in pts])
@@ -194,6 +196,7 @@ def plot_bypass(
     check_size(size)
     kept, skipped, selected = plotted(rows, metric, where)
     require_size(kept, size)
+    require_varied(kept, "bypass", "a comparison of bypass kinds")
     groups = {b: [r for r in kept if r.get("bypass") == b] for b in BYPASSES}
     other = sorted({str(r.get("bypass")) for r in kept} - set(BYPASSES))
     for b in other:

@@ -401,6 +401,18 @@ def require_size(rows: Sequence[dict], size: str) -> None:
         )
 
 
+def require_varied(rows: Sequence[dict], column: str, what: str) -> None:
+    """A ResultsError when `rows` hold fewer than two values of `column`: `what` (a figure against it, a curve per
+    value) would show one point, one curve or one category and look like a result."""
+    values = {r.get(column) for r in rows if r.get(column) is not None}
+    if len(values) < 2:
+        held = f"{column}={_shown(next(iter(values)))}" if values else f"no {column}"
+        raise ResultsError(
+            f"{what}: all {len(rows)} trials of {study_names(rows)} have {held}, so it would show one "
+            f"{'point' if column in ('sr', 'pct3x3') else 'group'}; give a study that varies {column}"
+        )
+
+
 def plotted(rows: Sequence[dict], metric: str, where: Mapping | None = None) -> tuple[list[dict], Counter, str]:
     """What a figure draws: the rows with `where`, completed with `metric`, of one training budget.
 
