@@ -11,7 +11,7 @@ from sweep_rows import BYPASSES, SRS, acc_of, brute_front, params, study
 from sqzdse.cli import main
 from sqzdse.cli import plot as plot_cli
 from sqzdse.cli import report as report_cli
-from sqzdse.results import analysis, design_plots, paper_plots
+from sqzdse.results import analysis, design_plots, paper_plots, stats
 from sqzdse.results import figures as P
 from sqzdse.results import report as R
 from sqzdse.results import rows as results
@@ -52,12 +52,13 @@ def test_sr_plot_shows_per_sr_means_and_sizes(rows):
     expect = {sr: [100 * r["val_top1"] for r in kept if r["sr"] == sr] for sr in sorted({r["sr"] for r in kept})}
     assert list(x) == list(expect)
     assert list(y) == pytest.approx([np.mean(v) for v in expect.values()])
-    # Error bars span min..max of the trials at each SR.
+    # Error bars: the 95 % bootstrap interval of each SR's mean over its trials (sqzdse.results.stats).
     seg = c.lines[2][0].get_segments()
     # Flat lists: pytest.approx compares no nested structures (pytest >= 9.1).
     assert [y for s in seg for y in (s[0][1], s[1][1])] == pytest.approx(
-        [f(v) for v in expect.values() for f in (min, max)]
+        [end for v in expect.values() for end in (stats.mean(v).low, stats.mean(v).high)]
     )
+    assert all(min(v) <= stats.mean(v).low < stats.mean(v).high <= max(v) for v in expect.values())
     (size,) = [ln for a in fig.axes for ln in a.lines if ln.get_gid() == "size"]
     sizes = [np.mean([r["bytes"] / 2**20 for r in kept if r["sr"] == sr]) for sr in expect]
     assert list(size.get_ydata()) == pytest.approx(sizes)
@@ -312,7 +313,7 @@ def test_plotting_imports_no_training_code():
     code = code.replace("PREFIXES", "('sqzdse', 'jax', 'flax', 'matplotlib')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     # The results stage and what it reads: the configuration's names and the export's columns, nothing that trains.
-    results = ("analysis", "canvas", "design_plots", "figures", "paper_plots", "report", "rows")
+    results = ("analysis", "canvas", "claims", "design_plots", "figures", "paper_plots", "report", "rows", "stats")
     expect = ["sqzdse", "sqzdse.errors", "sqzdse.model", "sqzdse.model.config", "sqzdse.model.plan", "sqzdse.results"]
     expect += [f"sqzdse.results.{m}" for m in results] + ["sqzdse.sweep", "sqzdse.sweep.schema"]
     assert out.strip() == str(sorted(expect))

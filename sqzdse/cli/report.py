@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -34,6 +35,28 @@ def run_report(args) -> int:
     return 0
 
 
+def run_claims(args) -> int:
+    """``sqzdse claims``: each of the paper's claims the rows can test, with its interval and verdict."""
+    from sqzdse.results.claims import check_claims
+    from sqzdse.results.rows import check_budgets, completed, load_rows, select, study_names
+    from sqzdse.results.stats import LEVEL, RESAMPLES
+
+    rows = select(load_rows(*args.sources, study=args.study), dict(args.where or ()))
+    kept, _ = completed(rows, args.metric)
+    check_budgets(kept)  # one budget, or the claims would compare trainings of different lengths
+    found = check_claims(rows, args.metric)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(c) for c in found], indent=1))
+        return 0
+    print(f"claims tested on {study_names(rows) or 'no rows'} ({len(kept)} completed trials, {args.metric} in points;"
+          f" {LEVEL:.0%} percentile-bootstrap intervals over seeds, {RESAMPLES:,} resamples):")  # fmt: skip
+    for c in found:
+        print(f"  {c.text()}\n    held fixed: {c.held}")
+    if not found:
+        print("  none: the trials vary neither sr, pct3x3 (with 0.5 and a larger share) nor bypass (with vanilla)")
+    return 0
+
+
 def add_commands(sub) -> None:
     rp = command(sub, "report", help="one Markdown or HTML page per study: spec, trials, Pareto set, figures")
     rp.add_argument("sources", nargs="+", metavar="SOURCE", help="results: sweep files (.toml), .csv / .json "
@@ -47,3 +70,13 @@ def add_commands(sub) -> None:
     rp.add_argument("--where", action="append", type=where_item, metavar="KEY=VALUE",
                     help="only trials with this value, e.g. --where bypass=simple (repeatable)")  # fmt: skip
     rp.set_defaults(func=run_report)
+    cl = command(sub, "claims", help="test the paper's claims on a study: statistic, bootstrap interval over seeds, "
+                 "verdict (holds / contradicted / cannot tell, with the seeds that would decide)")  # fmt: skip
+    cl.add_argument("sources", nargs="+", metavar="SOURCE", help="results: sweep files (.toml), .csv / .json "
+                    "exports or storage URLs")  # fmt: skip
+    cl.add_argument("--study", action="append", help="only this study (repeatable)")
+    cl.add_argument("--metric", default="val_top1", choices=METRICS, help="the accuracy the claims are about")
+    cl.add_argument("--where", action="append", type=where_item, metavar="KEY=VALUE",
+                    help="only trials with this value (repeatable)")  # fmt: skip
+    cl.add_argument("--json", action="store_true", help="print JSON")
+    cl.set_defaults(func=run_claims)

@@ -15,6 +15,7 @@ import numpy as np
 
 from sqzdse.errors import InputError
 from sqzdse.model.config import BYPASSES
+from sqzdse.results import stats
 from sqzdse.results.analysis import sweep_points
 from sqzdse.results.canvas import new_figure, titles
 from sqzdse.results.rows import (
@@ -54,7 +55,7 @@ def plot_sweep(
     where: Mapping | None = None,
     size: str = "bytes",
 ) -> Figure:
-    """Accuracy (mean over trials, bars = min..max) and model size against one metaparameter (``sr`` or ``pct3x3``).
+    """Accuracy (mean over trials, bars: its 95 % bootstrap interval) and model size against ``sr`` or ``pct3x3``.
 
     Args:
       where: keep only rows with these values (e.g. ``{"pct3x3": 0.5}`` to hold the other axis fixed, as the
@@ -77,9 +78,10 @@ def plot_sweep(
     require_varied(kept, param, f"a figure against {param}")
     pts = sweep_points(kept, param, metric, size)
     xs = np.array([p[0] for p in pts], dtype=float)
-    means = np.array([p[1].mean() for p in pts])
-    lo = means - np.array([p[1].min() for p in pts])
-    hi = np.array([p[1].max() for p in pts]) - means
+    intervals = [stats.mean(p[1]) for p in pts]  # over each point's trials (its seeds)
+    means = np.array([ci.estimate for ci in intervals])
+    lo = means - np.array([ci.low for ci in intervals])
+    hi = np.array([ci.high for ci in intervals]) - means
     sizes = np.array([p[2] for p in pts])
     seeds = sorted({len(p[1]) for p in pts})
 
@@ -98,7 +100,7 @@ def plot_sweep(
         capsize=4,
         lw=1.6,
         ms=6,
-        label=f"this run: {metric}, mean over trials, bars min to max",
+        label=f"this run: {metric}, mean over trials, bars: its 95 % bootstrap interval",
         gid="accuracy",
     )
     ax.set_ylabel(metric_label(metric), color=c_acc)
@@ -192,7 +194,7 @@ plot_pct3x3 = functools.partial(plot_sweep, param="pct3x3")
 def plot_bypass(
     rows: Sequence[dict], metric: str = "val_top1", where: Mapping | None = None, size: str = "bytes"
 ) -> Figure:
-    """The paper's Table 3 as a picture: vanilla / simple / complex bypass, per-seed points, mean and min-max."""
+    """The paper's Table 3 as a picture: vanilla / simple / complex bypass, per-seed points, mean and 95 % interval."""
     check_size(size)
     kept, skipped, selected = plotted(rows, metric, where)
     require_size(kept, size)
@@ -210,11 +212,12 @@ def plot_bypass(
         acc = np.array([100.0 * r[metric] for r in g])
         jitter = np.linspace(-0.15, 0.15, len(acc)) if len(acc) > 1 else np.zeros(1)
         ax.scatter(i + 0.12 + jitter * 0.6, acc, s=20, color=f"C{i}", alpha=0.6, lw=0, gid=f"seeds:{b}")
-        m = acc.mean()
+        ci = stats.mean(acc)
+        m = ci.estimate
         ax.errorbar(
             [i - 0.12],
             [m],
-            yerr=[[m - acc.min()], [acc.max() - m]],
+            yerr=[[m - ci.low], [ci.high - m]],
             fmt="D",
             color=f"C{i}",
             ms=8,
@@ -246,7 +249,7 @@ def plot_bypass(
     ax.set_ylabel(metric_label(metric))
     ax.set_xlabel(f"bypass (the macroarchitecture of Section 6); model size of {SIZES[size]}")
     ax.grid(alpha=0.3, axis="y")
-    note = count_note(len(kept), skipped) + "; diamond: mean, bars: min-max, dots: one trial each"
+    note = count_note(len(kept), skipped) + "; diamond: mean, bars: its 95 % bootstrap interval, dots: one trial each"
     if selected:
         note += "\n" + selected
     vary = varying(kept, ("bypass", "seed"))

@@ -22,6 +22,7 @@ from pathlib import Path
 from sqzdse.errors import InputError
 from sqzdse.results.analysis import pareto_front
 from sqzdse.results.canvas import save_figure
+from sqzdse.results.claims import check_claims
 from sqzdse.results.design_plots import plot_curves, plot_edf, plot_frontier
 from sqzdse.results.paper_plots import plot_bypass, plot_pct3x3, plot_sr
 from sqzdse.results.rows import (
@@ -153,6 +154,20 @@ def pareto_table(rows: Sequence[dict], metric: str) -> tuple[list[str], list[lis
     return head, body
 
 
+def claims_table(found) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the claims a study can test (``sqzdse.results.claims``)."""
+    head = ["claim", "statistic", "points [95 % interval]", "verdict", "held fixed; note"]
+    body = []
+    for c in found:
+        verdict = c.verdict
+        if c.verdict == "cannot tell":
+            verdict += f" at {c.interval.n} seed{'s' if c.interval.n != 1 else ''}"
+            verdict += f" (~{c.seeds_needed} would decide)" if c.seeds_needed else ""
+        body.append([c.claim, f"{c.statistic} {c.side} {c.threshold:g}", c.interval.text(), verdict,
+                     c.held + (f"; {c.note}" if c.note else "")])  # fmt: skip
+    return head, body
+
+
 def _figures(rows: Sequence[dict], metric: str) -> list[tuple[str, str, object]]:
     """(name, caption, Figure) for every figure the rows can show; a figure that cannot be drawn is left out."""
     kept, _ = completed(rows, metric)
@@ -220,6 +235,10 @@ def write_report(
     blocks: list[tuple] = [("h1", title), ("p", _summary(rows, kept, metric, where, budget))]
     blocks.append(("h2", f"Pareto set (max {metric}, min size)"))
     blocks.append(("table", *pareto_table(rows, metric)))
+    found = check_claims(kept, metric)
+    if found:
+        blocks.append(("h2", f"The paper's claims ({metric}; 95 % bootstrap intervals over seeds)"))
+        blocks.append(("table", *claims_table(found)))
     blocks.append(("h2", "Figures"))
     for name, caption, fig in _figures(rows, metric):
         if fig is None:
