@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 from sqzdse.cli.common import add_output, command
@@ -57,6 +58,29 @@ def run_claims(args) -> int:
     return 0
 
 
+def run_importance(args) -> int:
+    """``sqzdse importance``: PED-ANOVA and fANOVA importances of the metaparameters, their agreement."""
+    from sqzdse.results.importance import importances
+    from sqzdse.results.rows import check_budgets, completed, load_rows, select
+
+    if args.output:  # a wrong suffix is refused before the work
+        from sqzdse.results.canvas import check_figure_path
+
+        check_figure_path(args.output)
+    rows = select(load_rows(*args.sources, study=args.study), dict(args.where or ()))
+    check_budgets(completed(rows, args.metric)[0])
+    imp = importances(rows, args.metric)
+    if args.output:
+        from sqzdse.results.canvas import save_figure
+        from sqzdse.results.design_plots import plot_importance
+
+        save_figure(plot_importance(imp), args.output)
+    print(json.dumps(dataclasses.asdict(imp), indent=1) if args.json else imp.text())
+    if args.output:
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
 def add_commands(sub) -> None:
     rp = command(sub, "report", help="one Markdown or HTML page per study: spec, trials, Pareto set, figures")
     rp.add_argument("sources", nargs="+", metavar="SOURCE", help="results: sweep files (.toml), .csv / .json "
@@ -80,3 +104,14 @@ def add_commands(sub) -> None:
                     help="only trials with this value (repeatable)")  # fmt: skip
     cl.add_argument("--json", action="store_true", help="print JSON")
     cl.set_defaults(func=run_claims)
+    im = command(sub, "importance", help="which metaparameter matters: Optuna's PED-ANOVA and fANOVA importances "
+                 "of a study's accuracy, and how much they agree")  # fmt: skip
+    im.add_argument("sources", nargs="+", metavar="SOURCE", help="results: sweep files (.toml), .csv / .json "
+                    "exports or storage URLs")  # fmt: skip
+    add_output(im, "also draw the importances: .png, .svg or .pdf", required=False)
+    im.add_argument("--study", action="append", help="only this study (repeatable)")
+    im.add_argument("--metric", default="val_top1", choices=METRICS, help="the accuracy whose importance is asked")
+    im.add_argument("--where", action="append", type=where_item, metavar="KEY=VALUE",
+                    help="only trials with this value (repeatable)")  # fmt: skip
+    im.add_argument("--json", action="store_true", help="print JSON")
+    im.set_defaults(func=run_importance)

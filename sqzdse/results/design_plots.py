@@ -314,3 +314,23 @@ def _legend_below(fig, handles, ncols: int = 1, **kw) -> None:
     """The legend below the axes, outside the data: inside, it hides the points or the curve ends it explains."""
     if handles:
         fig.legend(handles, [h.get_label() for h in handles], loc="outside lower center", ncols=ncols, fontsize=8, **kw)
+
+
+def plot_importance(imp) -> Figure:
+    """The metaparameters' importances (``sqzdse.results.importance.Importances``): PED-ANOVA and fANOVA side by
+    side, most important (by PED-ANOVA) on top."""
+    names = list(imp.ped_anova)
+    y = np.arange(len(names))[::-1]
+    fig = new_figure(6.5, 1.6 + 0.45 * len(names))
+    ax = fig.add_subplot()
+    ax.barh(y + 0.2, list(imp.ped_anova.values()), height=0.38, color="C0", label="PED-ANOVA", gid="ped_anova")
+    ax.barh(y - 0.2, list(imp.fanova.values()), height=0.38, color="C1", label="fANOVA", gid="fanova")
+    ax.set_yticks(y, names)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(f"importance for {metric_label(imp.metric)} (each evaluator sums to 1)")
+    ax.grid(alpha=0.3, axis="x")
+    agree = "n/a" if imp.spearman is None else f"{imp.spearman:+.2f}"
+    note = f"{imp.trials} completed trials; rank agreement of the two (Spearman): {agree}"
+    titles(fig, ax, "Which metaparameter matters", note)
+    _legend_below(fig, ax.get_legend_handles_labels()[0], ncols=2)
+    return fig

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from sqzdse.errors import InputError
+from sqzdse.model.config import METAPARAMETERS
 from sqzdse.results.analysis import pareto_front
 from sqzdse.results.canvas import save_figure
 from sqzdse.results.claims import check_claims
@@ -154,6 +155,14 @@ def pareto_table(rows: Sequence[dict], metric: str) -> tuple[list[str], list[lis
     return head, body
 
 
+def _importance(kept: Sequence[dict], metric: str):
+    """The importances (``sqzdse.results.importance``) where two or more metaparameters vary over enough trials."""
+    from sqzdse.results.importance import MIN_TRIALS, importances  # imports Optuna: only when a report has one
+
+    varied = [k for k in METAPARAMETERS if len({r.get(k) for r in kept}) > 1]
+    return importances(kept, metric) if len(varied) >= 2 and len(kept) >= MIN_TRIALS else None
+
+
 def claims_table(found) -> tuple[list[str], list[list[str]]]:
     """(header, rows) of the claims a study can test (``sqzdse.results.claims``)."""
     head = ["claim", "statistic", "points [95 % interval]", "verdict", "held fixed; note"]
@@ -239,6 +248,14 @@ def write_report(
     if found:
         blocks.append(("h2", f"The paper's claims ({metric}; 95 % bootstrap intervals over seeds)"))
         blocks.append(("table", *claims_table(found)))
+    importance = _importance(kept, metric)
+    if importance is not None:
+        blocks.append(("h2", f"Which metaparameter matters ({metric})"))
+        body = [[k, f"{v:.3f}", f"{importance.fanova[k]:.3f}"] for k, v in importance.ped_anova.items()]
+        blocks.append(("table", ["metaparameter", "PED-ANOVA", "fANOVA"], body))
+        agree = "n/a" if importance.spearman is None else f"{importance.spearman:+.2f}"
+        blocks.append(("p", f"Importances normalised to sum to 1 (Optuna's evaluators, {importance.trials} completed "
+                            f"trials); their rank agreement (Spearman): {agree}."))  # fmt: skip
     blocks.append(("h2", "Figures"))
     for name, caption, fig in _figures(rows, metric):
         if fig is None:

@@ -172,7 +172,7 @@ def _serialize_sqlite(storage) -> None:
 def _rdb_storage(url, **kwargs):
     import optuna
 
-    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 4.9; they are what we rely on
+    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5.1; they are what we rely on
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.storages.RDBStorage(url, **kwargs)
 
