@@ -7,7 +7,8 @@
 # interrupted, the same command continues: finished trials are kept, a dead worker's trial is retried.
 # Then it exports every trial, writes a report page per study and draws the figures.
 #
-#   bash experiments/fashion_mnist/run.sh          # from the repository root, after bash setup.sh
+#   bash experiments/fashion_mnist/run.sh            # from the repository root, after bash setup.sh
+#   bash experiments/fashion_mnist/run.sh --results  # only the exports, reports, claims, tables and figures
 set -euo pipefail
 here=experiments/fashion_mnist
 store=sqlite:///$here/sweeps.db
@@ -17,19 +18,25 @@ chain() {  # chain CORE SWEEP...: run the sweeps one after the other on one core
     for s in "$@"; do taskset -c "$core" sqzdse sweep run "sweeps/$s.toml" --storage "$store" --no-progress; done
 }
 start=$(date +%s)
-if [ "${#cores[@]}" -ge 2 ]; then
+if [ "${1:-}" = "--results" ]; then
+    :
+elif [ "${#cores[@]}" -ge 2 ]; then
     chain "${cores[0]}" squeeze_ratio bypass > "$here/worker0.log" 2>&1 &
     chain "${cores[1]}" pct3x3 bypass > "$here/worker1.log" 2>&1 &
     wait
 else
     chain "${cores[0]}" squeeze_ratio pct3x3 bypass > "$here/worker0.log" 2>&1
 fi
-echo "sweeps: $(( $(date +%s) - start )) s wall"
+[ "${1:-}" = "--results" ] || echo "sweeps: $(( $(date +%s) - start )) s wall"
+python3 "$here/intervals.py" "$store" > "$here/intervals.md"
 
 for s in squeeze_ratio pct3x3 bypass; do
     sqzdse sweep export --storage "$store" --study "$s" --format csv -o "$here/$s.csv"
     sqzdse report "$store" --study "$s" -o "$here/report_$s.md"
 done
+for s in squeeze_ratio pct3x3 bypass; do sqzdse claims "$store" --study "$s"; done > "$here/claims.txt"
+sqzdse importance "$store" --study squeeze_ratio --study pct3x3 --study bypass -o "$here/importance.png" \
+    > "$here/importance.txt"
 sqzdse plot sr "$store" --study squeeze_ratio -o "$here/squeeze_ratio.png" --paper
 sqzdse plot pct3x3 "$store" --study pct3x3 -o "$here/pct3x3.png" --paper
 sqzdse plot bypass "$store" --study bypass -o "$here/bypass.png"
