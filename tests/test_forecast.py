@@ -165,6 +165,13 @@ def test_a_sweep_file_is_a_results_source(tmp_path, monkeypatch):
     (tmp_path / "tiny.toml").write_text(_toml(TINY_SPEC))
     (row,) = load_rows(str(tmp_path / "tiny.toml"))  # the file's study only, not the storage's other one
     assert row["study"] == "tiny" and row["val_top1"] == 0.5
+    # The report of the sweep file shows the spec stored on its study, as the report of the storage does.
+    optuna.load_study(study_name="tiny", storage=url).set_user_attr("spec", SP.spec_record(spec()))
+    for source in (str(tmp_path / "tiny.toml"), url):
+        out = tmp_path / "r.md"
+        assert main(["report", source, "--study", "tiny", "-o", str(out)]) == 0
+        text = out.read_text()
+        assert "No spec given" not in text and "- space: sr in 0.25, 0.5, 0.75" in text, source
 
 
 def _toml(raw: dict) -> str:

@@ -193,3 +193,19 @@ def test_a_hundred_thousand_seeds_are_checked_at_once():
     with pytest.raises(SP.SpecError, match="the grid has 300,000 points"):
         spec({"sr": [0.25, 0.5, 0.75]}, seeds=100_000)
     assert spec({"sr": [0.25]}, seeds=list(range(9_000))).grid_size() == 9_000
+
+
+def test_vanilla_is_none_wherever_a_bypass_is_given():
+    from sqzdse.cli import build_parser
+    from sqzdse.model import config as C
+
+    assert C.squeezenet_small(bypass="vanilla") == C.squeezenet_small(bypass="none")
+    vanilla = SP.parse_spec({**TINY_SPEC, "space": {"bypass": ["vanilla", "simple"]}, "model": {
+        **TINY_SPEC["model"], "bypass": "vanilla"}})  # fmt: skip
+    none = SP.parse_spec({**TINY_SPEC, "space": {"bypass": ["none", "simple"]}, "model": {
+        **TINY_SPEC["model"], "bypass": "none"}})  # fmt: skip
+    assert SP.spec_record(vanilla) == SP.spec_record(none)  # one study, however the file spells it
+    with pytest.raises(SP.SpecError, match="space.bypass"):
+        SP.parse_spec({**TINY_SPEC, "space": {"bypass": ["vanilla", "none"]}})  # the same kind twice
+    args = build_parser().parse_args(["model", "summary", "--preset", "squeezenet_small", "--bypass", "vanilla"])
+    assert args.bypass == "none"

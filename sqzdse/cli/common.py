@@ -45,7 +45,8 @@ def add_config_args(p: argparse.ArgumentParser, preset_default: str = "squeezene
     g.add_argument("--freq", type=int, help=f"Fire modules per width step (v1.0: {v10.freq})")
     g.add_argument("--pct3x3", type=float, help=f"share of 3x3 expand filters, 0..1 (v1.0: {v10.pct3x3})")
     g.add_argument("--sr", type=float, help=f"squeeze ratio s/e, > 0 (v1.0: {v10.sr})")
-    g.add_argument("--bypass", choices=C.BYPASSES, help=f"macroarchitecture of Section 6 (v1.0: {v10.bypass})")
+    g.add_argument("--bypass", type=C.canonical_bypass, choices=C.BYPASSES, metavar="{none|vanilla,simple,complex}",
+                   help=f"macroarchitecture of Section 6; vanilla is none (v1.0: {v10.bypass})")  # fmt: skip
     g.add_argument("--stem", choices=sorted(C.STEMS), help="conv1: v1_0 = 96x7x7/2, v1_1 = 64x3x3/2, small = "
                    f"64x3x3/1 pad 1 (v1.0: {_stem_name(v10.stem)})")  # fmt: skip
     g.add_argument("--pool-after", help="comma-separated layers followed by a 3x3/2 max pool "

@@ -28,6 +28,12 @@ def run_report(args) -> int:
             spec = json.loads(Path(args.spec).read_text())
         except json.JSONDecodeError as e:
             raise InputError(f"{args.spec}: not valid JSON ({e})") from None
+    elif len(args.sources) == 1 and str(args.sources[0]).lower().endswith(".toml"):  # its study, in its storage
+        from sqzdse.sweep.spec import load_spec
+        from sqzdse.sweep.storage import storage_url
+
+        sweep = load_spec(args.sources[0], max_points=None)
+        spec = study_spec(storage_url(None, sweep), sweep.name)
     elif len(args.sources) == 1 and is_storage_url(args.sources[0]):
         names = {r["study"] for r in rows}
         spec = study_spec(args.sources[0], names.pop()) if len(names) == 1 else None

@@ -16,6 +16,15 @@ from sqzdse.model.plan import layer_plan
 from sqzdse.model.plan import round_half_up as round_half_up
 
 BYPASSES = ("none", "simple", "complex")
+# Table 3 calls "none" vanilla, as every figure and report does: both are accepted wherever a bypass is given.
+BYPASS_ALIASES = {"vanilla": "none"}
+
+
+def canonical_bypass(value):
+    """'vanilla' -> 'none'; any other value as it is (validated where it is used)."""
+    return BYPASS_ALIASES.get(value, value) if isinstance(value, str) else value
+
+
 # Section 5's metaparameters and Section 6's bypass, as sweeps name their parameters and exports their columns.
 METAPARAMETERS = ("base_e", "incr_e", "freq", "pct3x3", "sr", "bypass")
 POOL_SITES = ("conv1",) + FIRE_NAMES
@@ -71,8 +80,9 @@ class SqueezeNetConfig:
             raise ConfigError(f"sr={self.sr!r}: the squeeze ratio must be > 0")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout={self.dropout!r}: must be in [0, 1)")
+        object.__setattr__(self, "bypass", canonical_bypass(self.bypass))  # frozen: the one place it is normalised
         if self.bypass not in BYPASSES:
-            raise ConfigError(f"bypass={self.bypass!r}: must be one of {', '.join(BYPASSES)}")
+            raise ConfigError(f"bypass={self.bypass!r}: must be one of {', '.join(BYPASSES)} (or vanilla)")
         if not isinstance(self.stem, Stem):
             raise ConfigError(f"stem={self.stem!r}: must be a Stem or one of {', '.join(STEMS)}")
         for field in ("filters", "kernel", "stride"):

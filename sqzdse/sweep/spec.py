@@ -238,6 +238,8 @@ def parse_spec(raw: dict, source: str = "", max_points: int | None = GRID_LIMIT)
         if key not in model_fields:
             _fail(f"model.{key}", f"unknown; allowed: preset, {', '.join(sorted(model_fields))}")
         _check_type(f"model.{key}", value, MODEL_TYPES[key])
+    if "bypass" in model:  # "vanilla" is "none": one point, one study, however the file spells it
+        model["bypass"] = C.canonical_bypass(model["bypass"])
 
     sampler = kw.get("sampler", "grid")
     space = []
@@ -327,7 +329,7 @@ def _compress_settings(raw) -> dict:
 def _dim(key: str, value) -> Dim:
     hint, where = MODEL_TYPES[key], f"space.{key}"
     # A float axis holds floats (1 -> 1.0): a grid point is then the same point however the file writes it.
-    norm = float if hint is float else (lambda v: v)
+    norm = float if hint is float else C.canonical_bypass if key == "bypass" else (lambda v: v)
     if isinstance(value, list):
         if not value:
             _fail(where, "an empty list")
