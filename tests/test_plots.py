@@ -423,3 +423,16 @@ def test_a_figure_of_an_axis_the_data_holds_fixed_is_refused(rows, files, tmp_pa
     assert main(["plot", "pct3x3", str(files["csv"]), "--study", "fig3a", "-o", str(tmp_path / "p.png")]) == 2
     err = capsys.readouterr().err
     assert "give a study that varies pct3x3" in err and err.count("\n") == 1 and not (tmp_path / "p.png").exists()
+
+
+def test_a_storage_is_given_as_to_sweep_status_or_as_a_source(rows, tmp_path, monkeypatch, capsys):
+    import sqzdse.results.rows as R
+
+    calls = []
+    monkeypatch.setattr(R, "load_rows", lambda *s, study=None: calls.append(s) or rows)
+    url = "sqlite:///runs/x.db"
+    for argv in (["plot", "bypass", "--storage", url], ["plot", "bypass", url]):
+        assert main([*argv, "--study", "table3", "-o", str(tmp_path / "b.png")]) == 0
+    assert calls == [(url,), (url,)]
+    assert main(["plot", "bypass", "-o", str(tmp_path / "b.png")]) == 2
+    assert "no results given" in capsys.readouterr().err

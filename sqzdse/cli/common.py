@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from sqzdse.errors import InputError
 from sqzdse.model import config as C
+from sqzdse.model.config import METAPARAMETERS
+
+WHERE_KEYS = (*METAPARAMETERS, "seed")
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -75,3 +79,40 @@ def config_from_args(args: argparse.Namespace, **defaults) -> C.SqueezeNetConfig
         c = args.in_channels
     fields["input_shape"] = (h, w, c)
     return dataclasses.replace(base, **fields)
+
+
+def where_item(text: str) -> tuple[str, object]:
+    """KEY=VALUE of --where; numbers become numbers, so 0.5 matches a row's 0.5."""
+    key, sep, value = text.partition("=")
+    if not sep or key not in WHERE_KEYS:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE with KEY one of {', '.join(WHERE_KEYS)}")
+    for kind in (int, float):
+        try:
+            return key, kind(value)
+        except ValueError:
+            pass
+    return key, value
+
+
+def add_sources(p: argparse.ArgumentParser, metric_help: str) -> None:
+    """The results a reading command takes (plot, report, claims, importance): sources, --storage, --study,
+    --metric, --where, spelled alike everywhere."""
+    from sqzdse.results.rows import METRICS
+
+    p.add_argument("sources", nargs="*", metavar="SOURCE", help="results: sweep files (sweeps/smoke.toml: its study, "
+                   "in its storage), .csv / .json exports or storage URLs (sqlite:///runs/sqzdse.db, "
+                   "postgresql://...); several are combined, each trial counted once")  # fmt: skip
+    p.add_argument("--storage", action="append", metavar="URL", help="a storage, as `sweep status` takes "
+                   "it: the same as giving the URL as a SOURCE (repeatable)")  # fmt: skip
+    p.add_argument("--study", action="append", help="only this study (repeatable)")
+    p.add_argument("--metric", default="val_top1", choices=METRICS, help=metric_help)
+    p.add_argument("--where", action="append", type=where_item, metavar="KEY=VALUE", help="only trials with this "
+                   "value, e.g. --where pct3x3=0.5 to hold an axis fixed (repeatable)")  # fmt: skip
+
+
+def sources_of(args: argparse.Namespace) -> list[str]:
+    """The SOURCEs and --storage URLs given, or an InputError when there are none."""
+    sources = [*args.sources, *(args.storage or ())]
+    if not sources:
+        raise InputError("no results given: name a sweep file, an export or a storage (SOURCE, or --storage URL)")
+    return sources

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from sqzdse.cli.common import add_output, command
-from sqzdse.model.config import METAPARAMETERS
+from sqzdse.cli.common import add_output, add_sources, command, sources_of
 from sqzdse.results.figures import KINDS
-from sqzdse.results.rows import BY_CHOICES, METRICS, SIZES
+from sqzdse.results.rows import BY_CHOICES, SIZES
 
 # kind -> (help, the options of make_plot it takes besides metric and where)
 PLOTS = {
@@ -19,20 +18,6 @@ PLOTS = {
     "curves": ("validation accuracy per epoch, one line per completed trial", ()),
 }
 assert tuple(PLOTS) == KINDS, "one subcommand per sqzdse.results.figures.KINDS"
-WHERE_KEYS = (*METAPARAMETERS, "seed")
-
-
-def where_item(text: str) -> tuple[str, object]:
-    """KEY=VALUE of --where; numbers become numbers, so 0.5 matches a row's 0.5."""
-    key, sep, value = text.partition("=")
-    if not sep or key not in WHERE_KEYS:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE with KEY one of {', '.join(WHERE_KEYS)}")
-    for kind in (int, float):
-        try:
-            return key, kind(value)
-        except ValueError:
-            pass
-    return key, value
 
 
 def _add_options(p: argparse.ArgumentParser, options: tuple[str, ...]) -> None:
@@ -61,7 +46,7 @@ def run_plot(args) -> int:
     from sqzdse.results.rows import load_rows
 
     out = check_figure_path(args.output)
-    rows = load_rows(*args.sources, study=args.study)
+    rows = load_rows(*sources_of(args), study=args.study)
     opts = {k: getattr(args, k) for k in ("paper", "reference", "by", "normalize", "bins", "size") if k in args}
     fig = make_plot(args.kind, rows, metric=args.metric, where=dict(args.where or ()), **opts)
     save_figure(fig, out)
@@ -76,16 +61,9 @@ def add_commands(sub) -> None:
     kinds = pl.add_subparsers(dest="kind", required=True, metavar="KIND")
     for kind, (help_, options) in PLOTS.items():
         p = command(kinds, kind, help=help_)
-        p.add_argument("sources", nargs="+", metavar="SOURCE", help="results: sweep files (sweeps/smoke.toml: its "
-                       "study, in its storage), .csv / .json exports or storage URLs (sqlite:///runs/sqzdse.db, "
-                       "postgresql://...); several are combined, rows keep their study")  # fmt: skip
         add_output(p, "figure file: .png, .svg or .pdf")
-        metric_help = ("the final accuracy that colours each curve and picks the best trial (the curves "
-                       "themselves are validation top-1 per epoch, what a trial records per epoch)"
-                       if kind == "curves" else "accuracy to plot")  # fmt: skip
-        p.add_argument("--metric", default="val_top1", choices=METRICS, help=metric_help)
-        p.add_argument("--study", action="append", help="only this study (repeatable)")
-        p.add_argument("--where", action="append", type=where_item, metavar="KEY=VALUE", help="only rows with this "
-                       "value, e.g. --where pct3x3=0.5 to hold an axis fixed (repeatable)")  # fmt: skip
+        add_sources(p, "the final accuracy that colours each curve and picks the best trial (the curves "
+                    "themselves are validation top-1 per epoch, what a trial records per epoch)"
+                    if kind == "curves" else "accuracy to plot")  # fmt: skip
         _add_options(p, options)
         p.set_defaults(func=run_plot)

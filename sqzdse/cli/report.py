@@ -7,10 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from sqzdse.cli.common import add_output, command
-from sqzdse.cli.plot import where_item
+from sqzdse.cli.common import add_output, add_sources, command, sources_of
 from sqzdse.errors import InputError
-from sqzdse.results.rows import METRICS
 
 
 def run_report(args) -> int:
@@ -21,22 +19,23 @@ def run_report(args) -> int:
     out = Path(args.output)
     if out.suffix.lower() not in REPORT_SUFFIXES:
         raise InputError(f"{out}: a report is .md or .html")
-    rows = load_rows(*args.sources, study=args.study)
+    sources = sources_of(args)
+    rows = load_rows(*sources, study=args.study)
     spec = None
     if args.spec:
         try:
             spec = json.loads(Path(args.spec).read_text())
         except json.JSONDecodeError as e:
             raise InputError(f"{args.spec}: not valid JSON ({e})") from None
-    elif len(args.sources) == 1 and str(args.sources[0]).lower().endswith(".toml"):  # its study, in its storage
+    elif len(sources) == 1 and str(sources[0]).lower().endswith(".toml"):  # its study, in its storage
         from sqzdse.sweep.spec import load_spec
         from sqzdse.sweep.storage import storage_url
 
-        sweep = load_spec(args.sources[0], max_points=None)
+        sweep = load_spec(sources[0], max_points=None)
         spec = study_spec(storage_url(None, sweep), sweep.name)
-    elif len(args.sources) == 1 and is_storage_url(args.sources[0]):
+    elif len(sources) == 1 and is_storage_url(sources[0]):
         names = {r["study"] for r in rows}
-        spec = study_spec(args.sources[0], names.pop()) if len(names) == 1 else None
+        spec = study_spec(sources[0], names.pop()) if len(names) == 1 else None
     path = write_report(rows, out, spec=spec, metric=args.metric, title=args.title, where=dict(args.where or ()))
     print(f"wrote {path}")
     return 0
@@ -48,7 +47,7 @@ def run_claims(args) -> int:
     from sqzdse.results.rows import check_budgets, completed, load_rows, select, study_names
     from sqzdse.results.stats import LEVEL, RESAMPLES
 
-    rows = select(load_rows(*args.sources, study=args.study), dict(args.where or ()))
+    rows = select(load_rows(*sources_of(args), study=args.study), dict(args.where or ()))
     kept, _ = completed(rows, args.metric)
     check_budgets(kept)  # one budget, or the claims would compare trainings of different lengths
     found = check_claims(rows, args.metric)
@@ -73,7 +72,7 @@ def run_importance(args) -> int:
         from sqzdse.results.canvas import check_figure_path
 
         check_figure_path(args.output)
-    rows = select(load_rows(*args.sources, study=args.study), dict(args.where or ()))
+    rows = select(load_rows(*sources_of(args), study=args.study), dict(args.where or ()))
     check_budgets(completed(rows, args.metric)[0])
     imp = importances(rows, args.metric)
     if args.output:
@@ -89,35 +88,20 @@ def run_importance(args) -> int:
 
 def add_commands(sub) -> None:
     rp = command(sub, "report", help="one Markdown or HTML page per study: spec, trials, Pareto set, figures")
-    rp.add_argument("sources", nargs="+", metavar="SOURCE", help="results: sweep files (.toml), .csv / .json "
-                    "exports or storage URLs")  # fmt: skip
+    add_sources(rp, "ranks trials")
     add_output(rp, "OUT.md (figures as PNGs beside it) or OUT.html (one file)")
-    rp.add_argument("--study", action="append", help="only this study (repeatable)")
-    rp.add_argument("--metric", default="val_top1", choices=METRICS, help="ranks trials")
     rp.add_argument("--spec", help="the sweep's spec as a JSON file (default: the spec stored on the study, when "
                     "SOURCE is a storage URL)")  # fmt: skip
     rp.add_argument("--title", help="page title (default: Study NAME)")
-    rp.add_argument("--where", action="append", type=where_item, metavar="KEY=VALUE",
-                    help="only trials with this value, e.g. --where bypass=simple (repeatable)")  # fmt: skip
     rp.set_defaults(func=run_report)
     cl = command(sub, "claims", help="test the paper's claims on a study: statistic, bootstrap interval over seeds, "
                  "verdict (holds / contradicted / cannot tell, with the seeds that would decide)")  # fmt: skip
-    cl.add_argument("sources", nargs="+", metavar="SOURCE", help="results: sweep files (.toml), .csv / .json "
-                    "exports or storage URLs")  # fmt: skip
-    cl.add_argument("--study", action="append", help="only this study (repeatable)")
-    cl.add_argument("--metric", default="val_top1", choices=METRICS, help="the accuracy the claims are about")
-    cl.add_argument("--where", action="append", type=where_item, metavar="KEY=VALUE",
-                    help="only trials with this value (repeatable)")  # fmt: skip
+    add_sources(cl, "the accuracy the claims are about")
     cl.add_argument("--json", action="store_true", help="print JSON")
     cl.set_defaults(func=run_claims)
     im = command(sub, "importance", help="which metaparameter matters: Optuna's PED-ANOVA and fANOVA importances "
                  "of a study's accuracy, and how much they agree")  # fmt: skip
-    im.add_argument("sources", nargs="+", metavar="SOURCE", help="results: sweep files (.toml), .csv / .json "
-                    "exports or storage URLs")  # fmt: skip
+    add_sources(im, "the accuracy whose importance is asked")
     add_output(im, "also draw the importances: .png, .svg or .pdf", required=False)
-    im.add_argument("--study", action="append", help="only this study (repeatable)")
-    im.add_argument("--metric", default="val_top1", choices=METRICS, help="the accuracy whose importance is asked")
-    im.add_argument("--where", action="append", type=where_item, metavar="KEY=VALUE",
-                    help="only trials with this value (repeatable)")  # fmt: skip
     im.add_argument("--json", action="store_true", help="print JSON")
     im.set_defaults(func=run_importance)
