@@ -227,3 +227,19 @@ def test_a_closed_pipe_stops_quietly():
     p.stdout.close()
     err = p.stderr.read().decode()
     assert p.wait(timeout=60) == 141 and "Traceback" not in err, err
+
+
+def test_an_output_in_a_missing_folder_gets_its_folder_before_any_work(tmp_path, capsys):
+    import optuna
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    optuna.create_study(study_name="s", storage=url).add_trial(optuna.create_trial(value=0.5))
+    out = tmp_path / "new" / "deeper" / "s.csv"
+    assert main(["sweep", "export", "--storage", url, "--study", "s", "-o", str(out)]) == 0
+    assert out.read_text().startswith("study,number,state")
+    capsys.readouterr()
+    (tmp_path / "afile").write_text("")
+    assert main(["export", "released", "-o", str(tmp_path / "afile" / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert f"-o {tmp_path / 'afile' / 'm.onnx'}: {tmp_path / 'afile'} is a file, not a folder" in err, err
+    assert err.count("\n") == 1, err

@@ -67,10 +67,23 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args)
 
 
+def _output_folder(output: str | None) -> None:
+    """Every command's -o FILE: its folder is made before any work, or the command refuses in one line."""
+    folder = os.path.dirname(output) if output else ""
+    if folder and os.path.exists(folder) and not os.path.isdir(folder):
+        raise SqzdseError(f"-o {output}: {folder} is a file, not a folder")
+    if folder and not os.path.isdir(folder):
+        try:
+            os.makedirs(folder)
+        except OSError as e:
+            raise SqzdseError(f"-o {output}: cannot make its folder {folder} ({e.strerror})") from None
+
+
 def _run(args) -> int:
     from sqzdse.runtime import Interrupted, backend_initialized, configure_cpu, parse_cpus
 
     try:
+        _output_folder(getattr(args, "output", None))
         if not backend_initialized():  # XLA:CPU flags and malloc settings must precede JAX's backend
             cpus = os.environ.get("SQZDSE_CPUS")  # set per worker by `sweep run --workers N`
             configure_cpu(cpus=parse_cpus(cpus) if cpus else None)  # what they buy: benchmarks/README.md
