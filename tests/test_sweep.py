@@ -1,6 +1,7 @@
 """Sweeps: spec validation, end to end on the embedded storage, concurrent and killed workers, PostgreSQL."""
 
 import dataclasses
+import datetime
 import io
 import json
 import os
@@ -42,6 +43,9 @@ def test_a_sweep_end_to_end(ds, tmp_path):
     assert completed_points(rows) == [(0.25, 0), (0.5, 0)]
     r = rows[0]
     assert r["params"] > 0 and r["bytes"] == 4 * r["params"] and r["macs"] > 0
+    # Start, end and duration, as Optuna's trials_dataframe has them.
+    start, end = (datetime.datetime.fromisoformat(r[k]) for k in ("started", "finished"))
+    assert r["duration_s"] == (end - start).total_seconds() >= r["train_seconds"] > 0
     assert 0 <= r["val_top1"] <= 1 and 0 <= r["test_top1"] <= 1 and len(r["curve"]) == 1
     assert r["status"] == "completed" and r["version"] and r["compile_seconds"] >= 0
     assert r["workdir"] == os.path.join(str(tmp_path), "trials", r["key"]) and r["reused_from"] is None

@@ -27,7 +27,7 @@ from sqzdse.sweep.schema import FIELDS
 
 INT_FIELDS = ("number", "base_e", "incr_e", "freq", "seed", "params", "bytes", "compressed_bytes", "macs")
 FLOAT_FIELDS = ("pct3x3", "sr", "val_top1", "val_top5", "test_top1", "test_top5", "train_seconds", "compile_seconds",
-                "images_per_s")  # fmt: skip
+                "images_per_s", "duration_s")  # fmt: skip
 METRICS = ("val_top1", "val_top5", "test_top1", "test_top5")
 BY_CHOICES = ("study", *METAPARAMETERS, "seed")  # what rows can be grouped by
 # The one vocabulary of bypass kinds in figures, tables and legends (Table 3's rows); the config says "none".

@@ -533,11 +533,18 @@ def _rows(study) -> list[dict]:
     rows = []
     for t in study.get_trials(deepcopy=False):
         row = {k: t.user_attrs.get(k, t.params.get(k)) for k in FIELDS}
-        row.update(study=study.study_name, number=t.number, state=t.state.name, budget=budget)
+        row.update(study=study.study_name, number=t.number, state=t.state.name, budget=budget, **_times(t))
         if row["status"] is None and t.state.name == "FAIL":
             row["status"], row["reason"] = "failed", "worker died (stale heartbeat); retried as a new trial"
         rows.append(row)
     return rows
+
+
+def _times(t) -> dict:
+    """A trial's start, end (ISO 8601) and duration in seconds, as far as the storage has them."""
+    start, end = t.datetime_start, t.datetime_complete
+    return dict(started=start.isoformat() if start else None, finished=end.isoformat() if end else None,
+                duration_s=(end - start).total_seconds() if start and end else None)  # fmt: skip
 
 
 def resolve_study(storage_url: str, study_name: str | None) -> str:
