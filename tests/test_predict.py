@@ -9,14 +9,14 @@ import pytest
 import skimage.data
 from PIL import Image
 
+from sqzdse import api
 from sqzdse.cli import main
 from sqzdse.deploy.predict import imagenet_labels, imagenet_synsets, predict_files, preprocess
-from sqzdse.model.weights import load_pretrained
 
 
 @pytest.fixture(scope="module")
 def model():
-    return load_pretrained("released")  # the bundled compressed_SqueezeNet.net
+    return api.load("released")  # the bundled compressed_SqueezeNet.net
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +85,26 @@ def test_unreadable_files_are_clear_errors(model, tmp_path):
     junk.write_text("not an image")
     with pytest.raises(ValueError, match="junk.png"):
         predict_files(model, [str(junk)])
+
+
+def test_any_model_api_load_reads_predicts(run_dir, tmp_path, capsys):
+    """A small-input model gets its dataset's normalisation and class names; a run whose normalisation is not
+    recorded (trained on arrays) is refused in one line, not given the release's preprocessing."""
+    from builders import tiny
+    from flax import nnx
+
+    cfg = tiny(input_shape=(28, 28, 1), num_classes=10)
+    graphdef, params = nnx.split(api.init_model(cfg, seed=0), nnx.Param)
+    clf = api.Classifier(cfg, graphdef, params, *api.what_training_saw("fashion_mnist", cfg), "test")
+    shirt = tmp_path / "shirt.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)).save(shirt)
+    (rec,) = predict_files(clf, [str(shirt)], top=3)
+    expected = clf.classify(np.asarray(Image.open(shirt)), top=3)[0]
+    assert [t["class_id"] for t in rec["top"]] == [t["class_id"] for t in expected]
+    assert rec["top"][0]["name"] in clf.labels and "synset" not in rec["top"][0]
+    assert len(predict_files(clf, [str(shirt)], top=11)[0]["top"]) == 10  # all its classes
+    with pytest.raises(ValueError, match="top=0: must be >= 1"):
+        predict_files(clf, [str(shirt)], top=0)
+    assert main(["predict", "--weights", run_dir, str(shirt)]) == 2
+    err = capsys.readouterr().err
+    assert "normalised is not recorded" in err and err.count("\n") == 1, err

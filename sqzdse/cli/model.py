@@ -55,18 +55,18 @@ def cmd_model_summary(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    from sqzdse.api import load
     from sqzdse.deploy.predict import predict_files
-    from sqzdse.model.weights import load_pretrained
 
-    model = load_pretrained(args.weights)
-    records = predict_files(model, args.images, top=args.top)
+    clf = load(args.weights, config=args.config, data_dir=args.data_dir)
+    records = predict_files(clf, args.images, top=args.top)
     if args.json:
         print(json.dumps(records, indent=1))
     else:
         for rec in records:
             print(rec["image"])
             for t in rec["top"]:
-                print(f"  {t['prob']:7.2%}  {t['class_id']:4d}  {t['name']}")
+                print(f"  {t['prob']:7.2%}  {t['class_id']:4d}  {t['name'] or ''}")
     return 0
 
 
@@ -88,12 +88,17 @@ def add_commands(sub) -> None:
     pr = command(
         sub,
         "predict",
-        help="classify images with the released Deep-Compression SqueezeNet v1.0 weights",
-        description="Apply Caffe's preprocessing (resize 256, centre 227 crop, BGR, mean subtraction) and print "
-        "the top-K ImageNet classes of each image with SqueezeNet v1.0.",
+        help="classify images with any model: the released v1.0, a training run, a sweep trial, a compressed file",
+        description="Prepare each image as the model's training data was (the release: Caffe's resize 256, centre "
+        "227 crop, BGR, mean subtraction; a small-input run: its dataset's normalisation) and print its top-K "
+        "classes. Example: sqzdse predict --weights runs/trials/KEY photo.png",
     )
-    pr.add_argument("--weights", default="released", help="'released' (the bundled Deep-Compression v1.0, "
-                    "compressed_SqueezeNet.net) or a path to such a .net file")  # fmt: skip
+    pr.add_argument("--weights", default="released", metavar="SOURCE", help="'released' (the bundled "
+                    "Deep-Compression v1.0), a run's or sweep trial's workdir, or a compressed .sqz / .net file, "
+                    "as sqzdse.api.load and sqzdse export take them")  # fmt: skip
+    pr.add_argument("--config", help="for a compressed file: the run directory it was compressed from (default: "
+                    "v1.0 on ImageNet)")  # fmt: skip
+    pr.add_argument("--data-dir", help="tensorflow-datasets directory, for a run's class names")
     pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
     pr.add_argument("--top", type=int, default=5, help="classes to print per image")
     pr.add_argument("--json", action="store_true", help="print a JSON list, one record per image in argument order")

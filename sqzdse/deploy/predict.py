@@ -16,7 +16,7 @@ import numpy as np
 from flax import nnx
 from PIL import Image
 
-from sqzdse.data.datasets import CAFFE_CROP, CAFFE_MEAN_BGR
+from sqzdse.data.datasets import CAFFE_MEAN_BGR
 from sqzdse.data.pipeline import caffe_crop
 from sqzdse.errors import InputError
 from sqzdse.model.network import SqueezeNet
@@ -55,12 +55,12 @@ def preprocess(image: Image.Image | np.ndarray) -> np.ndarray:
     return caffe_crop(image).astype(np.float32) - np.asarray(CAFFE_MEAN_BGR, np.float32)
 
 
-def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Read and preprocess one image file; FileNotFoundError / ValueError name the path."""
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """One image file, decoded; FileNotFoundError / InputError name the path."""
     try:
         with Image.open(path) as im:
             im.load()
-            return preprocess(im)
+            return im
     except FileNotFoundError:
         raise FileNotFoundError(f"image file not found: {path}") from None
     except (OSError, SyntaxError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
@@ -85,39 +85,28 @@ def probabilities(model: SqueezeNet, images: np.ndarray, batch_size: int = 32) -
     return np.concatenate(probs) if probs else np.zeros((0, model.cfg.num_classes), np.float32)
 
 
-def predict_files(model: SqueezeNet, paths: list[str], top: int = 5, batch_size: int = 32) -> list[dict]:
-    """Top-``top`` ImageNet classes per image file, in argument order.
+def predict_files(clf, paths: list[str], top: int = 5, batch_size: int = 32) -> list[dict]:
+    """Top-``top`` classes per image file, in argument order, of a ``sqzdse.api.Classifier`` (any model
+    ``api.load`` reads: the release, a run, a sweep trial, a compressed file), each image prepared as its
+    training data was.
 
     Returns:
-      ``[{"image": path, "top": [{"class_id", "name", "synset", "prob"}, ...]}, ...]``,
-      probabilities from the softmax of the model's class scores, highest first.
+      ``[{"image": path, "top": [{"class_id", "name", "prob"[, "synset"]}, ...]}, ...]``, highest first (at most
+      the model's classes); ``name``
+      is None where the dataset has no class names, ``synset`` only for ImageNet's 1000 classes.
     """
-    cfg = model.cfg
-    shape = (CAFFE_CROP, CAFFE_CROP, 3)
-    if cfg.input_shape != shape or cfg.num_classes != 1000:
-        raise InputError(
-            f"ImageNet prediction needs a {shape} -> 1000 model, not {cfg.input_shape} -> {cfg.num_classes}"
-        )
-    if not 1 <= top <= 1000:
-        raise InputError(f"top={top}: must be in 1..1000")
-    images = np.stack([load_image(p) for p in paths]) if paths else np.zeros((0, *shape), np.float32)
-    probs = probabilities(model, images, batch_size)
-    labels, synsets = imagenet_labels(), imagenet_synsets()
+    classes = clf.cfg.num_classes
+    if top < 1:
+        raise InputError(f"top={top}: must be >= 1")
+    top = min(top, classes)  # a 10-class model lists its 10
+    images = [open_image(p) for p in paths]
+    probs = clf.probabilities(clf.prepare(images), batch_size) if images else np.zeros((0, classes))
+    imagenet = clf.preprocessing is not None and clf.preprocessing.dataset == "imagenet2012" and classes == 1000
+    synsets = imagenet_synsets() if imagenet else None
     records = []
     for path, p in zip(paths, probs, strict=True):
         best = np.argsort(-p, kind="stable")[:top]
-        records.append(
-            {
-                "image": str(path),
-                "top": [
-                    {
-                        "class_id": int(c),
-                        "name": labels[c],
-                        "synset": synsets[c],
-                        "prob": float(p[c]),
-                    }
-                    for c in best
-                ],
-            }
-        )
+        records.append({"image": str(path), "top": [
+            {"class_id": int(c), "name": clf.labels[c] if clf.labels else None, "prob": float(p[c]),
+             **({"synset": synsets[c]} if synsets else {})} for c in best]})  # fmt: skip
     return records
