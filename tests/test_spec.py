@@ -209,3 +209,19 @@ def test_vanilla_is_none_wherever_a_bypass_is_given():
         SP.parse_spec({**TINY_SPEC, "space": {"bypass": ["vanilla", "none"]}})  # the same kind twice
     args = build_parser().parse_args(["model", "summary", "--preset", "squeezenet_small", "--bypass", "vanilla"])
     assert args.bypass == "none"
+
+
+def test_the_docs_list_every_sweep_key_and_each_is_accepted_at_its_default():
+    from pathlib import Path
+
+    from sqzdse.cli.sweep import keys_table
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "sweeps.md").read_text()
+    assert keys_table(markdown=True) in docs  # `sqzdse sweep keys --markdown`, pasted: regenerate it when it fails
+    for key, _, default, _ in SP.sweep_keys():
+        table, name = key.split(".")
+        if default in ("(required)", "(unset)", "(held)") or name == "preset":
+            continue
+        raw = json.loads(json.dumps(TINY_SPEC))
+        raw.setdefault(table, {})[name] = json.loads(default)
+        SP.parse_spec(raw)  # a key the list names is one the parser takes, at the default the list shows

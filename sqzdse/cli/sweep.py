@@ -129,6 +129,23 @@ def run_pool(commands: list[tuple[list[str], dict]]) -> int:
     return max(codes)
 
 
+def keys_table(markdown: bool) -> str:
+    """``sqzdse sweep keys``: the sweep file's keys (``sqzdse.sweep.spec.sweep_keys``), plain or as Markdown."""
+    from sqzdse.sweep.spec import sweep_keys
+
+    rows = sweep_keys()
+    if markdown:
+        lines = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+        return "\n".join(lines + [f"| `{k}` | {t} | `{d}` | {m} |" for k, t, d, m in rows])
+    wk, wt, wd = (max(len(r[i]) for r in rows) for i in range(3))
+    return "\n".join(f"{k:<{wk}}  {t:<{wt}}  {d:<{wd}}  {m}" for k, t, d, m in rows)
+
+
+def cmd_sweep_keys(args) -> int:
+    print(keys_table(args.markdown))
+    return 0
+
+
 def cmd_sweep_status(args) -> int:
     from sqzdse.model.config import METAPARAMETERS
     from sqzdse.sweep import engine as S
@@ -263,3 +280,6 @@ def add_commands(sub) -> None:
         else:
             q.add_argument("--yes", action="store_true", help="delete without asking")
         q.set_defaults(func=func)
+    keys = command(sws, "keys", help="every key a sweep file takes, with its type, default and meaning")
+    keys.add_argument("--markdown", action="store_true", help="as a Markdown table (docs/sweeps.md has it)")
+    keys.set_defaults(func=cmd_sweep_keys)

@@ -10,29 +10,17 @@ import sys
 from sqzdse.cli.common import add_config_args, command, config_from_args
 from sqzdse.data.datasets import MAX_DEFAULT_VAL
 from sqzdse.model import config as C
-from sqzdse.train.recipe import DTYPES, INITS, OPTIMIZERS, SCHEDULES, TrainConfig, caffe_solver, small_input_recipe
+from sqzdse.train.recipe import (
+    DTYPES,
+    INITS,
+    OPTIMIZERS,
+    SCHEDULES,
+    TRAIN_HELP,
+    TrainConfig,
+    caffe_solver,
+    small_input_recipe,
+)
 
-# Help of each TrainConfig field's flag; the flags are made from TrainConfig's fields, so a new field needs a line.
-TRAIN_HELP = {
-    "dataset": "fashion_mnist, mnist, cifar10, cifar100, imagenette, imagenet2012",
-    "epochs": "passes over the training split (fractions allowed)",
-    "batch_size": "images per forward pass",
-    "iter_size": "micro-batches accumulated per update (Caffe's iter_size)",
-    "optimizer": "",
-    "lr": "base learning rate",
-    "momentum": "SGD momentum / Adam beta1",
-    "weight_decay": "L2 on the gradient (decoupled for adamw)",
-    "schedule": "learning-rate decay after warm-up",
-    "power": "poly decay power",
-    "warmup_epochs": "linear learning-rate warm-up",
-    "seed": "seeds initialisation, data order, augmentation and dropout",
-    "train_limit": "train on the first N training images only",
-    "val_size": "images carved from the training split for validation",
-    "eval_limit": "evaluate on the first N validation and test images only",
-    "init": "caffe: the prototxts' fillers; msra: He for conv1 and the Fire modules",
-    "dtype": "compute dtype (parameters stay float32)",
-    "checkpoint_every": "also checkpoint every N updates (0: at each epoch's end only)",
-}
 CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "init": INITS, "dtype": DTYPES}
 TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 

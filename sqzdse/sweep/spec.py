@@ -19,7 +19,7 @@ from typing import Any
 from sqzdse.errors import SqzdseError
 from sqzdse.model import config as C
 from sqzdse.model.config import METAPARAMETERS
-from sqzdse.train.recipe import TrainConfig, default_recipe
+from sqzdse.train.recipe import TRAIN_HELP, TrainConfig, default_recipe, small_input_recipe
 
 INT_PARAMS = ("base_e", "incr_e", "freq")
 SAMPLERS = ("grid", "random", "tpe", "nsga2")
@@ -171,6 +171,9 @@ def load_spec(path: str, max_points: int | None = GRID_LIMIT) -> SweepSpec:
 MODEL_TYPES = typing.get_type_hints(C.SqueezeNetConfig)
 TRAIN_TYPES = typing.get_type_hints(TrainConfig)
 TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+# [model] keys: the configuration's fields but those a preset and the dataset decide
+MODEL_KEYS = tuple(f.name for f in dataclasses.fields(C.SqueezeNetConfig) if f.name not in ("stem", "pool_after",
+                                                                                            "input_shape"))  # fmt: skip
 
 
 def _check_type(key: str, value, hint) -> None:
@@ -183,6 +186,67 @@ def _check_type(key: str, value, hint) -> None:
         if isinstance(value, t) or (t is float and isinstance(value, int)):
             return
     _fail(key, f"{value!r} is not {' or '.join(TYPE_NAMES.get(t, t.__name__) for t in kinds)}")
+
+
+STUDY_KEYS = {  # [study] key -> what it means; types and defaults are SweepSpec's
+    "name": "the study's name in its storage (required)",
+    "sampler": f"how trials are chosen: {', '.join(SAMPLERS)}",
+    "objectives": f"what is optimised, in order: {', '.join(OBJECTIVES)}",
+    "pruner": f"early stopping of single-objective, single-seed trials: {', '.join(PRUNERS)}",
+    "n_trials": "trials an adaptive sampler runs (a grid runs its points)",
+    "seeds": "a number of seeds or a list of them; a grid axis: every point trained with each",
+    "max_bytes": "trials larger than this (float32 bytes) are recorded as pruned, not trained",
+    "heartbeat_interval": "seconds between a running trial's heartbeats",
+    "grace_period": "seconds after its last heartbeat that a trial counts as its worker's death, and is retried",
+    "max_retry": "how often a dead worker's trial is retried",
+}
+
+
+def sweep_keys() -> list[tuple[str, str, str, str]]:
+    """Every key a sweep file takes, as (key, type, default, meaning), from the code that parses it."""
+    spec_fields = {f.name: f for f in dataclasses.fields(SweepSpec)}
+    hints = typing.get_type_hints(SweepSpec)
+    out = []
+    for key, meaning in STUDY_KEYS.items():
+        f = spec_fields[key]
+        default = "(required)" if f.default is dataclasses.MISSING else _shown_default(f.default)
+        out.append((f"study.{key}", _type_name(hints[key]), default, meaning))
+    small = C.squeezenet_small()
+    presets = ", ".join(C.PRESETS)
+    out.append(("model.preset", "string", '"squeezenet_small"', f"the configuration to start from: {presets}"))
+    for key in MODEL_KEYS:
+        out.append((f"model.{key}", _type_name(MODEL_TYPES[key]), _shown_default(getattr(small, key)),
+                    "held fixed for every trial (unset: squeezenet_small's value)"))  # fmt: skip
+    for key in METAPARAMETERS:
+        swept = "a list of none (= vanilla), simple, complex" if key == "bypass" else (
+            "a value, a list, or {low, high, step | log = true}")  # fmt: skip
+        out.append((f"space.{key}", _type_name(MODEL_TYPES[key]), "(held)", f"swept: {swept}"))
+    recipe = small_input_recipe()
+    for key in sorted(TRAIN_KEYS - {"seed"}):  # defaults: the small-input recipe; an ImageNet stem gets Caffe's
+        out.append((f"train.{key}", _type_name(TRAIN_TYPES[key]), _shown_default(getattr(recipe, key)),
+                    TRAIN_HELP[key]))  # fmt: skip
+    compress = {"bits": "bits per shared weight (2-8)", "density": '"released" (v1.0\'s per-layer densities) or '
+                "the fraction of weights kept", "huffman": "Huffman-code the file"}  # fmt: skip
+    for key, value in COMPRESS_DEFAULTS.items():
+        kind = "string or number" if key == "density" else _type_name(type(value))
+        out.append((f"compress.{key}", kind, _shown_default(value), compress[key]))
+    return out
+
+
+def _type_name(hint) -> str:
+    plain = {int: "integer", float: "number", str: "string", bool: "boolean"}
+    if typing.get_origin(hint) is tuple:
+        return "list"
+    names = [plain.get(t, getattr(t, "__name__", str(t))) for t in typing.get_args(hint) or (hint,)]
+    return " or ".join(n for n in names if n != "NoneType")
+
+
+def _shown_default(value) -> str:
+    if value is None:
+        return "(unset)"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(json.dumps(v) for v in value) + "]"
+    return json.dumps(value) if not isinstance(value, C.Stem) else repr(value)
 
 
 def parse_spec(raw: dict, source: str = "", max_points: int | None = GRID_LIMIT) -> SweepSpec:
@@ -226,17 +290,15 @@ def parse_spec(raw: dict, source: str = "", max_points: int | None = GRID_LIMIT)
                 _fail(f"study.{key}", f"{v!r}: a positive integer")
             kw[key] = v
     for key in study:
-        _fail(f"study.{key}", "unknown key; allowed: name, sampler, objectives, pruner, n_trials, seeds, max_bytes, "
-              "heartbeat_interval, grace_period, max_retry")  # fmt: skip
+        _fail(f"study.{key}", f"unknown key; allowed: {', '.join(STUDY_KEYS)}")
 
     model = dict(raw.get("model", {}))
     preset = model.pop("preset", "squeezenet_small")
     if not isinstance(preset, str) or preset not in C.PRESETS:
         _fail("model.preset", f"{preset!r} is not one of {', '.join(C.PRESETS)}")
-    model_fields = {f.name for f in dataclasses.fields(C.SqueezeNetConfig)} - {"stem", "pool_after", "input_shape"}
     for key, value in model.items():
-        if key not in model_fields:
-            _fail(f"model.{key}", f"unknown; allowed: preset, {', '.join(sorted(model_fields))}")
+        if key not in MODEL_KEYS:
+            _fail(f"model.{key}", f"unknown; allowed: preset, {', '.join(sorted(MODEL_KEYS))}")
         _check_type(f"model.{key}", value, MODEL_TYPES[key])
     if "bypass" in model:  # "vanilla" is "none": one point, one study, however the file spells it
         model["bypass"] = C.canonical_bypass(model["bypass"])

@@ -19,6 +19,29 @@ SCHEDULES = ("poly", "cosine", "constant")
 DTYPES = ("float32", "bfloat16")  # compute dtypes; parameters stay float32
 
 
+# What each TrainConfig field means (`sqzdse train`'s flags, `sqzdse sweep keys`); a new field needs a line.
+TRAIN_HELP = {
+    "dataset": "fashion_mnist, mnist, cifar10, cifar100, imagenette, imagenet2012",
+    "epochs": "passes over the training split (fractions allowed)",
+    "batch_size": "images per forward pass",
+    "iter_size": "micro-batches accumulated per update (Caffe's iter_size)",
+    "optimizer": "the update rule",
+    "lr": "base learning rate",
+    "momentum": "SGD momentum / Adam beta1",
+    "weight_decay": "L2 on the gradient (decoupled for adamw)",
+    "schedule": "learning-rate decay after warm-up",
+    "power": "poly decay power",
+    "warmup_epochs": "linear learning-rate warm-up",
+    "seed": "seeds initialisation, data order, augmentation and dropout",
+    "train_limit": "train on the first N training images only",
+    "val_size": "images carved from the training split for validation",
+    "eval_limit": "evaluate on the first N validation and test images only",
+    "init": "caffe: the prototxts' fillers; msra: He for conv1 and the Fire modules",
+    "dtype": "compute dtype (parameters stay float32)",
+    "checkpoint_every": "also checkpoint every N updates (0: at each epoch's end only)",
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """One training run's budget and recipe (the model's metaparameters live in SqueezeNetConfig)."""
