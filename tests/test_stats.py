@@ -70,3 +70,21 @@ def test_seeds_to_decide_scale_the_interval_as_one_over_root_seeds():
     assert stats.seeds_to_decide(stats.Interval(1.0, 1.0, 1.0, 1), 0.0) is None  # one seed: no spread seen
     with pytest.raises(ValueError, match="at least one value"):
         stats.bootstrap([[1.0], []])
+
+
+def test_the_edf_band_holds_the_edf_and_narrows_with_models():
+    from sqzdse.results.analysis import edf_at
+
+    rng = np.random.default_rng(2)
+    at = np.linspace(5, 20, 31)
+    few, many = rng.normal(12, 2, 10), rng.normal(12, 2, 400)
+    for e in (few, many):
+        low, high = stats.edf_band(e, at)
+        assert np.all(low <= edf_at(e, at) + 1e-12) and np.all(edf_at(e, at) <= high + 1e-12)
+    width = [np.mean(np.subtract(*stats.edf_band(e, at)[::-1])) for e in (few, many)]
+    assert width[1] < width[0] / 3  # ~1/sqrt(n): 40x the models, ~6x narrower
+    # At the middle of 400 models the band is the binomial one: F +- 1.96 sqrt(F (1 - F) / n).
+    mid = np.median(many)
+    low, high = stats.edf_band(many, [mid])
+    assert high[0] - low[0] == pytest.approx(2 * 1.959964 * math.sqrt(0.25 / 400), rel=0.1)
+    assert stats.edf_band([7.0], at)[0].tolist() == edf_at([7.0], at).tolist()  # one model: no spread

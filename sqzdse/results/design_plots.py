@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sqzdse.errors import InputError
+from sqzdse.results import stats
 from sqzdse.results.analysis import edf, pareto_front, size_weights
 from sqzdse.results.canvas import log_ticks, new_figure, titles
 from sqzdse.results.rows import (
@@ -231,6 +232,11 @@ def plot_edf(
             label=label,
             gid=f"edf:{name}",
         )
+        grid = np.linspace(lo, hi, 200)  # the curve's 95 % band over resampled models, where it has any
+        if (w > 0).sum() > 1:
+            band_lo, band_hi = stats.edf_band(e[w > 0], grid, w[w > 0])
+            ax.fill_between(grid, band_lo, band_hi, step="post", color=f"C{i % 10}", alpha=0.15, lw=0,
+                            gid=f"band:{name}")  # fmt: skip
     split, k = metric.split("_")
     ax.set_xlabel(f"{'validation' if split == 'val' else split} top-{k[3:]} error (%)")
     ax.set_ylabel("cumulative share of models" + (" (size-normalised)" if normalize else ""))
@@ -239,7 +245,8 @@ def plot_edf(
     # Below the axes: good spaces rise at the left, poor ones stay low at the right; no corner is free.
     _legend_below(fig, ax.get_legend_handles_labels()[0], ncols=min(3, len(keys)), title_fontsize=8,
                   title=f"by {by}: trials | error min | mean (%)")  # fmt: skip
-    note = count_note(len(kept), skipped) + (f"\n{selected}" if selected else "")
+    note = count_note(len(kept), skipped) + "; shaded: 95 % band over resampled models"
+    note += f"\n{selected}" if selected else ""
     if normalize:
         note += f"\nnormalised: weights equalise the model-size distribution over {bins} shared log-size bins"
         dropped = len(kept) - sum(int((w > 0).sum()) for w in weights.values())

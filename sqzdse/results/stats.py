@@ -103,3 +103,25 @@ def seeds_to_decide(interval: Interval, threshold: float) -> int | None:
     if interval.half_width == 0:
         return interval.n
     return max(interval.n + 1, math.ceil(interval.n * (interval.half_width / gap) ** 2))
+
+
+def edf_band(errors, at, weights=None, *, resamples: int = 2_000, level: float = LEVEL, seed: int = 0):
+    """The pointwise ``level`` band of an error EDF at the errors `at`: the models are resampled with replacement
+    (with their weights), F is evaluated at `at` on each resample, and the band is its percentiles there.
+
+    Returns (low, high), arrays shaped like `at`. One model: the band is the EDF itself.
+    """
+    e = np.asarray(errors, dtype=float).ravel()
+    w = np.ones_like(e) if weights is None else np.asarray(weights, dtype=float).ravel()
+    at = np.asarray(at, dtype=float).ravel()
+    if e.size == 0 or w.shape != e.shape:
+        raise ValueError("edf_band: one weight per error, and at least one error")
+    idx = np.random.default_rng(seed).integers(0, e.size, size=(resamples, e.size))
+    f = np.zeros((resamples, at.size))
+    for r, pick in enumerate(idx):  # per resample: its sorted errors, their cumulative weight below each `at`
+        order = np.argsort(e[pick], kind="stable")
+        cw = np.r_[0.0, np.cumsum(w[pick][order])]
+        if cw[-1] > 0:
+            f[r] = cw[np.searchsorted(e[pick][order], at, side="left")] / cw[-1]
+    low, high = np.quantile(f, [(1 - level) / 2, (1 + level) / 2], axis=0)
+    return low, high
