@@ -436,3 +436,21 @@ def test_a_storage_is_given_as_to_sweep_status_or_as_a_source(rows, tmp_path, mo
     assert calls == [(url,), (url,)]
     assert main(["plot", "bypass", "-o", str(tmp_path / "b.png")]) == 2
     assert "no results given" in capsys.readouterr().err
+
+
+def test_trials_near_chance_are_said_to_be(rows, tmp_path):
+    from sweep_rows import make_row
+
+    from sqzdse.results.rows import normalize_row
+
+    # Six trials at 10.6-16.6 % on a 10-class dataset (chance 10 %): drawn, with a note in figure and report.
+    accs = (0.106, 0.12, 0.166, 0.11, 0.13, 0.15)
+    srs = (0.125, 0.25, 0.5) * 2
+    low = [normalize_row(make_row("weak", i, sr=srs[i], acc=a, dataset="fashion_mnist")) for i, a in enumerate(accs)]
+    fig = P.make_plot("sr", low)
+    assert "every trial is below twice chance (10 % for fashion_mnist's 10 classes)" in fig.axes[0].get_title()
+    R.write_report(low, tmp_path / "weak.md")
+    assert "Note: every trial is below twice chance" in (tmp_path / "weak.md").read_text()
+    learned = [dict(r, val_top1=0.85) for r in low]
+    assert "chance" not in P.make_plot("sr", learned).axes[0].get_title()
+    assert "chance" not in P.make_plot("sr", rows).axes[0].get_title()  # a dataset sqzdse does not know: no note

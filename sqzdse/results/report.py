@@ -28,6 +28,7 @@ from sqzdse.results.design_plots import plot_curves, plot_edf, plot_frontier
 from sqzdse.results.paper_plots import plot_bypass, plot_pct3x3, plot_sr
 from sqzdse.results.rows import (
     bypass_name,
+    chance_note,
     check_budgets,
     check_metric,
     completed,
@@ -242,6 +243,9 @@ def write_report(
     studies = list(dict.fromkeys(str(r.get("study")) for r in rows))
     title = title or f"Study {', '.join(studies)}"
     blocks: list[tuple] = [("h1", title), ("p", _summary(rows, kept, metric, where, budget))]
+    chance = chance_note(kept, metric)
+    if chance:
+        blocks.append(("p", f"Note: {chance}."))
     blocks.append(("h2", f"Pareto set (max {metric}, min size)"))
     blocks.append(("table", *pareto_table(rows, metric)))
     found = check_claims(kept, metric)

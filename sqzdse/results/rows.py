@@ -421,7 +421,27 @@ def plotted(rows: Sequence[dict], metric: str, where: Mapping | None = None) -> 
     """
     picked = select(rows, where)
     kept, skipped = require_completed(picked, metric, f" for {where_text(where)}" if where else "")
-    return kept, skipped, selection_note(where, check_budgets(kept))
+    note = selection_note(where, check_budgets(kept))
+    chance = chance_note(kept, metric)
+    return kept, skipped, "\n".join(n for n in (note, chance) if n)
+
+
+def chance_note(rows: Sequence[dict], metric: str) -> str:
+    """'' unless every row's `metric` is below twice chance (1/classes for top-1, 5/classes for top-5, of the
+    rows' dataset): then a line saying the trials learned next to nothing, so no best trial or front means much."""
+    from sqzdse.data.datasets import DATASETS
+
+    names = {r.get("dataset") for r in rows}
+    if len(names) != 1 or (name := names.pop()) not in DATASETS or not rows:
+        return ""
+    classes = DATASETS[name].num_classes
+    chance = min(1.0, (5 if metric.endswith("top5") else 1) / classes)
+    if chance >= 0.5 or max(r[metric] for r in rows) >= 2 * chance:
+        return ""
+    return (
+        f"every trial is below twice chance ({100 * chance:.0f} % for {name}'s {classes} classes): they have "
+        "learned next to nothing; train longer before reading a best trial or a front"
+    )
 
 
 def selection_note(where: Mapping | None, budget: str | None) -> str:
