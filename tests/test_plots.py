@@ -312,10 +312,11 @@ def test_plotting_imports_no_training_code():
     )
     code = code.replace("PREFIXES", "('sqzdse', 'jax', 'flax', 'matplotlib')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    # The results stage and what it reads: the configuration's names and the export's columns, nothing that trains.
+    # The results stage and what it reads: the design's names and the export's columns, nothing that trains.
     results = ("analysis", "canvas", "claims", "design_plots", "figures", "paper_plots", "report", "rows", "stats")
     expect = ["sqzdse", "sqzdse.errors", "sqzdse.model", "sqzdse.model.config", "sqzdse.model.plan", "sqzdse.results"]
     expect += [f"sqzdse.results.{m}" for m in results] + ["sqzdse.sweep", "sqzdse.sweep.schema"]
+    expect += ["sqzdse.train", "sqzdse.train.recipe"]  # the training settings' names and defaults: plain Python
     assert out.strip() == str(sorted(expect))
 
 

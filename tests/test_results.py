@@ -21,7 +21,7 @@ def test_one_column_list_is_the_exports():
 
     # The sweep validates and exports with results' lists, not copies: the export writes exactly the columns rows
     # are read with.
-    assert spec.METAPARAMETERS is sweep.METAPARAMETERS is results.METAPARAMETERS
+    assert spec.METAPARAMETERS is sweep.METAPARAMETERS and spec.DESIGN_KEYS is results.DESIGN_KEYS is schema.DESIGN_KEYS
     out = io.StringIO()
     sweep.write_rows([], "csv", out)
     assert tuple(out.getvalue().strip().split(",")) == schema.FIELDS

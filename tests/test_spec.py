@@ -1,6 +1,7 @@
 """The sweep file: validation that names the key, the shipped sweeps, and a study that only runs its own file."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
     "patch, message",
     [
         ({"study": {"sampler": "bayes"}}, "study.sampler: 'bayes' is not one of grid, random, tpe, nsga2"),
-        ({"space": {"sq": [0.5]}}, "space.sq: unknown metaparameter"),
+        ({"space": {"sq": [0.5]}}, "space.sq: unknown; allowed: the metaparameters"),
         ({"space": {"sr": {"low": 1.0, "high": 0.5}}}, "space.sr: low (1.0) must be < high (0.5)"),
         ({"space": {"pct3x3": [1.5]}}, "pct3x3=1.5: must be in [0, 1]"),
         ({"train": {"lr": -1}}, "lr=-1: must be > 0"),
@@ -220,8 +221,31 @@ def test_the_docs_list_every_sweep_key_and_each_is_accepted_at_its_default():
     assert keys_table(markdown=True) in docs  # `sqzdse sweep keys --markdown`, pasted: regenerate it when it fails
     for key, _, default, _ in SP.sweep_keys():
         table, name = key.split(".")
-        if default in ("(required)", "(unset)", "(held)") or name == "preset":
+        if default in ("(required)", "(unset)", "(held)", "([train])") or name == "preset":
             continue
         raw = json.loads(json.dumps(TINY_SPEC))
         raw.setdefault(table, {})[name] = json.loads(default)
         SP.parse_spec(raw)  # a key the list names is one the parser takes, at the default the list shows
+
+
+def test_training_settings_are_sweep_axes_validated_like_metaparameters():
+    raw = json.loads(json.dumps(TINY_SPEC))
+    raw["space"] = {"lr": [0.001, 0.004], "optimizer": ["sgd", "adam"], "batch_size": [8, 16]}
+    del raw["train"]["batch_size"]
+    s = SP.parse_spec(raw)
+    assert s.grid_size() == 8 and {"lr", "optimizer", "batch_size"} <= s.swept()
+    point = {"lr": 0.004, "optimizer": "sgd", "batch_size": 8}
+    tc = SP.train_config(s, s.config(point), 3, point)
+    assert (tc.lr, tc.optimizer, tc.batch_size, tc.seed, tc.epochs) == (0.004, "sgd", 8, 3, 1)
+    for space, train, message in (
+        ({"lr": [0.001]}, {"lr": 0.01}, "space.lr: also set in [train]"),
+        ({"optimizer": {"low": 0, "high": 1}}, {}, "space.optimizer: optimizer is categorical: give a list of sgd"),
+        ({"lr": [0.0, 0.1]}, {}, "lr=0.0: must be > 0"),
+        ({"optimizer": ["rmsprop"]}, {}, "space.optimizer: 'rmsprop' is not one of sgd, adam, adamw"),
+        ({"dataset": ["mnist"]}, {}, "space.dataset: unknown"),
+    ):
+        bad = json.loads(json.dumps(TINY_SPEC))
+        bad["space"], bad["train"] = space, {**bad["train"], **train}
+        bad["train"].pop("batch_size")
+        with pytest.raises(SP.SpecError, match=re.escape(message)):
+            SP.parse_spec(bad)

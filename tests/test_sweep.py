@@ -342,3 +342,21 @@ def dashboard(url: str, path: str) -> dict:
     body = b"".join(optuna_dashboard.wsgi(url)(environ, lambda s, headers, exc_info=None: status.append(s)))
     assert status == ["200 OK"], (status, body[:200])
     return json.loads(body)
+
+
+@pytest.mark.slow
+def test_a_sweep_over_the_learning_rate(ds, tmp_path, capsys):
+    url = f"sqlite:///{tmp_path}/lr.db"
+    s = spec({"lr": [0.001, 0.02]})
+    assert S.run_worker(s, url, runs_dir=str(tmp_path), dataset=ds) == 2
+    rows = S.export_rows(url)
+    assert sorted(r["lr"] for r in rows) == [0.001, 0.02] and len({r["key"] for r in rows}) == 2
+    for r in rows:  # each run trained at its own rate
+        assert json.loads(Path(r["workdir"], "run.json").read_text())["train_config"]["lr"] == r["lr"]
+    out = io.StringIO()
+    S.write_rows(rows, "csv", out)
+    assert out.getvalue().splitlines()[0].endswith(",lr")  # the swept setting: a column after the export's own
+    from sqzdse.cli import main
+
+    assert main(["plot", "edf", url, "--by", "lr", "-o", str(tmp_path / "edf.png")]) == 0
+    assert main(["plot", "frontier", url, "--where", "lr=0.02", "-o", str(tmp_path / "f.png")]) == 0

@@ -7,9 +7,9 @@ import dataclasses
 
 from sqzdse.errors import InputError
 from sqzdse.model import config as C
-from sqzdse.model.config import METAPARAMETERS
+from sqzdse.sweep.schema import DESIGN_KEYS
 
-WHERE_KEYS = (*METAPARAMETERS, "seed")
+WHERE_KEYS = (*DESIGN_KEYS, "seed")
 
 
 class HelpFormatter(argparse.HelpFormatter):

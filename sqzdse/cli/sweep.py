@@ -136,7 +136,8 @@ def keys_table(markdown: bool) -> str:
     rows = sweep_keys()
     if markdown:
         lines = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
-        return "\n".join(lines + [f"| `{k}` | {t} | `{d}` | {m} |" for k, t, d, m in rows])
+        cell = lambda text: text.replace("|", "\\|")  # noqa: E731
+        return "\n".join(lines + [f"| `{k}` | {t} | `{d}` | {cell(m)} |" for k, t, d, m in rows])
     wk, wt, wd = (max(len(r[i]) for r in rows) for i in range(3))
     return "\n".join(f"{k:<{wk}}  {t:<{wt}}  {d:<{wd}}  {m}" for k, t, d, m in rows)
 

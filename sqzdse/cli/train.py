@@ -11,17 +11,13 @@ from sqzdse.cli.common import add_config_args, command, config_from_args
 from sqzdse.data.datasets import MAX_DEFAULT_VAL
 from sqzdse.model import config as C
 from sqzdse.train.recipe import (
-    DTYPES,
-    INITS,
-    OPTIMIZERS,
-    SCHEDULES,
+    CHOICES,
     TRAIN_HELP,
     TrainConfig,
     caffe_solver,
     small_input_recipe,
 )
 
-CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "init": INITS, "dtype": DTYPES}
 TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 

@@ -33,9 +33,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from sqzdse.model.config import METAPARAMETERS
 from sqzdse.results import stats
 from sqzdse.results.rows import completed, short_number, where_text
+from sqzdse.sweep.schema import DESIGN_KEYS
 
 MARGIN = 0.5  # points: a gain below this is "saturated"
 PAPER_KNEE = 0.75  # Fig. 3a: "accuracy plateaus at SR=0.75"
@@ -89,7 +89,7 @@ def _designs(rows, axis: str, metric: str):
     most of its values; None when no such designs have two values."""
     families = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for r in rows:
-        others = tuple((k, r.get(k)) for k in METAPARAMETERS if k != axis)
+        others = tuple((k, r.get(k)) for k in DESIGN_KEYS if k != axis and r.get(k) is not None)
         families[others][r.get(axis)][r.get("seed")].append(100.0 * r[metric])
     if not families:
         return None

@@ -19,11 +19,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from sqzdse.errors import InputError
-from sqzdse.model.config import METAPARAMETERS
 from sqzdse.results.rows import completed, study_names
+from sqzdse.sweep.schema import DESIGN_KEYS
 
 MIN_TRIALS = 8
-INT_AXES = ("base_e", "incr_e", "freq")
+INT_AXES = ("base_e", "incr_e", "freq", "batch_size", "iter_size")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +51,7 @@ def importances(rows: Sequence[dict], metric: str = "val_top1", seed: int = 0) -
     from optuna.importance import FanovaImportanceEvaluator, PedAnovaImportanceEvaluator, get_param_importances
 
     kept, _ = completed(rows, metric)
-    varied = [k for k in METAPARAMETERS if len({r.get(k) for r in kept}) > 1]
+    varied = [k for k in DESIGN_KEYS if len({r.get(k) for r in kept}) > 1]  # swept training settings too
     if not varied:
         raise InputError(f"importance: the trials of {study_names(kept)} vary no metaparameter")
     if len(kept) < MIN_TRIALS:
@@ -73,8 +73,8 @@ def importances(rows: Sequence[dict], metric: str = "val_top1", seed: int = 0) -
 def _distribution(name: str, values: list):
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-    if name == "bypass":
-        return CategoricalDistribution(sorted(set(values)))
+    if any(isinstance(v, str) for v in values):  # bypass, optimizer, schedule, ...
+        return CategoricalDistribution(sorted(set(map(str, values))))
     if name in INT_AXES:
         return IntDistribution(int(min(values)), int(max(values)))
     return FloatDistribution(float(min(values)), float(max(values)))

@@ -19,7 +19,6 @@ from sqzdse.results import stats
 from sqzdse.results.analysis import sweep_points
 from sqzdse.results.canvas import new_figure, titles
 from sqzdse.results.rows import (
-    METAPARAMETERS,
     SIZES,
     bypass_name,
     check_size,
@@ -35,6 +34,7 @@ from sqzdse.results.rows import (
     varying,
     where_text,
 )
+from sqzdse.sweep.schema import DESIGN_KEYS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -120,7 +120,8 @@ def plot_sweep(
     if selected:
         note += "\n" + selected
     vary = varying(kept, (param, "seed"))
-    fixed = {k: kept[0].get(k) for k in METAPARAMETERS if k != param and k not in vary and k not in (where or {})}
+    fixed = {k: kept[0].get(k) for k in DESIGN_KEYS if k != param and k not in vary and k not in (where or {})
+             and kept[0].get(k) is not None}  # fmt: skip
     if fixed:
         note += "\nfixed: " + where_text(fixed)
     if vary:

@@ -20,7 +20,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from sqzdse.errors import InputError
-from sqzdse.model.config import METAPARAMETERS
 from sqzdse.results.analysis import pareto_front
 from sqzdse.results.canvas import save_figure
 from sqzdse.results.claims import check_claims
@@ -40,7 +39,7 @@ from sqzdse.results.rows import (
     trial_label,
     where_text,
 )
-from sqzdse.sweep.schema import FIELDS, budget_text
+from sqzdse.sweep.schema import DESIGN_KEYS, FIELDS, budget_text
 
 REPORT_SUFFIXES = (".md", ".html")
 
@@ -160,7 +159,7 @@ def _importance(kept: Sequence[dict], metric: str):
     """The importances (``sqzdse.results.importance``) where two or more metaparameters vary over enough trials."""
     from sqzdse.results.importance import MIN_TRIALS, importances  # imports Optuna: only when a report has one
 
-    varied = [k for k in METAPARAMETERS if len({r.get(k) for r in kept}) > 1]
+    varied = [k for k in DESIGN_KEYS if len({r.get(k) for r in kept}) > 1]
     return importances(kept, metric) if len(varied) >= 2 and len(kept) >= MIN_TRIALS else None
 
 

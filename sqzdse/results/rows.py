@@ -22,14 +22,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from sqzdse.errors import InputError
-from sqzdse.model.config import BYPASSES, METAPARAMETERS
-from sqzdse.sweep.schema import FIELDS
+from sqzdse.model.config import BYPASSES
+from sqzdse.sweep.schema import DESIGN_KEYS, FIELDS
 
 INT_FIELDS = ("number", "base_e", "incr_e", "freq", "seed", "params", "bytes", "compressed_bytes", "macs")
 FLOAT_FIELDS = ("pct3x3", "sr", "val_top1", "val_top5", "test_top1", "test_top5", "train_seconds", "compile_seconds",
                 "images_per_s", "duration_s")  # fmt: skip
 METRICS = ("val_top1", "val_top5", "test_top1", "test_top5")
-BY_CHOICES = ("study", *METAPARAMETERS, "seed")  # what rows can be grouped by
+BY_CHOICES = ("study", *DESIGN_KEYS, "seed")  # what rows can be grouped by
 # The one vocabulary of bypass kinds in figures, tables and legends (Table 3's rows); the config says "none".
 BYPASS_NAMES = {"none": "vanilla", "simple": "simple", "complex": "complex"}
 PAPER_PROVENANCE = ("text", "derived")  # the only paper numbers a figure may show (reference/README.md)
@@ -332,7 +332,7 @@ def _shown(v) -> str:
 
 def varying(rows: Sequence[dict], fixed: Sequence[str]) -> list[str]:
     """The metaparameters, other than `fixed`, that take more than one value among `rows`."""
-    return [k for k in METAPARAMETERS if k not in fixed and len({r.get(k) for r in rows}) > 1]
+    return [k for k in DESIGN_KEYS if k not in fixed and len({r.get(k) for r in rows}) > 1]
 
 
 def study_names(rows: Sequence[dict]) -> str:

@@ -60,7 +60,7 @@ from sqzdse.sweep.storage import (
     study_lock,
     study_names,
 )
-from sqzdse.train.recipe import TrainConfig, run_identity, run_key
+from sqzdse.train.recipe import SWEEPABLE, TrainConfig, run_identity, run_key
 
 log = logging.getLogger(__name__)  # progress lines at INFO; `sqzdse` shows them on stderr (sqzdse.cli.show_logs)
 
@@ -292,7 +292,7 @@ def check_dataset(spec: SweepSpec, dataset) -> None:
                         "validation accuracy")  # fmt: skip
     first = {d.name: d.check_values()[0] for d in spec.space}
     try:
-        update_counts(dataset, train_config(spec, spec.config(first), spec.seeds[0]))
+        update_counts(dataset, train_config(spec, spec.config(first), spec.seeds[0], first))
     except C.ConfigError as e:
         raise SpecError(f"train: {e} ({dataset.info.name}: {dataset.info.num_train:,} training images)") from None
 
@@ -352,18 +352,21 @@ def _run_trial(spec: SweepSpec, trial, dataset, runs_dir: str, progress: bool):
     from optuna.trial import TrialState
 
     try:
-        cfg, seeds = _suggest(spec, trial, dataset)
+        cfg, seeds, point = _suggest(spec, trial, dataset)
     except (C.ConfigError, ValueError) as e:
         return _record_failure(trial, "invalid", str(e))
     _hold_compiled(cfg)
-    cost = _record_point(spec, trial, cfg, seeds, dataset)
+    cost = _record_point(spec, trial, cfg, seeds, dataset, point)
     if spec.max_bytes and cost["bytes"] > spec.max_bytes:
         trial.set_user_attr("over_budget", float(cost["bytes"] - spec.max_bytes))
         trial.set_user_attr("status", "pruned")
         trial.set_user_attr("reason", f"{cost['bytes']} bytes > max_bytes {spec.max_bytes}: not trained")
         return TrialState.PRUNED, None
     trial.set_user_attr("over_budget", 0.0)
-    runs = [(seed, train_config(spec, cfg, seed)) for seed in seeds]
+    try:  # a swept training setting the dataset cannot take (a batch larger than its split): this trial's fault
+        runs = [(seed, train_config(spec, cfg, seed, point)) for seed in seeds]
+    except C.ConfigError as e:
+        return _record_failure(trial, "invalid", str(e))
     runs = [(seed, tc, trial_workdir(runs_dir, spec.name, cfg, tc)) for seed, tc in runs]
     one = (lambda xs: xs[0]) if len(runs) == 1 else list  # one seed: plain values, as "seed" is
     trial.set_user_attr("key", one([trial_key(cfg, tc) for _, tc, _ in runs]))
@@ -390,21 +393,23 @@ def _run_trial(spec: SweepSpec, trial, dataset, runs_dir: str, progress: bool):
     return TrialState.COMPLETE, _record_result(spec, trial, results, cost)
 
 
-def _suggest(spec: SweepSpec, trial, dataset) -> tuple[C.SqueezeNetConfig, list[int]]:
-    """The trial's network (its metaparameters, fitted to the dataset's images and classes) and seeds."""
-    params = {d.name: d.suggest(trial) for d in spec.space}
+def _suggest(spec: SweepSpec, trial, dataset) -> tuple[C.SqueezeNetConfig, list[int], dict]:
+    """The trial's network (its metaparameters, fitted to the dataset's images and classes), seeds and point (every
+    swept value, training settings included)."""
+    point = {d.name: d.suggest(trial) for d in spec.space}
     seeds = [spec.seed_dim.suggest(trial)] if spec.sampler == "grid" else list(spec.seeds)
-    cfg = dataclasses.replace(spec.config(params), input_shape=tuple(dataset.info.image_shape),
+    cfg = dataclasses.replace(spec.config(point), input_shape=tuple(dataset.info.image_shape),
                               num_classes=dataset.info.num_classes)  # fmt: skip
-    return cfg, seeds
+    return cfg, seeds, point
 
 
-def _record_point(spec: SweepSpec, trial, cfg: C.SqueezeNetConfig, seeds: list[int], dataset) -> dict:
-    """The trial's metaparameters and costs as user attributes (known before it trains); returns the costs."""
+def _record_point(spec: SweepSpec, trial, cfg: C.SqueezeNetConfig, seeds: list[int], dataset, point: dict) -> dict:
+    """The trial's metaparameters, swept training settings and costs as user attributes (known before it trains);
+    returns the costs."""
     from sqzdse.model.cost import summary
 
     cost = summary(cfg)
-    meta = {k: getattr(cfg, k) for k in METAPARAMETERS}
+    meta = {**{k: getattr(cfg, k) for k in METAPARAMETERS}, **{k: v for k, v in point.items() if k in SWEEPABLE}}
     for k, v in {**meta, "params": cost["params"], "bytes": cost["bytes"], "macs": cost["macs"],
                  "seed": seeds[0] if len(seeds) == 1 else seeds, "version": __version__,
                  "dataset": dataset.info.name}.items():  # fmt: skip
@@ -421,6 +426,7 @@ def _train_seed(spec: SweepSpec, trial, cfg, tc, workdir: str, dataset, progress
     from sqzdse.train.loop import train_and_evaluate
 
     label = " ".join(f"{k}={getattr(cfg, k)}" for k in METAPARAMETERS)
+    label += "".join(f" {k}={getattr(tc, k)}" for k in SWEEPABLE if k in spec.swept())
     log.info(f"[{spec.name}] trial {trial.number}: {label} seed={tc.seed} in {workdir}")
 
     def on_epoch(record):
@@ -533,6 +539,7 @@ def _rows(study) -> list[dict]:
     rows = []
     for t in study.get_trials(deepcopy=False):
         row = {k: t.user_attrs.get(k, t.params.get(k)) for k in FIELDS}
+        row.update({k: t.user_attrs.get(k, t.params.get(k)) for k in SWEEPABLE if k in t.params})
         row.update(study=study.study_name, number=t.number, state=t.state.name, budget=budget, **_times(t))
         if row["status"] is None and t.state.name == "FAIL":
             row["status"], row["reason"] = "failed", "worker died (stale heartbeat); retried as a new trial"
@@ -611,7 +618,8 @@ def write_rows(rows: list[dict], fmt: str, out) -> None:
         return
     import csv
 
-    w = csv.DictWriter(out, fieldnames=list(FIELDS))
+    extra = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in FIELDS]  # swept training settings
+    w = csv.DictWriter(out, fieldnames=[*FIELDS, *extra])
     w.writeheader()
     for r in rows:
         w.writerow({k: json.dumps(v) if isinstance(v, list) else ("" if v is None else v) for k, v in r.items()})

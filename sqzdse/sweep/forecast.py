@@ -136,7 +136,12 @@ def plan(spec: SweepSpec, ds, trials=(), pace: Pace | None = None) -> list[Plann
             out.append(PlannedTrial(point, str(e)))
             continue
         cost = summary(cfg)
-        seconds = None if pace is None else seeds * pace.trial_seconds(cost["macs"], *images(spec, cfg, ds))
+        try:
+            work = images(spec, cfg, ds, point)
+        except C.ConfigError as e:  # a swept batch the dataset cannot take
+            out.append(PlannedTrial(point, str(e)))
+            continue
+        seconds = None if pace is None else seeds * pace.trial_seconds(cost["macs"], *work)
         out.append(PlannedTrial(point, None, cost["params"], cost["bytes"], cost["macs"], seconds,
                                 done=point_key(point) in finished))  # fmt: skip
     return out
@@ -155,9 +160,10 @@ def corners(spec: SweepSpec) -> list[dict]:
     return [dict(zip([d.name for d in spec.space], combo, strict=True)) for combo in itertools.product(*ends)]
 
 
-def images(spec: SweepSpec, cfg, ds) -> tuple[int, int]:
-    """(images trained, images evaluated) by one run of `cfg` under the sweep's recipe on the dataset `ds`."""
-    tc = train_config(spec, cfg, spec.seeds[0])
+def images(spec: SweepSpec, cfg, ds, point: dict | None = None) -> tuple[int, int]:
+    """(images trained, images evaluated) by one run of `cfg` (at `point`'s swept training settings) under the
+    sweep's recipe on the dataset `ds`."""
+    tc = train_config(spec, cfg, spec.seeds[0], point)
     per_epoch, total = update_counts(ds, tc)
     limit = lambda n: min(n, tc.eval_limit) if tc.eval_limit else n
     epochs = math.ceil(total / per_epoch)

@@ -8,6 +8,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from sqzdse.model.config import METAPARAMETERS
+from sqzdse.train.recipe import SWEEPABLE
+
+# What tells two designs apart (the seed aside): the metaparameters and the training settings a sweep may vary.
+# A sweep that varies a training setting exports it as a column of its own, after FIELDS.
+DESIGN_KEYS = (*METAPARAMETERS, *SWEEPABLE)
 
 # The export's columns, in its order (sqzdse sweep export); a row read back has every one of them.
 FIELDS = ("study", "number", "state", *METAPARAMETERS, "seed", "params", "bytes", "compressed_bytes", "macs",

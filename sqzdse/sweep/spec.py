@@ -19,9 +19,10 @@ from typing import Any
 from sqzdse.errors import SqzdseError
 from sqzdse.model import config as C
 from sqzdse.model.config import METAPARAMETERS
-from sqzdse.train.recipe import TRAIN_HELP, TrainConfig, default_recipe, small_input_recipe
+from sqzdse.sweep.schema import DESIGN_KEYS
+from sqzdse.train.recipe import CHOICES, SWEEPABLE, TRAIN_HELP, TrainConfig, default_recipe, small_input_recipe
 
-INT_PARAMS = ("base_e", "incr_e", "freq")
+INT_PARAMS = ("base_e", "incr_e", "freq", "batch_size", "iter_size")  # the integer axes of [space]
 SAMPLERS = ("grid", "random", "tpe", "nsga2")
 PRUNERS = ("none", "median", "hyperband")
 # objective -> direction
@@ -85,8 +86,8 @@ class Dim:
             # values the file lists: Optuna refuses a CategoricalDistribution whose choices differ from the study's
             # earlier trials', which would fail every new point of a grid that grew.
             values = self.values()
-            if self.name == "bypass":
-                return trial.suggest_categorical(self.name, list(C.BYPASSES))
+            if self.name in CATEGORIES:  # every word the axis may take: the same distribution however the grid grows
+                return trial.suggest_categorical(self.name, list(CATEGORIES[self.name]))
             if all(isinstance(v, int) for v in values):
                 return trial.suggest_int(self.name, min(values), max(values))
             return trial.suggest_float(self.name, min(values), max(values))
@@ -144,6 +145,10 @@ class SweepSpec:
             dict(zip([a for a, _ in axes], combo, strict=True)) for combo in itertools.product(*(v for _, v in axes))
         ]
 
+    def swept(self) -> set[str]:
+        """The names of the axes of [space]."""
+        return {d.name for d in self.space}
+
     def config(self, params: dict) -> C.SqueezeNetConfig:
         meta = {k: params[k] for k in METAPARAMETERS if k in params}
         return C.from_preset(self.preset, **{**self.model, **meta})
@@ -171,6 +176,7 @@ def load_spec(path: str, max_points: int | None = GRID_LIMIT) -> SweepSpec:
 MODEL_TYPES = typing.get_type_hints(C.SqueezeNetConfig)
 TRAIN_TYPES = typing.get_type_hints(TrainConfig)
 TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+CATEGORIES = {"bypass": C.BYPASSES, **CHOICES}  # the word-valued axes of [space] and every word each may take
 # [model] keys: the configuration's fields but those a preset and the dataset decide
 MODEL_KEYS = tuple(f.name for f in dataclasses.fields(C.SqueezeNetConfig) if f.name not in ("stem", "pool_after",
                                                                                             "input_shape"))  # fmt: skip
@@ -217,10 +223,12 @@ def sweep_keys() -> list[tuple[str, str, str, str]]:
     for key in MODEL_KEYS:
         out.append((f"model.{key}", _type_name(MODEL_TYPES[key]), _shown_default(getattr(small, key)),
                     "held fixed for every trial (unset: squeezenet_small's value)"))  # fmt: skip
-    for key in METAPARAMETERS:
-        swept = "a list of none (= vanilla), simple, complex" if key == "bypass" else (
-            "a value, a list, or {low, high, step | log = true}")  # fmt: skip
-        out.append((f"space.{key}", _type_name(MODEL_TYPES[key]), "(held)", f"swept: {swept}"))
+    for key in DESIGN_KEYS:
+        words = ", ".join("none (= vanilla)" if w == "none" and key == "bypass" else w for w in CATEGORIES.get(key, ()))
+        swept = f"a list of {words}" if key in CATEGORIES else "a value, a list, or {low, high, step | log = true}"
+        hint = (MODEL_TYPES if key in METAPARAMETERS else TRAIN_TYPES)[key]
+        held = "(held)" if key in METAPARAMETERS else "([train])"
+        out.append((f"space.{key}", _type_name(hint), held, f"swept: {swept}"))
     recipe = small_input_recipe()
     for key in sorted(TRAIN_KEYS - {"seed"}):  # defaults: the small-input recipe; an ImageNet stem gets Caffe's
         out.append((f"train.{key}", _type_name(TRAIN_TYPES[key]), _shown_default(getattr(recipe, key)),
@@ -306,8 +314,11 @@ def parse_spec(raw: dict, source: str = "", max_points: int | None = GRID_LIMIT)
     sampler = kw.get("sampler", "grid")
     space = []
     for key, value in raw.get("space", {}).items():
-        if key not in METAPARAMETERS:
-            _fail(f"space.{key}", f"unknown metaparameter; allowed: {', '.join(METAPARAMETERS)}")
+        if key not in DESIGN_KEYS:
+            _fail(f"space.{key}", f"unknown; allowed: the metaparameters {', '.join(METAPARAMETERS)} and the "
+                  f"training settings {', '.join(SWEEPABLE)}")  # fmt: skip
+        if key in raw.get("train", {}):
+            _fail(f"space.{key}", f"also set in [train] ({key} = {raw['train'][key]!r}): give it in one place")
         space.append(dataclasses.replace(_dim(key, value), grid=sampler == "grid"))
 
     train = dict(raw.get("train", {}))
@@ -349,7 +360,7 @@ def _check_points(spec: SweepSpec) -> None:
     for combo in itertools.product(*(d.check_values() for d in spec.space)):
         params = dict(zip(names, combo, strict=True))
         try:
-            train_config(spec, spec.config(params), seed=spec.seeds[0])
+            train_config(spec, spec.config(params), spec.seeds[0], params)
         except C.ConfigError as e:
             where = f"space point {' '.join(f'{k}={v}' for k, v in params.items())}: " if params else ""
             raise SpecError(f"{spec.source or 'sweep'}: {where}{e}") from None
@@ -389,7 +400,7 @@ def _compress_settings(raw) -> dict:
 
 
 def _dim(key: str, value) -> Dim:
-    hint, where = MODEL_TYPES[key], f"space.{key}"
+    hint, where = (MODEL_TYPES if key in METAPARAMETERS else TRAIN_TYPES)[key], f"space.{key}"
     # A float axis holds floats (1 -> 1.0): a grid point is then the same point however the file writes it.
     norm = float if hint is float else C.canonical_bypass if key == "bypass" else (lambda v: v)
     if isinstance(value, list):
@@ -397,13 +408,15 @@ def _dim(key: str, value) -> Dim:
             _fail(where, "an empty list")
         for v in value:
             _check_type(where, v, hint)
+            if key in CATEGORIES and norm(v) not in CATEGORIES[key]:
+                _fail(where, f"{v!r} is not one of {', '.join(CATEGORIES[key])}")
         return Dim(key, choices=tuple(_distinct(where, [norm(v) for v in value])))
     if isinstance(value, dict):
         extra = set(value) - {"low", "high", "step", "log"}
         if extra or "low" not in value or "high" not in value:
             _fail(where, "a range is {low = .., high = .., step = .. (optional), log = true|false}")
-        if key == "bypass":
-            _fail("space.bypass", 'bypass is categorical: give a list, e.g. ["none", "simple", "complex"]')
+        if key in CATEGORIES:
+            _fail(where, f"{key} is categorical: give a list of {', '.join(CATEGORIES[key])}")
         for k in ("low", "high", "step"):
             if k in value:
                 _check_type(f"{where}.{k}", value[k], hint)
@@ -425,8 +438,11 @@ def _dim(key: str, value) -> Dim:
     return Dim(key, choices=(norm(value),))
 
 
-def train_config(spec: SweepSpec, cfg: C.SqueezeNetConfig, seed: int):
-    return default_recipe(cfg, **{**spec.train, "seed": seed})
+def train_config(spec: SweepSpec, cfg: C.SqueezeNetConfig, seed: int, point: dict | None = None):
+    """The TrainConfig of one run: the recipe of `cfg`'s stem, the file's [train], the point's swept training
+    settings (``SWEEPABLE`` keys of `point`) and the seed."""
+    swept = {k: v for k, v in (point or {}).items() if k in SWEEPABLE}
+    return default_recipe(cfg, **{**spec.train, **swept, "seed": seed})
 
 
 def point_key(point: dict) -> tuple:

@@ -17,6 +17,11 @@ INITS = ("caffe", "msra")  # initialisation schemes; sqzdse.model.network.INITS 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("poly", "cosine", "constant")
 DTYPES = ("float32", "bfloat16")  # compute dtypes; parameters stay float32
+# TrainConfig fields a sweep may vary ([space]) as it varies metaparameters; the others (the dataset, limits, the
+# validation split, checkpoints) are one per study.
+SWEEPABLE = ("epochs", "batch_size", "iter_size", "optimizer", "lr", "momentum", "weight_decay", "schedule", "power",
+             "warmup_epochs", "init", "dtype")  # fmt: skip
+CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "init": INITS, "dtype": DTYPES}  # the word-valued fields
 
 
 # What each TrainConfig field means (`sqzdse train`'s flags, `sqzdse sweep keys`); a new field needs a line.
