@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from sweep_rows import BYPASSES, SRS, acc_of, brute_front, params, study
+from sweep_rows import BYPASSES, SRS, acc_of, brute_front, params, study, write_csv
 
 from sqzdse.cli import main
 from sqzdse.cli import plot as plot_cli
@@ -455,3 +455,23 @@ def test_trials_near_chance_are_said_to_be(rows, tmp_path):
     learned = [dict(r, val_top1=0.85) for r in low]
     assert "chance" not in P.make_plot("sr", learned).axes[0].get_title()
     assert "chance" not in P.make_plot("sr", rows).axes[0].get_title()  # a dataset sqzdse does not know: no note
+
+
+def test_a_sweep_figure_draws_one_line_per_value_of_by(rows, tmp_path):
+    table3 = [r for r in rows if r["study"] == "table3"]
+    sr_by_bypass = [dict(r, sr=sr, number=i) for i, (r, sr) in enumerate((r, sr) for r in table3 for sr in SRS)]
+    fig = paper_plots.plot_sr(sr_by_bypass, series="bypass")
+    ax = fig.axes[0]
+    for b in BYPASSES:
+        x, y, _ = _errorbar_xy(ax, f"accuracy:{b}")
+        assert list(x) == list(SRS)
+        acc = [[100 * r["val_top1"] for r in sr_by_bypass if r["bypass"] == b and r["sr"] == s] for s in SRS]
+        expect = [np.mean(a) for a in acc]
+        assert list(y) == pytest.approx(expect)
+    assert "not held fixed" not in ax.get_title()  # bypass is the lines, not a mix inside each point
+    assert "mixes designs: bypass" in paper_plots.plot_sr(sr_by_bypass).axes[0].get_title()
+    with pytest.raises(results.ResultsError, match="one line per pct3x3: all .* have pct3x3=0.5"):
+        paper_plots.plot_sr(sr_by_bypass, series="pct3x3")
+    write_csv(tmp_path / "x.csv", sr_by_bypass)
+    assert main(["plot", "sr", str(tmp_path / "x.csv"), "--by", "bypass", "-o", str(tmp_path / "p.png")]) == 0
+    assert (tmp_path / "p.png").stat().st_size > 0

@@ -10,8 +10,8 @@ from sqzdse.results.rows import BY_CHOICES, SIZES
 
 # kind -> (help, the options of make_plot it takes besides metric and where)
 PLOTS = {
-    "sr": ("accuracy and model size vs squeeze ratio: the paper's Fig. 3a", ("paper", "size")),
-    "pct3x3": ("accuracy and model size vs the share of 3x3 filters: the paper's Fig. 3b", ("paper", "size")),
+    "sr": ("accuracy and model size vs squeeze ratio: the paper's Fig. 3a", ("paper", "size", "series")),
+    "pct3x3": ("accuracy and model size vs the share of 3x3 filters: the paper's Fig. 3b", ("paper", "size", "series")),
     "frontier": ("accuracy vs model size with each study's Pareto front", ("size",)),
     "bypass": ("the three macroarchitectures of Section 6: the paper's Table 3", ("size",)),
     "edf": ("error distributions (EDFs) per study or metaparameter value", ("by", "normalize", "size")),
@@ -29,6 +29,9 @@ def _add_options(p: argparse.ArgumentParser, options: tuple[str, ...]) -> None:
     if "by" in options:
         p.add_argument("--by", default="study", choices=BY_CHOICES, help="one curve per study or per value of this "
                        "metaparameter")  # fmt: skip
+    if "series" in options:
+        p.add_argument("--by", dest="series", choices=BY_CHOICES, help="one line per value of this key, e.g. --by "
+                       "bypass (default: one line over every trial, whatever else varies)")  # fmt: skip
     if "normalize" in options:
         p.add_argument("--normalize", action="store_true", help="weight models so every curve has the same "
                        "model-size distribution (Radosavovic et al. 2019)")  # fmt: skip
@@ -47,7 +50,8 @@ def run_plot(args) -> int:
 
     out = check_figure_path(args.output)
     rows = load_rows(*sources_of(args), study=args.study)
-    opts = {k: getattr(args, k) for k in ("paper", "reference", "by", "normalize", "bins", "size") if k in args}
+    options = ("paper", "reference", "by", "normalize", "bins", "size", "series")
+    opts = {k: getattr(args, k) for k in options if k in args}
     fig = make_plot(args.kind, rows, metric=args.metric, where=dict(args.where or ()), **opts)
     save_figure(fig, out)
     print(f"wrote {out}")

@@ -40,10 +40,12 @@ def make_plot(
     bins: int = 10,
     size: str = "bytes",
     where: Mapping | None = None,
+    series: str | None = None,
 ) -> Figure:
     """The figure of one KIND (``KINDS``) from rows; options that do not apply to the kind are ignored, except
     ``paper``, which only ``sr`` and ``pct3x3`` can draw. `size` (``SIZES``) is the model size shown; `where`
-    keeps only rows with these values (e.g. ``{"pct3x3": "0.5"}``, strings as a CLI reads them)."""
+    keeps only rows with these values (e.g. ``{"pct3x3": "0.5"}``, strings as a CLI reads them); `series` draws
+    an sr or pct3x3 figure as one line per value of that column."""
     check_metric(metric)
     check_size(size)
     if kind not in KINDS:
@@ -51,7 +53,8 @@ def make_plot(
     if paper and kind not in ("sr", "pct3x3"):
         raise InputError(f"--paper: the paper's anchor points exist for sr and pct3x3 plots only, not {kind}")
     if kind in ("sr", "pct3x3"):
-        return plot_sweep(rows, kind, metric=metric, paper=paper, reference=reference, size=size, where=where)
+        return plot_sweep(rows, kind, metric=metric, paper=paper, reference=reference, size=size, where=where,
+                          series=series)  # fmt: skip
     if kind == "frontier":
         return plot_frontier(rows, metric=metric, size=size, where=where)
     if kind == "bypass":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -19,10 +20,13 @@ from sqzdse.results import stats
 from sqzdse.results.analysis import sweep_points
 from sqzdse.results.canvas import new_figure, titles
 from sqzdse.results.rows import (
+    BY_CHOICES,
     SIZES,
     bypass_name,
     check_size,
     count_note,
+    group_name,
+    group_sort_key,
     metric_label,
     paper_fig3,
     plotted,
@@ -54,6 +58,7 @@ def plot_sweep(
     reference: str | os.PathLike | None = None,
     where: Mapping | None = None,
     size: str = "bytes",
+    series: str | None = None,
 ) -> Figure:
     """Accuracy (mean over trials, bars: its 95 % bootstrap interval) and model size against ``sr`` or ``pct3x3``.
 
@@ -62,6 +67,8 @@ def plot_sweep(
         paper does); metaparameters that still vary are named in the subtitle.
       paper: add a panel below with the paper's ImageNet numbers (``paper_fig3``), on axes of their own.
       size: ``bytes`` (float32 weights) or ``compressed_bytes`` (``SIZES``) on the right axis.
+      series: one line per value of this column (a metaparameter, a swept training setting, ``study``); None:
+        one line over every trial, whatever else varies (the subtitle names it).
     """
     check_size(size)
     if param not in _AXIS:
@@ -76,52 +83,61 @@ def plot_sweep(
         if not kept:
             raise InputError(f"no completed trials with a value of {param}")
     require_varied(kept, param, f"a figure against {param}")
-    pts = sweep_points(kept, param, metric, size)
-    xs = np.array([p[0] for p in pts], dtype=float)
-    intervals = [stats.mean(p[1]) for p in pts]  # over each point's trials (its seeds)
-    means = np.array([ci.estimate for ci in intervals])
-    lo = means - np.array([ci.low for ci in intervals])
-    hi = np.array([ci.high for ci in intervals]) - means
-    sizes = np.array([p[2] for p in pts])
-    seeds = sorted({len(p[1]) for p in pts})
+    if series is not None:
+        if series not in BY_CHOICES or series == param:
+            raise InputError(f"by={series!r}: one of {', '.join(k for k in BY_CHOICES if k != param)}")
+        require_varied(kept, series, f"one line per {series}")
+    groups = defaultdict(list)
+    for r in kept:
+        groups[r.get(series) if series else None].append(r)
 
     fig = new_figure(8.0, 7.2 if paper else 4.8)
     if paper:
         ax, axp = fig.subplots(2, 1, sharex=True, height_ratios=[3, 2])
     else:
         ax = fig.add_subplot()
-    c_acc, c_size = "C0", "C1"
-    ax.errorbar(
-        xs,
-        means,
-        yerr=[lo, hi],
-        fmt="o-",
-        color=c_acc,
-        capsize=4,
-        lw=1.6,
-        ms=6,
-        label=f"this run: {metric}, mean over trials, bars: its 95 % bootstrap interval",
-        gid="accuracy",
-    )
-    ax.set_ylabel(metric_label(metric), color=c_acc)
-    ax.tick_params(axis="y", colors=c_acc)
-    ax.grid(alpha=0.3)
     ax2 = ax.twinx()
-    ax2.plot(
-        xs, sizes, "s--", color=c_size, ms=5, lw=1.2, label="this run: mean model size (MiB, right axis)", gid="size"
-    )
-    ax2.set_ylabel(f"model size (MiB of {SIZES[size]})", color=c_size)
-    ax2.tick_params(axis="y", colors=c_size)
-    ax2.set_ylim(bottom=0, top=max(sizes[np.isfinite(sizes)], default=1.0) * 1.15)
+    xs_all, all_sizes, seeds = set(), [], set()
+    for i, key in enumerate(sorted(groups, key=group_sort_key)):
+        pts = sweep_points(groups[key], param, metric, size)
+        xs = np.array([p[0] for p in pts], dtype=float)
+        intervals = [stats.mean(p[1]) for p in pts]  # over each point's trials (its seeds)
+        means = np.array([ci.estimate for ci in intervals])
+        lo = means - np.array([ci.low for ci in intervals])
+        hi = np.array([ci.high for ci in intervals]) - means
+        sizes = np.array([p[2] for p in pts])
+        seeds |= {len(p[1]) for p in pts}
+        xs_all |= set(xs)
+        all_sizes += list(sizes[np.isfinite(sizes)])
+        if series is None:
+            c_acc, c_size = "C0", "C1"
+            acc_label = f"this run: {metric}, mean over trials, bars: its 95 % bootstrap interval"
+            size_label = "this run: mean model size (MiB, right axis)"
+        else:  # one colour per line: accuracy solid, its size dashed
+            c_acc = c_size = f"C{i % 10}"
+            acc_label = f"{group_name(series, key)}: {metric} (bars: 95 % interval)"
+            size_label = f"{group_name(series, key)}: size (MiB, right axis)"
+        ax.errorbar(xs, means, yerr=[lo, hi], fmt="o-", color=c_acc, capsize=4, lw=1.6, ms=6, label=acc_label,
+                    gid="accuracy" if series is None else f"accuracy:{key}")  # fmt: skip
+        ax2.plot(xs, sizes, "s--", color=c_size, ms=5, lw=1.2, alpha=1.0 if series is None else 0.55,
+                 label=size_label, gid="size" if series is None else f"size:{key}")  # fmt: skip
+    xs = np.array(sorted(xs_all))
+    seeds = sorted(seeds)
+    ax.set_ylabel(metric_label(metric), color="C0" if series is None else "k")
+    ax.tick_params(axis="y", colors="C0" if series is None else "k")
+    ax.grid(alpha=0.3)
+    ax2.set_ylabel(f"model size (MiB of {SIZES[size]})", color="C1" if series is None else "k")
+    ax2.tick_params(axis="y", colors="C1" if series is None else "k")
+    ax2.set_ylim(bottom=0, top=max(all_sizes, default=1.0) * 1.15)
     ax.set_xticks(xs, [short_number(x) for x in xs])
     ax.set_xlabel(xlabel)
     per_point = str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]} to {seeds[-1]}"
     note = count_note(len(kept), skipped) + f"; trials per point: {per_point}"
     if selected:
         note += "\n" + selected
-    vary = varying(kept, (param, "seed"))
-    fixed = {k: kept[0].get(k) for k in DESIGN_KEYS if k != param and k not in vary and k not in (where or {})
-             and kept[0].get(k) is not None}  # fmt: skip
+    vary = varying(kept, (param, "seed", series or param))
+    shown = {param, series, *vary, *(where or {})}  # what the axes, the lines, the note or the selection name
+    fixed = {k: kept[0][k] for k in DESIGN_KEYS if k not in shown and kept[0].get(k) is not None}
     if fixed:
         note += "\nfixed: " + where_text(fixed)
     if vary:
