@@ -140,7 +140,7 @@ def test_compress_and_dsd_are_on_the_command_line(capsys):
             main(argv)
         assert e.value.code == 0
     out = capsys.readouterr().out
-    assert all(flag in out for flag in ("--pretrained", "--bits", "--huffman", "--finetune-epochs", "--dsd",
+    assert all(flag in out for flag in ("SOURCE", "--bits", "--huffman", "--finetune-epochs", "--dsd",
                                         "--dsd-density", "--dsd-phases", "--dsd-redense-lr"))  # fmt: skip
 
 

@@ -50,12 +50,13 @@ def test_invalid_bits_density_and_files_are_clear_errors(tmp_path, capsys):
     with pytest.raises(ValueError, match="density='most'"):
         P.parse_density("most")
     out = str(tmp_path / "x.sqz")
-    assert main(["compress", "--pretrained", str(NET), "--bits", "9", "-o", out]) == 2
+    assert main(["compress", str(NET), "--bits", "9", "-o", out]) == 2
     assert capsys.readouterr().err.startswith("sqzdse: error: bits=9")
-    assert main(["compress", "--pretrained", str(NET), "--density", "0", "-o", out]) == 2
+    assert main(["compress", str(NET), "--density", "0", "-o", out]) == 2
     assert capsys.readouterr().err.startswith("sqzdse: error: density='0'")
-    assert main(["compress", "-o", out]) == 2
-    assert "RUN_DIR or --pretrained" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["compress", "-o", out])
+    assert "the following arguments are required: SOURCE" in capsys.readouterr().err
     bad = tmp_path / "bad.sqz"
     layers = K.share_weights(random_weights(tiny()), P.magnitude_masks(kernels(random_weights(tiny())),
                              P.layer_densities(tiny())), 4)  # fmt: skip
@@ -66,14 +67,14 @@ def test_invalid_bits_density_and_files_are_clear_errors(tmp_path, capsys):
 
 def test_cli_compresses_the_released_model_in_its_own_layout(tmp_path, capsys):
     out = tmp_path / "v10_8bit.net"
-    assert main(["compress", "--pretrained", str(NET), "--bits", "8", "-o", str(out), "--json"]) == 0
+    assert main(["compress", str(NET), "--bits", "8", "-o", str(out), "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["format"] == "net" and r["file_bytes"] == out.stat().st_size == r["fixed"]["bytes"] == 675_763
     assert r["float32_bytes"] == 4 * 1_248_424 and r["stages"] == {}
     assert sum(x["kept"] for x in r["layers"]) == sum(P.RELEASED_NONZERO.values())
     ours = K.read_weights(out)  # what `sqzdse predict --weights` reads
     assert {n: int(np.count_nonzero(w)) for n, (w, _) in ours.items()} == P.RELEASED_NONZERO
-    assert main(["compress", "--pretrained", "released", "--bits", "6", "--huffman", "-o", str(tmp_path / "a")]) == 0
+    assert main(["compress", "released", "--bits", "6", "--huffman", "-o", str(tmp_path / "a")]) == 0
     text = capsys.readouterr().out
     assert "377,989 bytes on disk" in text and "fire9/expand3x3" in text
 

@@ -9,6 +9,7 @@ import sys
 from sqzdse.cli.common import add_output, command
 from sqzdse.errors import InputError
 from sqzdse.model import config as C
+from sqzdse.reference import RELEASED
 
 # sqzdse.compress.pipeline imports NumPy only; JAX, Flax and the training code are imported when a command runs.
 
@@ -18,13 +19,10 @@ def add_compress_arguments(p) -> None:
     from sqzdse.compress.codec import BITS
     from sqzdse.compress.pipeline import DEFAULT_BITS
 
-    p.add_argument("run", nargs="?", metavar="RUN_DIR", help="a training run's workdir (sqzdse train --workdir)")
-    p.add_argument(
-        "--pretrained",
-        metavar="PATH",
-        help="compress the released v1.0 instead: 'released' (the bundled compressed_SqueezeNet.net) or a path to "
-        "that file (no accuracy: ImageNet is not here)",
-    )
+    p.add_argument("source", metavar="SOURCE", help="a training run's workdir (sqzdse train --workdir, a sweep "
+                   "trial's), or the released v1.0 as export and predict name it: 'released' (the bundled "
+                   "compressed_SqueezeNet.net) or a path to that .net file (no accuracy: ImageNet is not "
+                   "here)")  # fmt: skip
     add_output(p, "the compressed file to write")
     p.add_argument("--bits", type=int, default=DEFAULT_BITS,
                    help=f"bits per shared-weight code, {BITS[0]}-{BITS[-1]} (the paper: 8 and 6)")  # fmt: skip
@@ -47,11 +45,10 @@ def run_compress(args) -> int:
     from sqzdse.compress.prune import parse_density
 
     density = parse_density(args.density)
-    if (args.run is None) == (args.pretrained is None):
-        raise InputError("give a RUN_DIR or --pretrained PATH (one of them)")
+    released = args.source == RELEASED or args.source.lower().endswith(".net")  # v1.0, or a file of its layout
     kw = dict(bits=args.bits, density=density, finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr,
               progress=not args.no_progress)  # fmt: skip
-    if args.pretrained:
+    if released:
         if args.finetune_epochs:
             raise InputError("--finetune-epochs: the released v1.0 would need ImageNet; compress a training run")
         from flax import nnx
@@ -59,12 +56,12 @@ def run_compress(args) -> int:
         from sqzdse.model.weights import load_pretrained
 
         cfg = C.squeezenet_v1_0()
-        params = nnx.state(load_pretrained(args.pretrained), nnx.Param)
+        params = nnx.state(load_pretrained(args.source), nnx.Param)
     else:
         from sqzdse.data import pipeline as D
         from sqzdse.train.loop import load_run
 
-        cfg, tc, graphdef, params = load_run(args.run)
+        cfg, tc, graphdef, params = load_run(args.source)
         kw.update(tc=tc, graphdef=graphdef)
         if not args.no_eval or args.finetune_epochs:
             kw["dataset"] = D.load(tc.dataset, data_dir=args.data_dir, val_size=tc.val_size)

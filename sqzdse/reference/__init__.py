@@ -11,7 +11,7 @@ import os
 from importlib import resources
 from pathlib import Path
 
-RELEASED = "released"  # what `predict --weights` and `compress --pretrained` accept for the bundled v1.0
+RELEASED = "released"  # what `export`, `compress` and `predict --weights` accept for the bundled v1.0
 RELEASED_NET = ("caffe", "SqueezeNet_compressed", "compressed_SqueezeNet.net")
 
 
