@@ -243,3 +243,21 @@ def test_an_output_in_a_missing_folder_gets_its_folder_before_any_work(tmp_path,
     err = capsys.readouterr().err
     assert f"-o {tmp_path / 'afile' / 'm.onnx'}: {tmp_path / 'afile'} is a file, not a folder" in err, err
     assert err.count("\n") == 1, err
+
+
+def test_train_help_shows_each_settings_default_from_the_recipes():
+    import dataclasses
+
+    from sqzdse.cli.train import UNSET
+    from sqzdse.train.recipe import TrainConfig, caffe_solver
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices["train"]
+    helps = {a.dest: sub._get_formatter()._expand_help(a) for a in sub._actions if a.help}
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "dataset":
+            continue
+        imagenet, small = getattr(caffe_solver(), f.name), getattr(small_input_recipe(), f.name)
+        if imagenet == small:
+            assert f"(default: {UNSET[f.name] if imagenet is None else imagenet})" in helps[f.name], f.name
+        else:
+            assert f"(default: {imagenet} with an ImageNet stem, {small} with the small stem)" in helps[f.name], f.name
