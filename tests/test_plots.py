@@ -178,7 +178,7 @@ def test_edf_plot_curves_per_group(rows):
     ax = fig.axes[0]
     kept = [r for r in rows if r["state"] == "COMPLETE"]
     for b in BYPASSES:
-        (ln,) = [ln for ln in ax.lines if ln.get_gid() == f"edf:{results.BYPASS_NAMES[b]}"]
+        (ln,) = [ln for ln in ax.lines if ln.get_gid() == f"edf:{results.bypass_name(b)}"]
         x, y = analysis.edf([100 * (1 - r["val_top1"]) for r in kept if r["bypass"] == b])
         assert list(ln.get_xdata()[1:-1]) == pytest.approx(x) and list(ln.get_ydata()[1:-1]) == pytest.approx(y)
     assert "error (%)" in ax.get_xlabel()

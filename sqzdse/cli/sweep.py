@@ -38,6 +38,7 @@ def cmd_sweep_run(args) -> int:
 
 def _dry_run(spec, url: str) -> int:
     """``sweep run --dry-run``: the trials, their sizes and MACs, and the time they would take; nothing runs."""
+    from sqzdse.model.config import shown
     from sqzdse.sweep import engine as S
     from sqzdse.sweep.forecast import duration, estimate_note
 
@@ -53,7 +54,7 @@ def _dry_run(spec, url: str) -> int:
               f"storage {redact(url)} ({held} trials held)")  # fmt: skip
     print("  " + "".join(f"{n:>9}" for n in names) + f"{'params':>12}{'MiB':>8}{'MMACs':>10}{'time':>14}")
     for t in trials:
-        cells = "".join(f"{v!s:>9}" for v in t.params.values())
+        cells = "".join(f"{shown(k, v):>9}" for k, v in t.params.items())
         if t.error:
             print(f"  {cells}   invalid: {t.error}")
             continue
@@ -148,7 +149,7 @@ def cmd_sweep_keys(args) -> int:
 
 
 def cmd_sweep_status(args) -> int:
-    from sqzdse.model.config import METAPARAMETERS
+    from sqzdse.model.config import METAPARAMETERS, shown
     from sqzdse.sweep import engine as S
 
     url, study = _storage_of(args)
@@ -162,7 +163,7 @@ def cmd_sweep_status(args) -> int:
 
     def line(r) -> str:
         objs = " ".join(f"{o}={r[o]:.4f}" if isinstance(r[o], float) else f"{o}={r[o]:,}" for o in st.objectives)
-        meta = " ".join(f"{k}={r[k]}" for k in METAPARAMETERS)
+        meta = " ".join(f"{k}={shown(k, r[k])}" for k in METAPARAMETERS)
         test = f"test_top1 {r['test_top1']:.4f}, {r['bytes']:,} bytes"
         return f"  trial {r['number']}: {objs} ({test}) | {meta} seed={r['seed']}"
 

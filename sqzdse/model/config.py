@@ -20,9 +20,23 @@ BYPASSES = ("none", "simple", "complex")
 BYPASS_ALIASES = {"vanilla": "none"}
 
 
+# ... and printed as Table 3 names them, in every figure, table, legend and line.
+BYPASS_NAMES = {"none": "vanilla", "simple": "simple", "complex": "complex"}
+
+
 def canonical_bypass(value):
     """'vanilla' -> 'none'; any other value as it is (validated where it is used)."""
     return BYPASS_ALIASES.get(value, value) if isinstance(value, str) else value
+
+
+def bypass_name(value) -> str:
+    """A bypass kind as every figure, table and message shows it: vanilla / simple / complex."""
+    return BYPASS_NAMES.get(value, "?" if value is None else str(value))
+
+
+def shown(key: str, value) -> str:
+    """A metaparameter's value as messages show it (`bypass=vanilla`, `sr=0.25`)."""
+    return bypass_name(value) if key == "bypass" else str(value)
 
 
 # Section 5's metaparameters and Section 6's bypass, as sweeps name their parameters and exports their columns.

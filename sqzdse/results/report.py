@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from sqzdse.errors import InputError
+from sqzdse.model.config import shown
 from sqzdse.results.analysis import pareto_front
 from sqzdse.results.canvas import save_figure
 from sqzdse.results.claims import check_claims
@@ -77,7 +78,7 @@ def spec_items(spec: dict) -> list[tuple[str, str]]:
         elif key == "train" and isinstance(value, dict):
             items.append((key, budget_text(value)))
         elif isinstance(value, dict):
-            items.append((key, ", ".join(f"{k}={_value(k, v)}" for k, v in value.items() if v is not None)))
+            items.append((key, ", ".join(f"{k}={shown(k, v)}" for k, v in value.items() if v is not None)))
         elif isinstance(value, list):
             items.append((key, ", ".join(map(str, value))))
         else:
@@ -85,15 +86,11 @@ def spec_items(spec: dict) -> list[tuple[str, str]]:
     return items
 
 
-def _value(key: str, v) -> str:
-    return bypass_name(v) if key == "bypass" else str(v)
-
-
 def _dim(name: str, d) -> str:
     if not isinstance(d, dict):
-        return ", ".join(_value(name, v) for v in d) if isinstance(d, list) else str(d)
+        return ", ".join(shown(name, v) for v in d) if isinstance(d, list) else str(d)
     if d.get("choices"):
-        return "{" + ", ".join(_value(name, v) for v in d["choices"]) + "}"
+        return "{" + ", ".join(shown(name, v) for v in d["choices"]) + "}"
     step = f" step {_g(d['step'])}" if d.get("step") else ""
     return f"[{_g(d.get('low'))}, {_g(d.get('high'))}]{step}" + (" log" if d.get("log") else "")
 

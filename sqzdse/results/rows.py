@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from sqzdse.errors import InputError
-from sqzdse.model.config import BYPASSES
+from sqzdse.model.config import BYPASSES, bypass_name, shown
 from sqzdse.sweep.schema import DESIGN_KEYS, FIELDS
 
 INT_FIELDS = ("number", "base_e", "incr_e", "freq", "seed", "params", "bytes", "compressed_bytes", "macs")
@@ -30,8 +30,6 @@ FLOAT_FIELDS = ("pct3x3", "sr", "val_top1", "val_top5", "test_top1", "test_top5"
                 "images_per_s", "duration_s")  # fmt: skip
 METRICS = ("val_top1", "val_top5", "test_top1", "test_top5")
 BY_CHOICES = ("study", *DESIGN_KEYS, "seed")  # what rows can be grouped by
-# The one vocabulary of bypass kinds in figures, tables and legends (Table 3's rows); the config says "none".
-BYPASS_NAMES = {"none": "vanilla", "simple": "simple", "complex": "complex"}
 PAPER_PROVENANCE = ("text", "derived")  # the only paper numbers a figure may show (reference/README.md)
 MIB = 2**20
 # size column -> what its MiB are of (axis labels)
@@ -308,7 +306,7 @@ def select(rows: Sequence[dict], where: Mapping | None) -> list[dict]:
 
 def where_text(where: Mapping) -> str:
     """{'pct3x3': 0.5, 'bypass': 'none'} -> 'pct3x3=0.5, bypass=vanilla'."""
-    return ", ".join(f"{k}={bypass_name(v) if k == 'bypass' else v}" for k, v in where.items())
+    return ", ".join(f"{k}={shown(k, v)}" for k, v in where.items())
 
 
 def _matches(value, wanted) -> bool:
@@ -448,11 +446,6 @@ def selection_note(where: Mapping | None, budget: str | None) -> str:
     """A figure's note lines on what it shows: 'selected: pct3x3=0.5' and 'trained: dataset=..., epochs=10'."""
     lines = ([f"selected: {where_text(where)}"] if where else []) + ([f"trained: {budget}"] if budget else [])
     return "\n".join(lines)
-
-
-def bypass_name(v) -> str:
-    """A bypass kind as every figure and table shows it: vanilla / simple / complex."""
-    return BYPASS_NAMES.get(v, "?" if v is None else str(v))
 
 
 # --------------------------------------------------------------------------- labels

@@ -425,7 +425,7 @@ def _train_seed(spec: SweepSpec, trial, cfg, tc, workdir: str, dataset, progress
 
     from sqzdse.train.loop import train_and_evaluate
 
-    label = " ".join(f"{k}={getattr(cfg, k)}" for k in METAPARAMETERS)
+    label = " ".join(f"{k}={C.shown(k, getattr(cfg, k))}" for k in METAPARAMETERS)
     label += "".join(f" {k}={getattr(tc, k)}" for k in SWEEPABLE if k in spec.swept())
     log.info(f"[{spec.name}] trial {trial.number}: {label} seed={tc.seed} in {workdir}")
 
