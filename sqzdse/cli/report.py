@@ -41,16 +41,25 @@ def run_report(args) -> int:
     return 0
 
 
-def run_claims(args) -> int:
-    """``sqzdse claims``: each of the paper's claims the rows can test, with its interval and verdict."""
-    from sqzdse.results.claims import check_claims
-    from sqzdse.results.rows import check_budgets, completed, load_rows, select, study_names
-    from sqzdse.results.stats import LEVEL, RESAMPLES
+def _selected(args) -> tuple[list[dict], list[dict]]:
+    """(the rows the sources, --study and --where give, the completed ones), of one training budget: claims and
+    importances would otherwise compare trainings of different lengths."""
+    from sqzdse.results.rows import check_budgets, completed, load_rows, select
 
     rows = select(load_rows(*sources_of(args), study=args.study), dict(args.where or ()))
     kept, _ = completed(rows, args.metric)
-    check_budgets(kept)  # one budget, or the claims would compare trainings of different lengths
-    found = check_claims(rows, args.metric)
+    check_budgets(kept)
+    return rows, kept
+
+
+def run_claims(args) -> int:
+    """``sqzdse claims``: each of the paper's claims the rows can test, with its interval and verdict."""
+    from sqzdse.results.claims import check_claims
+    from sqzdse.results.rows import study_names
+    from sqzdse.results.stats import LEVEL, RESAMPLES
+
+    rows, kept = _selected(args)
+    found = check_claims(kept, args.metric)
     if args.json:
         print(json.dumps([dataclasses.asdict(c) for c in found], indent=1))
         return 0
@@ -66,15 +75,12 @@ def run_claims(args) -> int:
 def run_importance(args) -> int:
     """``sqzdse importance``: PED-ANOVA and fANOVA importances of the metaparameters, their agreement."""
     from sqzdse.results.importance import importances
-    from sqzdse.results.rows import check_budgets, completed, load_rows, select
 
     if args.output:  # a wrong suffix is refused before the work
         from sqzdse.results.canvas import check_figure_path
 
         check_figure_path(args.output)
-    rows = select(load_rows(*sources_of(args), study=args.study), dict(args.where or ()))
-    check_budgets(completed(rows, args.metric)[0])
-    imp = importances(rows, args.metric)
+    imp = importances(_selected(args)[1], args.metric)
     if args.output:
         from sqzdse.results.canvas import save_figure
         from sqzdse.results.design_plots import plot_importance

@@ -10,7 +10,8 @@ import sys
 
 from sqzdse.cli.common import add_output, command
 from sqzdse.errors import InputError
-from sqzdse.sweep.spec import GRID_LIMIT, load_spec
+from sqzdse.model.config import METAPARAMETERS, shown
+from sqzdse.sweep.spec import GRID_LIMIT, load_spec, sweep_keys
 from sqzdse.sweep.storage import DEFAULT_STORAGE, STORAGE_ENV, delete_study, redact, storage_url
 
 
@@ -38,7 +39,6 @@ def cmd_sweep_run(args) -> int:
 
 def _dry_run(spec, url: str) -> int:
     """``sweep run --dry-run``: the trials, their sizes and MACs, and the time they would take; nothing runs."""
-    from sqzdse.model.config import shown
     from sqzdse.sweep import engine as S
     from sqzdse.sweep.forecast import duration, estimate_note
 
@@ -132,8 +132,6 @@ def run_pool(commands: list[tuple[list[str], dict]]) -> int:
 
 def keys_table(markdown: bool) -> str:
     """``sqzdse sweep keys``: the sweep file's keys (``sqzdse.sweep.spec.sweep_keys``), plain or as Markdown."""
-    from sqzdse.sweep.spec import sweep_keys
-
     rows = sweep_keys()
     if markdown:
         lines = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
@@ -149,7 +147,6 @@ def cmd_sweep_keys(args) -> int:
 
 
 def cmd_sweep_status(args) -> int:
-    from sqzdse.model.config import METAPARAMETERS, shown
     from sqzdse.sweep import engine as S
 
     url, study = _storage_of(args)

@@ -19,8 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from sqzdse.errors import InputError
-from sqzdse.results.rows import completed, study_names
-from sqzdse.sweep.schema import DESIGN_KEYS
+from sqzdse.results.rows import completed, study_names, varying
 
 MIN_TRIALS = 8
 INT_AXES = ("base_e", "incr_e", "freq", "batch_size", "iter_size")
@@ -47,11 +46,11 @@ class Importances:
 
 def importances(rows: Sequence[dict], metric: str = "val_top1", seed: int = 0) -> Importances:
     """The importances of the metaparameters the completed rows vary, for `metric` (maximised)."""
-    import optuna
+    import optuna  # here: reading rows and drawing figures never import Optuna
     from optuna.importance import FanovaImportanceEvaluator, PedAnovaImportanceEvaluator, get_param_importances
 
     kept, _ = completed(rows, metric)
-    varied = [k for k in DESIGN_KEYS if len({r.get(k) for r in kept}) > 1]  # swept training settings too
+    varied = varying(kept, ())  # the metaparameters and swept training settings that take several values
     if not varied:
         raise InputError(f"importance: the trials of {study_names(kept)} vary no metaparameter")
     if len(kept) < MIN_TRIALS:

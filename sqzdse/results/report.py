@@ -38,9 +38,10 @@ from sqzdse.results.rows import (
     size_mib,
     study_specs,
     trial_label,
+    varying,
     where_text,
 )
-from sqzdse.sweep.schema import DESIGN_KEYS, FIELDS, budget_text
+from sqzdse.sweep.schema import FIELDS, budget_text
 
 REPORT_SUFFIXES = (".md", ".html")
 
@@ -156,8 +157,7 @@ def _importance(kept: Sequence[dict], metric: str):
     """The importances (``sqzdse.results.importance``) where two or more metaparameters vary over enough trials."""
     from sqzdse.results.importance import MIN_TRIALS, importances  # imports Optuna: only when a report has one
 
-    varied = [k for k in DESIGN_KEYS if len({r.get(k) for r in kept}) > 1]
-    return importances(kept, metric) if len(varied) >= 2 and len(kept) >= MIN_TRIALS else None
+    return importances(kept, metric) if len(varying(kept, ())) >= 2 and len(kept) >= MIN_TRIALS else None
 
 
 def claims_table(found) -> tuple[list[str], list[list[str]]]:
