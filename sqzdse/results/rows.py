@@ -428,6 +428,7 @@ def chance_note(rows: Sequence[dict], metric: str) -> str:
     """'' unless every row's `metric` is below twice chance (1/classes for top-1, 5/classes for top-5, of the
     rows' dataset): then a line saying the trials learned next to nothing, so no best trial or front means much."""
     from sqzdse.data.datasets import DATASETS  # here: importing the results stage loads no data module
+
     names = {r.get("dataset") for r in rows}
     if len(names) != 1 or (name := names.pop()) not in DATASETS or not rows:
         return ""
