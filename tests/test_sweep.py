@@ -47,6 +47,8 @@ def test_a_sweep_end_to_end(ds, tmp_path):
     start, end = (datetime.datetime.fromisoformat(r[k]) for k in ("started", "finished"))
     assert r["duration_s"] == (end - start).total_seconds() >= r["train_seconds"] > 0
     assert 0 <= r["val_top1"] <= 1 and 0 <= r["test_top1"] <= 1 and len(r["curve"]) == 1
+    # Each epoch's seconds, training and validation: at least the training's (which includes compiling).
+    assert len(r["epoch_seconds"]) == 1 and r["epoch_seconds"][0] >= r["train_seconds"] > 0
     assert r["status"] == "completed" and r["version"] and r["compile_seconds"] >= 0
     assert r["workdir"] == os.path.join(str(tmp_path), "trials", r["key"]) and r["reused_from"] is None
     budget = r["budget"].split(", ")  # TINY_SPEC's [train] table, less the seed
@@ -66,6 +68,7 @@ def test_a_sweep_end_to_end(ds, tmp_path):
     S.run_worker(SP.parse_spec(raw), f"sqlite:///{tmp_path}/e2.db", runs_dir=str(tmp_path), dataset=ds)
     (row,) = S.export_rows(f"sqlite:///{tmp_path}/e2.db")
     assert row["state"] == "COMPLETE" and len(row["curve"]) == 2 and row["key"] not in {r["key"] for r in rows}
+    assert len(row["epoch_seconds"]) == 2 and sum(row["epoch_seconds"]) >= row["train_seconds"]
 
 
 def test_trial_workdir_uses_an_older_versions_workdir_only_for_the_same_run(tmp_path):

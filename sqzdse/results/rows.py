@@ -176,7 +176,7 @@ def normalize_row(raw: Mapping, default_study: str | None = None) -> dict:
                 row[key] = _to_int(value)
             elif key in FLOAT_FIELDS:
                 row[key] = _to_float(value)
-            elif key == "curve":
+            elif key in ("curve", "epoch_seconds"):
                 row[key] = _to_curve(value)
             elif key in FIELDS:
                 row[key] = None if value is None or value == "" else str(value)

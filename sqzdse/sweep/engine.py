@@ -460,7 +460,7 @@ def _record_result(spec: SweepSpec, trial, results: list[dict], cost: dict) -> l
         agg["compressed_bytes"] = int(round(np.mean([r["compressed_bytes"] for r in results])))
     for k, v in agg.items():
         trial.set_user_attr(k, v)
-    trial.set_user_attr("curve", [h["val_top1"] for h in results[0]["history"]])
+    _record_curve(trial, results[0])
     trial.set_user_attr("train_seconds", sum(r["train_seconds"] for r in results))
     trial.set_user_attr("compile_seconds", sum(r["compile_seconds"] for r in results))
     rates = [h["images_per_s"] for r in results for h in r["history"] if h.get("images_per_s")]
@@ -471,6 +471,14 @@ def _record_result(spec: SweepSpec, trial, results: list[dict], cost: dict) -> l
         trial.set_user_attr("reason", None)
     log.info(f"[{spec.name}] trial {trial.number}: val_top1={agg['val_top1']:.4f} test_top1={agg['test_top1']:.4f}")
     return [agg.get(o, cost.get(o)) for o in spec.objectives]
+
+
+def _record_curve(trial, result: dict) -> None:
+    """A run's learning curve and each epoch's seconds as user attributes: its training (the first epoch's with
+    compiling) and validation, what an epoch of this trial cost (what a replay of the sweep charges)."""
+    history = result.get("history", [])
+    trial.set_user_attr("curve", [h["val_top1"] for h in history])
+    trial.set_user_attr("epoch_seconds", [h["seconds"] + h.get("eval_seconds", 0.0) for h in history])
 
 
 def _report_curve(trial, history: list[dict], reported: set) -> None:
@@ -510,7 +518,7 @@ def _record_failure(trial, status: str, reason: str, result: dict | None = None)
     trial.set_user_attr("status", status)
     trial.set_user_attr("reason", reason)
     if result:
-        trial.set_user_attr("curve", [h["val_top1"] for h in result.get("history", [])])
+        _record_curve(trial, result)
     log.info(f"trial {trial.number} {status}: {reason}")
     return TrialState.FAIL, None
 

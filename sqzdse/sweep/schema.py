@@ -16,11 +16,13 @@ DESIGN_KEYS = (*METAPARAMETERS, *SWEEPABLE)
 
 # The export's columns, in its order (sqzdse sweep export); a row read back has every one of them.
 FIELDS = ("study", "number", "state", *METAPARAMETERS, "seed", "params", "bytes", "compressed_bytes", "macs",
-          "val_top1", "val_top5", "test_top1", "test_top5", "curve", "train_seconds", "compile_seconds", "images_per_s",
-          "status", "reason", "dataset", "budget", "version", "key", "workdir", "reused_from", "started", "finished",
-          "duration_s")  # fmt: skip
-# started / finished: the trial's start and end in the storage (ISO 8601, UTC as Optuna records them); duration_s:
-# the seconds between them (a reused run's are those of its lookup).
+          "val_top1", "val_top5", "test_top1", "test_top5", "curve", "epoch_seconds", "train_seconds",
+          "compile_seconds", "images_per_s", "status", "reason", "dataset", "budget", "version", "key", "workdir",
+          "reused_from", "started", "finished", "duration_s")  # fmt: skip
+# curve: the val top-1 after each epoch; epoch_seconds: each epoch's seconds of training (the first one's with
+# compiling) and validation, the first seed's as the curve. started / finished: the trial's start and end in the
+# storage (ISO 8601, UTC as Optuna records them); duration_s: the seconds between them (a reused run's are those of
+# its lookup).
 
 
 def budget_text(train: Mapping) -> str:

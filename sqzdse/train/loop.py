@@ -477,13 +477,14 @@ def _train_and_evaluate(cfg, tc, workdir, dataset, on_epoch, progress, init_para
                                                        epoch=epoch + 1)  # fmt: skip
                 epoch_s = time.perf_counter() - t_epoch
                 busy_s = epoch_s - (compiled[0] - compiled_before)  # the images/s leave out compiling
+                t_eval = time.perf_counter()
                 val = evaluate(eval_step, state.params, ds.batches("val", micro, seed=0, train=False,
                                                                    limit=tc.eval_limit), micro)  # fmt: skip
                 record = dict(
                     epoch=epoch + 1, step=int(state.step), lr=train_m.pop("lr", None),
                     train_loss=train_m.get("loss"), train_top1=train_m.get("top1"),
                     val_loss=val.get("loss"), val_top1=val.get("top1"), val_top5=val.get("top5"),
-                    seconds=epoch_s, images_per_s=seen * micro * tc.iter_size / busy_s if busy_s > 0 else None,
+                    seconds=epoch_s, eval_seconds=time.perf_counter() - t_eval, images_per_s=seen * micro * tc.iter_size / busy_s if busy_s > 0 else None,
                 )  # fmt: skip
                 if manager is not None:
                     ckpt.save(manager, state)
