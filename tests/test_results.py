@@ -27,6 +27,28 @@ def test_one_column_list_is_the_exports():
     assert tuple(out.getvalue().strip().split(",")) == schema.FIELDS
 
 
+def test_a_row_is_one_typed_record_whose_keys_are_the_export_columns():
+    import dataclasses
+
+    from sqzdse.model.config import METAPARAMETERS, SqueezeNetConfig
+    from sqzdse.train.recipe import SWEEPABLE, TrainConfig
+
+    # The metaparameters and training settings take their types from the configurations (and nowhere else).
+    fields = {f.name: f.type for f in dataclasses.fields(SqueezeNetConfig) + dataclasses.fields(TrainConfig)}
+    for key in (*METAPARAMETERS, *SWEEPABLE):
+        assert schema.TYPES[key] == eval(fields[key]) | None, key
+    assert schema.FIELDS == tuple(k for k in schema.TYPES if k not in SWEEPABLE)
+    assert set(schema.TrialRow.__required_keys__) == set(schema.FIELDS)  # a swept setting is a key only when swept
+    # Each column read as its type, a multi-seed trial's seed list too.
+    raw = {"study": "s", "number": "3", "state": "complete", "seed": "[0, 1]", "epochs": "10", "lr": "0.01",
+           "optimizer": "adam", "epoch_seconds": "[1.5, 2]", "bypass": "simple", "extra": "7"}  # fmt: skip
+    r = results.normalize_row(raw)
+    assert r["number"] == 3 and r["state"] == "COMPLETE" and r["seed"] == [0, 1] and r["epoch_seconds"] == [1.5, 2.0]
+    assert r["epochs"] == 10.0 and isinstance(r["epochs"], float) and r["lr"] == 0.01 and r["optimizer"] == "adam"
+    assert r["extra"] == 7 and r["bypass"] == "simple" and r["macs"] is None
+    assert results.normalize_row({"seed": "2"})["seed"] == 2
+
+
 def test_csv_and_json_load_to_the_same_typed_rows(rows, files):
     from_csv, from_json = results.load_rows(files["csv"]), results.load_rows(files["json"])
     assert from_csv == from_json == rows

@@ -17,17 +17,16 @@ import logging
 import math
 import os
 import re
+import typing
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from sqzdse.errors import InputError
 from sqzdse.model.config import BYPASSES, bypass_name, shown
-from sqzdse.sweep.schema import DESIGN_KEYS, FIELDS
+from sqzdse.sweep.schema import DESIGN_KEYS, FIELDS, TYPES
+from sqzdse.sweep.schema import TrialRow as TrialRow
 
-INT_FIELDS = ("number", "base_e", "incr_e", "freq", "seed", "params", "bytes", "compressed_bytes", "macs")
-FLOAT_FIELDS = ("pct3x3", "sr", "val_top1", "val_top5", "test_top1", "test_top5", "train_seconds", "compile_seconds",
-                "images_per_s", "duration_s")  # fmt: skip
 METRICS = ("val_top1", "val_top5", "test_top1", "test_top5")
 BY_CHOICES = ("study", *DESIGN_KEYS, "seed")  # what rows can be grouped by
 PAPER_PROVENANCE = ("text", "derived")  # the only paper numbers a figure may show (reference/README.md)
@@ -53,7 +52,7 @@ class MissingSizeError(ResultsError):
 # --------------------------------------------------------------------------- loading
 
 
-def load_rows(*sources: str | os.PathLike | Sequence, study: str | Sequence[str] | None = None) -> list[dict]:
+def load_rows(*sources: str | os.PathLike | Sequence, study: str | Sequence[str] | None = None) -> list[TrialRow]:
     """Trial rows from exported files and/or Optuna storages, types restored.
 
     Args:
@@ -64,8 +63,8 @@ def load_rows(*sources: str | os.PathLike | Sequence, study: str | Sequence[str]
       study: keep only rows of this study (or these studies).
 
     Returns:
-      One dict per trial with every column of ``FIELDS`` (missing ones None; empty cells None; ints and floats
-      restored, NaN as None; ``curve`` a list of floats) plus any extra columns, parsed best-effort.
+      One ``TrialRow`` per trial: every column of ``FIELDS`` (missing ones None; empty cells None; each read as its
+      type, NaN as None; ``curve`` a list of floats) plus any extra columns, parsed best-effort.
     """
     flat = list(_flatten(sources))
     if not flat:
@@ -86,7 +85,7 @@ def load_rows(*sources: str | os.PathLike | Sequence, study: str | Sequence[str]
     return rows
 
 
-def _unique(rows: list[dict]) -> list[dict]:
+def _unique(rows: list[TrialRow]) -> list[TrialRow]:
     """Each trial once: rows of one study and trial number from several sources (an export beside its storage)
     are one trial, kept once (its finished row where one source caught it still running), and the number
     dropped is logged. Two different trials under one study name and number (their keys differ) are refused:
@@ -121,7 +120,7 @@ def is_storage_url(source) -> bool:
     return isinstance(source, str) and bool(_URL.match(source))
 
 
-def _read_source(src, study: str | None) -> list[dict]:
+def _read_source(src, study: str | None) -> list[TrialRow]:
     if is_storage_url(src):
         from sqzdse.sweep.engine import export_rows  # the only tie to the sweep engine: its results store
 
@@ -164,24 +163,16 @@ def study_specs(storage_url: str) -> dict[str, dict | None]:
     return {s.study_name: s.user_attrs.get("spec") for s in open_storage(storage_url).get_all_studies()}
 
 
-def normalize_row(raw: Mapping, default_study: str | None = None) -> dict:
-    """One exported row with its types restored (CSV cells are strings; JSON ones may already be typed)."""
+def normalize_row(raw: Mapping, default_study: str | None = None) -> TrialRow:
+    """One exported row with its types restored (CSV cells are strings; JSON ones may already be typed): each
+    column of ``TrialRow`` read as its type says, any other column parsed best-effort."""
     row = dict.fromkeys(FIELDS)
     for key, value in raw.items():
         if key is None:  # a CSV line with more cells than the header
             continue
         key = key.strip()
         try:
-            if key in INT_FIELDS:
-                row[key] = _to_int(value)
-            elif key in FLOAT_FIELDS:
-                row[key] = _to_float(value)
-            elif key in ("curve", "epoch_seconds"):
-                row[key] = _to_curve(value)
-            elif key in FIELDS:
-                row[key] = None if value is None or value == "" else str(value)
-            else:
-                row[key] = _guess(value)
+            row[key] = _READERS[key](value) if key in _READERS else _guess(value)
         except (TypeError, ValueError):
             raise InputError(f"column {key!r}: cannot read {value!r}") from None
     if row["state"] is not None:
@@ -214,12 +205,33 @@ def _to_float(v) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def _to_curve(v) -> list[float] | None:
+def _to_str(v) -> str | None:
+    return None if v is None or v == "" else str(v)
+
+
+def _to_floats(v) -> list[float] | None:
     if v is None or v == "":
         return None
     if isinstance(v, str):
         v = json.loads(v)
     return [float("nan") if x is None else float(x) for x in v]
+
+
+def _to_seed(v) -> int | list[int] | None:
+    """One seed, or the list an adaptive sampler's trial trained (a JSON list in a CSV cell)."""
+    if isinstance(v, str) and v.strip().startswith("["):
+        v = json.loads(v)
+    return [_to_int(x) for x in v] if isinstance(v, list) else _to_int(v)
+
+
+def _reader(tp):
+    """How a cell of a column of type `tp` (TrialRow's, None allowed or not) is read back."""
+    kinds = tuple(t for t in typing.get_args(tp) if t is not type(None)) or (tp,)
+    return {(int,): _to_int, (float,): _to_float, (str,): _to_str, (list[float],): _to_floats,
+            (int, list[int]): _to_seed}[kinds]  # fmt: skip
+
+
+_READERS = {key: _reader(tp) for key, tp in TYPES.items()}
 
 
 def _guess(v):

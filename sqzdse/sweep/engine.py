@@ -40,7 +40,7 @@ from sqzdse.model import config as C
 from sqzdse.model.config import METAPARAMETERS
 from sqzdse.runtime import deferred_signals
 from sqzdse.sweep.forecast import progress_line, retried_numbers
-from sqzdse.sweep.schema import FIELDS, budget_text
+from sqzdse.sweep.schema import FIELDS, TrialRow, budget_text
 from sqzdse.sweep.spec import (
     SpecError,
     SweepSpec,
@@ -526,7 +526,7 @@ def _record_failure(trial, status: str, reason: str, result: dict | None = None)
 # --------------------------------------------------------------------------- collect
 
 
-def export_rows(storage_url: str, study_name: str | None = None) -> list[dict]:
+def export_rows(storage_url: str, study_name: str | None = None) -> list[TrialRow]:
     """One row per trial (all studies when `study_name` is None): state, metaparameters and results."""
     return [row for study in _studies(storage_url, study_name) for row in _rows(study)]
 
@@ -541,7 +541,7 @@ def _studies(storage_url: str, study_name: str | None) -> list:
     return [optuna.load_study(study_name=name, storage=storage) for name in names]
 
 
-def _rows(study) -> list[dict]:
+def _rows(study) -> list[TrialRow]:
     train = (study.user_attrs.get("spec") or {}).get("train")
     budget = budget_text(train) if isinstance(train, dict) else None  # what results.check_budgets compares
     rows = []
@@ -585,9 +585,9 @@ class StudyStatus:
     states: dict[str, int]  # Optuna state name -> trials
     objectives: list[str]
     directions: list[str]  # "maximize" / "minimize", one per objective
-    best: dict | None
-    pareto: list[dict]
-    top: list[dict]
+    best: TrialRow | None
+    pareto: list[TrialRow]
+    top: list[TrialRow]
 
     def states_text(self) -> str:
         """'3 complete, 1 fail', or 'no trials'."""
@@ -618,7 +618,7 @@ def status(storage_url: str, study_name: str | None = None, top: int = 0) -> Stu
     )  # fmt: skip
 
 
-def write_rows(rows: list[dict], fmt: str, out) -> None:
+def write_rows(rows: list[TrialRow], fmt: str, out) -> None:
     """CSV (curve as a JSON string) or JSON to a file object."""
     if fmt == "json":
         json.dump(rows, out, indent=1)

@@ -5,24 +5,41 @@ Plain Python: the sweep engine writes these and ``sqzdse.results`` reads them ba
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Mapping
+from typing import Required, TypedDict
 
-from sqzdse.model.config import METAPARAMETERS
-from sqzdse.train.recipe import SWEEPABLE
+from sqzdse.model.config import METAPARAMETERS, SqueezeNetConfig
+from sqzdse.train.recipe import SWEEPABLE, TrainConfig
 
 # What tells two designs apart (the seed aside): the metaparameters and the training settings a sweep may vary.
-# A sweep that varies a training setting exports it as a column of its own, after FIELDS.
 DESIGN_KEYS = (*METAPARAMETERS, *SWEEPABLE)
 
-# The export's columns, in its order (sqzdse sweep export); a row read back has every one of them.
-FIELDS = ("study", "number", "state", *METAPARAMETERS, "seed", "params", "bytes", "compressed_bytes", "macs",
-          "val_top1", "val_top5", "test_top1", "test_top5", "curve", "epoch_seconds", "train_seconds",
-          "compile_seconds", "images_per_s", "status", "reason", "dataset", "budget", "version", "key", "workdir",
-          "reused_from", "started", "finished", "duration_s")  # fmt: skip
-# curve: the val top-1 after each epoch; epoch_seconds: each epoch's seconds of training (the first one's with
-# compiling) and validation, the first seed's as the curve. started / finished: the trial's start and end in the
-# storage (ISO 8601, UTC as Optuna records them); duration_s: the seconds between them (a reused run's are those of
-# its lookup).
+_META = typing.get_type_hints(SqueezeNetConfig)
+_TRAIN = typing.get_type_hints(TrainConfig)
+
+# One trial as the export writes it (sqzdse sweep export) and sqzdse.results.load_rows reads it back from a storage,
+# a CSV or a JSON file: its keys are the export's columns, in order, each of the type given (None where a trial
+# lacks it). The metaparameters and training settings take their types from SqueezeNetConfig and TrainConfig; a
+# training setting the sweep varies is a key (a column after the others) only then.
+#   curve: the val top-1 after each epoch; epoch_seconds: each epoch's seconds of training (the first one's with
+#   compiling) and validation, the first seed's as the curve; seed: a list when an adaptive sampler's trial trains
+#   several; started / finished: the trial's start and end in the storage (ISO 8601, UTC as Optuna records them);
+#   duration_s: the seconds between them (a reused run's are those of its lookup).
+TrialRow = TypedDict("TrialRow", {
+    "study": Required[str], "number": Required[int], "state": Required[str],
+    **{k: Required[_META[k] | None] for k in METAPARAMETERS},
+    **{k: Required[t | None] for k, t in dict(
+        seed=int | list[int], params=int, bytes=int, compressed_bytes=int, macs=int, val_top1=float, val_top5=float,
+        test_top1=float, test_top5=float, curve=list[float], epoch_seconds=list[float], train_seconds=float,
+        compile_seconds=float, images_per_s=float, status=str, reason=str, dataset=str, budget=str, version=str,
+        key=str, workdir=str, reused_from=str, started=str, finished=str, duration_s=float).items()},
+    **{k: _TRAIN[k] | None for k in SWEEPABLE},
+}, total=False)  # fmt: skip
+TYPES = typing.get_type_hints(TrialRow)  # key -> its type, Required[] taken off
+
+# The export's columns, in its order; a row read back has every one of them.
+FIELDS = tuple(k for k in TYPES if k in TrialRow.__required_keys__)
 
 
 def budget_text(train: Mapping) -> str:

@@ -484,7 +484,8 @@ def _train_and_evaluate(cfg, tc, workdir, dataset, on_epoch, progress, init_para
                     epoch=epoch + 1, step=int(state.step), lr=train_m.pop("lr", None),
                     train_loss=train_m.get("loss"), train_top1=train_m.get("top1"),
                     val_loss=val.get("loss"), val_top1=val.get("top1"), val_top5=val.get("top5"),
-                    seconds=epoch_s, eval_seconds=time.perf_counter() - t_eval, images_per_s=seen * micro * tc.iter_size / busy_s if busy_s > 0 else None,
+                    seconds=epoch_s, eval_seconds=time.perf_counter() - t_eval,
+                    images_per_s=seen * micro * tc.iter_size / busy_s if busy_s > 0 else None,
                 )  # fmt: skip
                 if manager is not None:
                     ckpt.save(manager, state)
