@@ -1,5 +1,6 @@
 """The command line: every --help answers, summary tables and JSON, clear errors."""
 
+import csv
 import json
 import subprocess
 import sys
@@ -261,3 +262,28 @@ def test_train_help_shows_each_settings_default_from_the_recipes():
             assert f"(default: {UNSET[f.name] if imagenet is None else imagenet})" in helps[f.name], f.name
         else:
             assert f"(default: {imagenet} with an ImageNet stem, {small} with the small stem)" in helps[f.name], f.name
+
+
+def test_export_summary_is_one_row_per_design_with_its_seeds_interval(tmp_path, capsys):
+    import optuna
+
+    from sqzdse.results import stats
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    study = optuna.create_study(study_name="s", storage=url)
+    accs = {0.25: [0.80, 0.82, 0.85], 0.5: [0.9]}  # SR 0.25 at three seeds, SR 0.5 at one
+    for sr, values in accs.items():
+        for seed, acc in enumerate(values):
+            attrs = dict(sr=sr, pct3x3=0.5, bypass="none", seed=seed, val_top1=acc, test_top1=acc - 0.01, bytes=100)
+            study.add_trial(optuna.create_trial(value=acc, user_attrs=attrs))
+    out = tmp_path / "summary.csv"
+    assert main(["sweep", "export", "--storage", url, "--summary", "-o", str(out)]) == 0
+    assert "wrote 2 designs" in capsys.readouterr().err
+    best, three = list(csv.DictReader(out.read_text().splitlines()))
+    assert best["sr"] == "0.5" and best["n"] == "1" and best["val_top1_low"] == best["val_top1_high"] == ""
+    assert three["seeds"] == "[0, 1, 2]" and three["trials"] == "[0, 1, 2]"
+    ci = stats.mean(accs[0.25])
+    assert float(three["val_top1"]) == pytest.approx(np.mean(accs[0.25]))
+    assert (float(three["val_top1_low"]), float(three["val_top1_high"])) == pytest.approx((ci.low, ci.high))
+    assert float(three["val_top1_low"]) < float(three["val_top1"]) < float(three["val_top1_high"])
+    assert float(three["test_top1"]) == pytest.approx(np.mean(accs[0.25]) - 0.01)

@@ -2,7 +2,9 @@
 
 import argparse
 import json
+import re
 import sys
+from collections import defaultdict
 
 import numpy as np
 import pytest
@@ -112,26 +114,38 @@ def test_paper_overlay_draws_only_text_and_derived_numbers(rows, paper_numbers, 
 
 
 def test_frontier_marks_and_names_the_pareto_front(rows):
+    from sqzdse.results import stats
+
     by_study = {s: study(rows, s) for s in ("fig3a", "fig3b", "table3")}
     fig = design_plots.plot_frontier(by_study)
     ax = fig.axes[0]
     colours = set()
     for name, group in by_study.items():
-        kept = [r for r in group if r["state"] == "COMPLETE"]
-        front = brute_front([(r["val_top1"], r["bytes"]) for r in kept])
+        # A design is its seeds' trials: one point at their mean, the front through the means.
+        seeds = defaultdict(list)
+        for r in (r for r in group if r["state"] == "COMPLETE"):
+            seeds[(r["sr"], r["pct3x3"], r["bypass"])].append(r)
+        kept = [sorted(t, key=lambda r: r["number"]) for t in seeds.values()]
+        means = [100 * np.mean([r["val_top1"] for r in t]) for t in kept]
+        front = brute_front([(m, t[0]["bytes"]) for m, t in zip(means, kept, strict=True)])
         (step,) = [ln for ln in ax.lines if ln.get_gid() == f"front:{name}"]
         colours.add(step.get_color())
-        expect = sorted((r["bytes"] / 2**20, 100 * r["val_top1"]) for i, r in enumerate(kept) if i in front)
+        expect = sorted((kept[i][0]["bytes"] / 2**20, means[i]) for i in front)
         got = sorted(zip(step.get_xdata(), step.get_ydata(), strict=True))
         assert list(np.ravel(got)) == pytest.approx(list(np.ravel(expect)))
-        # The key names each front point's metaparameters; the points carry its number.
+        # Designs with several seeds carry their mean's 95 % interval as a bar.
+        (bars,) = [c for c in ax.collections if c.get_gid() == f"interval:{name}"]
+        segments = sorted((float(s[0][1]), float(s[1][1])) for s in bars.get_segments())
+        ci = [stats.mean([100 * r["val_top1"] for r in t]) for t in kept if len(t) > 1]
+        assert len(ci) > 0 and np.ravel(segments) == pytest.approx(np.ravel(sorted((c.low, c.high) for c in ci)))
+        # The key names each front point's metaparameters; the points carry its number (the design's first trial).
         keys = {t.get_gid(): t.get_text() for a in fig.axes for t in a.texts if t.get_gid()}
         for i in front:
-            r = kept[i]
+            r = kept[i][0]
             assert results.trial_label(r) in keys[f"label:{name}:{r['number']}"]
             assert keys[f"num:{name}:{r['number']}"].isdigit()
         labelled = {g.split(":")[2] for g in keys if g.startswith(f"label:{name}:")}
-        assert labelled == {str(kept[i]["number"]) for i in front}
+        assert labelled == {str(kept[i][0]["number"]) for i in front}
     assert len(colours) == 3
     assert ax.get_xscale() == "log" and "MiB" in ax.get_xlabel()
     assert results.trial_label(dict(sr=0.25, pct3x3=0.5, base_e=128, incr_e=128, freq=2, bypass="simple")) == (
@@ -145,8 +159,11 @@ def test_plots_against_compressed_size(rows):
     assert results.size_mib(fig3a[1], "compressed_bytes") == fig3a[1]["bytes"] // 12 / 2**20
     ax = design_plots.plot_frontier(fig3a, size="compressed_bytes").axes[0]
     (dots,) = [c for c in ax.collections if c.get_gid() == "trials:fig3a"]
-    kept = [r for r in fig3a if r["state"] == "COMPLETE" and r["compressed_bytes"] is not None]
-    assert sorted(dots.get_offsets()[:, 0]) == pytest.approx(sorted(r["compressed_bytes"] / 2**20 for r in kept))
+    sizes = defaultdict(list)  # a design's mean over its seeds that have one
+    for r in fig3a:
+        if r["state"] == "COMPLETE" and r["compressed_bytes"] is not None:
+            sizes[(r["sr"], r["pct3x3"], r["bypass"])].append(r["compressed_bytes"] / 2**20)
+    assert sorted(dots.get_offsets()[:, 0]) == pytest.approx(sorted(np.mean(v) for v in sizes.values()))
     assert "compressed file" in ax.get_xlabel() and "1 no compressed_bytes" in ax.get_title()
     ax = P.make_plot("sr", fig3a, size="compressed_bytes").axes[1]
     (line,) = [ln for ln in ax.lines if ln.get_gid() == "size"]
@@ -190,12 +207,24 @@ def test_edf_plot_curves_per_group(rows):
         design_plots.plot_edf(study(rows, "fig3a"), by="sr", normalize=True)
 
 
-def test_curves_plot_one_line_per_completed_trial(rows):
+def test_curves_plot_one_line_per_design_with_its_seeds_band(rows):
     fig = design_plots.plot_curves(rows)
-    lines = [ln for ln in fig.axes[0].lines if (ln.get_gid() or "").startswith("curve:")]
-    kept = [r for r in rows if r["state"] == "COMPLETE"]
-    assert len(lines) == len(kept)
-    assert list(lines[0].get_xdata()) == [1, 2, 3, 4]
+    ax = fig.axes[0]
+    lines = {ln.get_gid(): ln for ln in ax.lines if (ln.get_gid() or "").startswith("curve:")}
+    seeds = defaultdict(list)
+    for r in (r for r in rows if r["state"] == "COMPLETE"):
+        seeds[(r["study"], r["sr"], r["pct3x3"], r["bypass"])].append(r)
+    assert len(lines) == len(seeds)
+    bands = {c.get_gid(): c for c in ax.collections if (c.get_gid() or "").startswith("band:")}
+    several = [sorted(t, key=lambda r: r["number"]) for t in seeds.values() if len(t) > 1]
+    assert several and len(bands) == len(several)
+    for trials in several:  # the mean curve, and a band that holds it, within the seeds' range
+        first = f"{trials[0]['study']}:{trials[0]['number']}"
+        c = 100 * np.array([r["curve"] for r in trials])
+        line = lines[f"curve:{first}"]
+        assert list(line.get_xdata()) == [1, 2, 3, 4] and line.get_ydata() == pytest.approx(c.mean(axis=0))
+        ys = bands[f"band:{first}"].get_paths()[0].vertices[:, 1]
+        assert c.min() - 1e-9 <= ys.min() <= c.mean(axis=0).min() and c.mean(axis=0).max() <= ys.max() <= c.max() + 1e-9
     fig = design_plots.plot_curves(rows, include_pruned=True)
     assert sum((ln.get_gid() or "").startswith("pruned:") for ln in fig.axes[0].lines) == 1
 
@@ -269,11 +298,17 @@ def test_markdown_report(rows, files, tmp_path):
     ranked = [line.split("|")[2].strip() for line in table.splitlines() if line.startswith("| ") and "rank" not in line]
     assert ranked[: len(kept)] == [str(r["number"]) for r in kept]
     assert len(ranked) == len(fig3a) and "nan \\| at update 7" in table
-    # Pareto set: the brute-force front's trials, each with its label.
+    # Pareto set: the brute-force front of the designs' means over their seeds, each with its trials and label.
     pareto = md[md.index("## Pareto") : md.index("## Figures")]
-    front = brute_front([(r["val_top1"], r["bytes"]) for r in kept])
-    for i, r in enumerate(kept):
-        assert (f"| fig3a | {r['number']} | {results.trial_label(r)} |" in pareto) == (i in front)
+    seeds = defaultdict(list)
+    for r in sorted(kept, key=lambda r: r["number"]):
+        seeds[(r["sr"], r["pct3x3"], r["bypass"])].append(r)
+    found = list(seeds.values())
+    front = brute_front([(np.mean([r["val_top1"] for r in t]), t[0]["bytes"]) for t in found])
+    for i, t in enumerate(found):
+        numbers = ", ".join(str(r["number"]) for r in t)
+        assert (f"| fig3a | {numbers} | {results.trial_label(t[0])} |" in pareto) == (i in front)
+    assert any(len(t) > 1 for t in found) and re.search(r"\| \d+\.\d \[\d+\.\d, \d+\.\d\] \|", pareto)
     images = [line[line.index("](") + 2 : -1] for line in md.splitlines() if line.startswith("![")]
     assert {"fig3a.frontier.png", "fig3a.sr.png", "fig3a.edf.png", "fig3a.curves.png"} <= set(images)
     for name in images:

@@ -11,6 +11,7 @@ import sys
 from sqzdse.cli.common import add_output, command
 from sqzdse.errors import InputError
 from sqzdse.model.config import METAPARAMETERS, shown
+from sqzdse.sweep.schema import FIELDS
 from sqzdse.sweep.spec import GRID_LIMIT, load_spec, sweep_keys
 from sqzdse.sweep.storage import DEFAULT_STORAGE, STORAGE_ENV, delete_study, redact, storage_url
 
@@ -213,13 +214,22 @@ def cmd_sweep_export(args) -> int:
 
     fmt = export_format(args.format, args.output)
     url, study = _storage_of(args)
-    rows = S.export_rows(url, S.resolve_study(url, study))
+    study = S.resolve_study(url, study)
+    rows = S.export_rows(url, study)
+    what, columns = "trials", FIELDS
+    if args.summary:
+        from sqzdse.results.analysis import design_summary
+
+        rows = design_summary(rows)
+        if not rows:
+            raise InputError(f"study {study!r}: no completed trials to summarise")
+        what, columns = "designs", list(rows[0])
     if args.output:
         with open(args.output, "w", newline="") as f:
-            S.write_rows(rows, fmt, f)
-        print(f"wrote {len(rows)} trials to {args.output}", file=sys.stderr)
+            S.write_rows(rows, fmt, f, columns)
+        print(f"wrote {len(rows)} {what} to {args.output}", file=sys.stderr)
     else:
-        S.write_rows(rows, fmt, sys.stdout)
+        S.write_rows(rows, fmt, sys.stdout, columns)
     return 0
 
 
@@ -272,6 +282,9 @@ def add_commands(sub) -> None:
         if name == "export":
             q.add_argument("--format", choices=("csv", "json"),
                            help="default: the suffix of -o (.csv or .json); CSV on standard output")  # fmt: skip
+            q.add_argument("--summary", action="store_true", help="one row per design instead: its seeds, trials, "
+                           "sizes, and the mean of val_top1 and test_top1 over its seeds with the 95 %% bootstrap "
+                           "interval (_low, _high; empty for one seed), best first")  # fmt: skip
             add_output(q, "write here instead of standard output", required=False)
         elif name == "status":
             q.add_argument("--json", action="store_true", help="print JSON")

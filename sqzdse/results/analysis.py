@@ -7,12 +7,16 @@ Pure numpy on plain numbers and rows (``sqzdse.results.rows``); the figures (``s
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
 
-from sqzdse.results.rows import size_mib
+from sqzdse.results import stats
+from sqzdse.results.rows import TrialRow, size_mib
+from sqzdse.sweep.schema import DESIGN_KEYS
 
 
 def pareto_front(points) -> list[int]:
@@ -134,3 +138,72 @@ def sweep_points(rows: Sequence[dict], param: str, metric: str, size: str = "byt
         sizes = [size_mib(r, size) for r in groups[x] if size_mib(r, size) is not None]
         out.append((x, acc, float(np.mean(sizes)) if sizes else float("nan")))
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Design:
+    """One design of a study (its metaparameters and swept training settings) over the trials that trained it, one
+    per seed: the mean of `metric` in points with its 95 % bootstrap interval over those seeds."""
+
+    study: str
+    values: dict  # design key -> value, as the rows have them
+    trials: tuple[TrialRow, ...]
+    interval: stats.Interval
+
+    @property
+    def first(self) -> TrialRow:
+        """Its first trial (by number): what labels and keys name the design by."""
+        return self.trials[0]
+
+    def size(self, size: str = "bytes") -> float | None:
+        """Its mean size in MiB (``size_mib``; seeds of one design have the same, compressed files may differ)."""
+        sizes = [s for s in (size_mib(r, size) for r in self.trials) if s is not None]
+        return float(np.mean(sizes)) if sizes else None
+
+    def curve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(mean, low, high) of its seeds' validation curves in points, epoch by epoch, over the epochs all of them
+        have (one seed: the curve itself, as its own band); None when no trial has a curve."""
+        curves = [np.asarray(r["curve"], dtype=float) * 100.0 for r in self.trials if r.get("curve")]
+        if not curves:
+            return None
+        c = np.stack([x[: min(len(x) for x in curves)] for x in curves])
+        if len(c) == 1:
+            return c[0], c[0], c[0]
+        band = [stats.mean(c[:, e]) for e in range(c.shape[1])]
+        return (c.mean(axis=0), np.array([b.low for b in band]), np.array([b.high for b in band]))
+
+
+def designs(rows: Sequence[TrialRow], metric: str) -> list[Design]:
+    """The designs of completed `rows` (with `metric`), one per study and design values, in order of first trial;
+    each one's seeds are its trials (a trial that trained several seeds counts as one)."""
+    groups = defaultdict(list)
+    for r in rows:
+        if r.get("state") == "COMPLETE" and r.get(metric) is not None:
+            groups[(r.get("study"), tuple((k, r.get(k)) for k in DESIGN_KEYS if r.get(k) is not None))].append(r)
+    out = []
+    for (study, values), trials in groups.items():
+        trials = sorted(trials, key=lambda r: (r.get("number") is None, r.get("number")))
+        out.append(Design(study, dict(values), tuple(trials), stats.mean([100.0 * r[metric] for r in trials])))
+    return out
+
+
+SUMMARY_METRICS = ("val_top1", "test_top1")
+
+
+def design_summary(rows: Sequence[TrialRow], metric: str = "val_top1") -> list[dict]:
+    """One row per design of the completed `rows` (``designs``, grouped by `metric`'s trials): study, design values,
+    its seeds and trials, sizes, and for each of ``SUMMARY_METRICS`` the mean over its seeds with the low and high
+    ends of its 95 % bootstrap interval (fractions, as the trial rows; None for a design of one seed), best first by
+    `metric` — what ``sqzdse sweep export --summary`` writes."""
+    out = []
+    for d in designs(rows, metric):
+        row = {"study": d.study, **d.values, "seeds": [r.get("seed") for r in d.trials],
+               "trials": [r.get("number") for r in d.trials], "n": len(d.trials)}  # fmt: skip
+        row.update({k: d.first.get(k) for k in ("params", "bytes", "macs")})
+        for m in SUMMARY_METRICS:
+            values = [r[m] for r in d.trials if r.get(m) is not None]
+            ci = stats.mean(values) if values else None
+            row[m] = ci.estimate if ci else None
+            row[f"{m}_low"], row[f"{m}_high"] = (ci.low, ci.high) if ci and ci.n >= 2 else (None, None)
+        out.append(row)
+    return sorted(out, key=lambda r: -r[metric] if r[metric] is not None else math.inf)

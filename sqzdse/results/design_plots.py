@@ -14,7 +14,7 @@ import numpy as np
 
 from sqzdse.errors import InputError
 from sqzdse.results import stats
-from sqzdse.results.analysis import edf, pareto_front, size_weights
+from sqzdse.results.analysis import designs, edf, pareto_front, size_weights
 from sqzdse.results.canvas import log_ticks, new_figure, titles
 from sqzdse.results.rows import (
     BY_CHOICES,
@@ -49,7 +49,10 @@ def plot_frontier(
     size: str = "bytes",
     where: Mapping | None = None,
 ) -> Figure:
-    """Accuracy vs model size (log) of every completed trial; per study the Pareto front as a step line.
+    """Accuracy vs model size (log) of every completed design; per study the Pareto front as a step line.
+
+    A design trained with several seeds (the same metaparameters and training settings) is one point, its mean
+    over the seeds, with its 95 % bootstrap interval as a bar; the front is drawn through the means.
 
     Args:
       rows_by_study: {study: rows}, or a flat list of rows grouped by their ``study``.
@@ -79,22 +82,29 @@ def plot_frontier(
         kax.set_axis_off()
     else:
         ax = fig.add_subplot()
-    n_kept, skipped_all, fronts = 0, Counter(), []
+    n_kept, skipped_all, fronts, seeded_any = 0, Counter(), [], False
     for i, (name, rows) in enumerate(groups.items()):
         kept, skipped = completed(rows, metric)
-        sized = [r for r in kept if size_mib(r, size) is not None]
-        skipped[f"no {size}"] += len(kept) - len(sized)
+        sized = designs([r for r in kept if size_mib(r, size) is not None], metric)
+        n_sized = sum(len(d.trials) for d in sized)
+        skipped[f"no {size}"] += len(kept) - n_sized
         skipped_all.update(skipped)
-        n_kept += len(sized)
+        n_kept += n_sized
         if not sized:
             continue
         color = f"C{i % 10}"
-        x = np.array([size_mib(r, size) for r in sized])
-        y = np.array([100.0 * r[metric] for r in sized])
+        x = np.array([d.size(size) for d in sized])
+        y = np.array([d.interval.estimate for d in sized])
         front = pareto_front(np.column_stack([y, x]))
-        ax.scatter(
-            x, y, s=22, color=color, alpha=0.45, lw=0, label=f"{name}: {len(sized)} trials", gid=f"trials:{name}"
-        )
+        count = f"{n_sized} trials" if n_sized == len(sized) else f"{len(sized)} designs, {n_sized} trials"
+        ax.scatter(x, y, s=22, color=color, alpha=0.45, lw=0, label=f"{name}: {count}", gid=f"trials:{name}")
+        seeded = [k for k, d in enumerate(sized) if d.interval.n >= 2]
+        if seeded:  # a design trained with several seeds: its mean, and the interval of that mean
+            seeded_any = True
+            low = np.array([sized[k].interval.low for k in seeded])
+            high = np.array([sized[k].interval.high for k in seeded])
+            ax.errorbar(x[seeded], y[seeded], yerr=[y[seeded] - low, high - y[seeded]], fmt="none", ecolor=color,
+                        alpha=0.55, lw=0.9, capsize=2, gid=f"interval:{name}")  # fmt: skip
         ax.step(
             x[front],
             y[front],
@@ -105,7 +115,7 @@ def plot_frontier(
             gid=f"front:{name}",
         )
         ax.scatter(x[front], y[front], s=40, facecolor=color, edgecolor="k", lw=0.8, zorder=3)
-        fronts.append((name, color, [(sized[k], x[k], y[k]) for k in front]))
+        fronts.append((name, color, [(sized[k].first, x[k], y[k]) for k in front]))
     if n_kept == 0:
         why = ", ".join(f"{n} {s}" for s, n in skipped_all.most_common() if n > 0)
         raise InputError(f"no completed trials with {metric} and {size} ({why})")
@@ -116,7 +126,9 @@ def plot_frontier(
     ax.set_ylabel(metric_label(metric))
     ax.grid(alpha=0.3, which="both")
     _legend_below(fig, ax.get_legend_handles_labels()[0], ncols=min(4, 2 * len(fronts)))
-    note = count_note(n_kept, skipped_all) + "; on a front: no trial of its study is both smaller and more accurate"
+    note = count_note(n_kept, skipped_all) + "; on a front: no design of its study is both smaller and more accurate"
+    if seeded_any:
+        note += "; a point: a design's mean over its seeds, bars: its 95 % bootstrap interval"
     if selected:
         note += "\n" + selected
     titles(fig, ax, f"Accuracy vs model size: {study_names([{'study': s} for s in groups])}", note, width=90)
@@ -260,7 +272,10 @@ def plot_edf(
 def plot_curves(
     rows: Sequence[dict], metric: str = "val_top1", include_pruned: bool = False, where: Mapping | None = None
 ) -> Figure:
-    """Per-trial validation top-1 per epoch, coloured by the trial's final `metric`; the best trial labelled.
+    """Validation top-1 per epoch of each completed design, coloured by its final `metric`; the best one labelled.
+
+    A design trained with several seeds is drawn as its seeds' mean curve with a 95 % bootstrap band, epoch by epoch
+    (``Design.curve``); a design of one seed as its trial's curve.
 
     Args:
       include_pruned: also draw PRUNED trials' partial curves (grey, dashed), to see where pruning cut.
@@ -275,7 +290,8 @@ def plot_curves(
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
 
-    finals = np.array([100.0 * r[metric] for r in with_curve])
+    found = designs(with_curve, metric)
+    finals = np.array([d.interval.estimate for d in found])
     norm = Normalize(finals.min(), finals.max() if finals.max() > finals.min() else finals.min() + 1e-9)
     cmap = colormaps["viridis_r"]  # the best curves darkest, the most visible on white
     fig = new_figure(7.5, 4.8)
@@ -286,18 +302,24 @@ def plot_curves(
         ax.plot(np.arange(1, len(c) + 1), c, "--", color="0.6", lw=0.8, alpha=0.7, gid=f"pruned:{r.get('number')}")
     best = int(np.argmax(finals))
     for i in np.argsort(finals):  # best drawn last, on top
-        r = with_curve[i]
-        c = np.asarray(r["curve"]) * 100.0
+        d, color = found[i], cmap(norm(finals[i]))
+        c, low, high = d.curve()
+        epochs, name = np.arange(1, len(c) + 1), f"{d.study}:{d.first.get('number')}"
+        if d.interval.n >= 2:
+            ax.fill_between(epochs, low, high, color=color, alpha=0.15, lw=0, gid=f"band:{name}")
+        seeds = f", mean of {d.interval.n} seeds" if d.interval.n >= 2 else ""
         ax.plot(
-            np.arange(1, len(c) + 1),
+            epochs,
             c,
             "-",
             marker="." if len(c) < 30 else None,
-            color=cmap(norm(finals[i])),
+            color=color,
             lw=2.2 if i == best else 1.0,
             alpha=1.0 if i == best else 0.8,
-            gid=f"curve:{r.get('number')}",
-            label=f"best: trial {r.get('number')} ({r.get('study')}), {trial_label(r)}" if i == best else None,
+            gid=f"curve:{name}",
+            label=f"best: trial {d.first.get('number')} ({d.study}), {trial_label(d.first)}{seeds}"
+            if i == best
+            else None,
         )
     fig.colorbar(ScalarMappable(norm, cmap), ax=ax, label=f"final {metric_label(metric)}")
     ax.set_xlabel("epoch")
@@ -307,10 +329,13 @@ def plot_curves(
 
     # Whole epochs only: a 1-epoch curve is one point, and matplotlib would tick 0.95 .. 1.05 around it.
     longest = max(len(r["curve"]) for r in with_curve + pruned)
+    seeded = sum(d.interval.n >= 2 for d in found)
     ax.set_xlim(0.5, longest + 0.5)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     _legend_below(fig, ax.get_legend_handles_labels()[0])
     note = count_note(len(with_curve), skipped) + (f"\n{selected}" if selected else "")
+    if seeded:
+        note += f"; {seeded} designs with several seeds: their mean, shaded: its 95 % bootstrap band"
     if pruned:
         note += f"; dashed grey: {len(pruned)} PRUNED trials' partial curves"
     titles(fig, ax, f"Validation curves: {study_names(with_curve)}", note)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from sqzdse.errors import InputError
 from sqzdse.model.config import shown
-from sqzdse.results.analysis import pareto_front
+from sqzdse.results.analysis import designs, pareto_front
 from sqzdse.results.canvas import save_figure
 from sqzdse.results.claims import check_claims
 from sqzdse.results.design_plots import plot_curves, plot_edf, plot_frontier
@@ -139,17 +139,19 @@ def trial_table(rows: Sequence[dict], metric: str) -> tuple[list[str], list[list
 
 
 def pareto_table(rows: Sequence[dict], metric: str) -> tuple[list[str], list[list[str]]]:
-    """The Pareto set (max `metric`, min size) of each study, smallest first."""
-    head = ["study", "trial", "metaparameters", "seed", "MiB", f"{metric} %"]
+    """The Pareto set (max `metric`, min size) of each study's designs, smallest first: a design trained with
+    several seeds at its mean over them, with that mean's 95 % bootstrap interval."""
+    head = ["study", "trials", "metaparameters", "seeds", "MiB", f"{metric} % [95 % interval]"]
     body = []
     for name, group in group_by_study(rows).items():
         kept, _ = completed(group, metric)
-        kept = [r for r in kept if size_mib(r) is not None]
-        front = pareto_front([(r[metric], size_mib(r)) for r in kept])
+        found = designs([r for r in kept if size_mib(r) is not None], metric)
+        front = pareto_front([(d.interval.estimate, d.size()) for d in found])
         for k in front:
-            r = kept[k]
-            body.append([name, str(r.get("number")), trial_label(r), _num(r.get("seed"), "{}"),
-                         f"{size_mib(r):.2f}", _pct(r[metric])])  # fmt: skip
+            d = found[k]
+            ci = d.interval.text() if d.interval.n >= 2 else f"{d.interval.estimate:.1f}"
+            body.append([name, ", ".join(str(r.get("number")) for r in d.trials), trial_label(d.first),
+                         ", ".join(_num(r.get("seed"), "{}") for r in d.trials), f"{d.size():.2f}", ci])  # fmt: skip
     return head, body
 
 

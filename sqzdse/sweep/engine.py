@@ -31,6 +31,7 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -618,16 +619,16 @@ def status(storage_url: str, study_name: str | None = None, top: int = 0) -> Stu
     )  # fmt: skip
 
 
-def write_rows(rows: list[TrialRow], fmt: str, out) -> None:
-    """CSV (curve as a JSON string) or JSON to a file object."""
+def write_rows(rows: list[TrialRow] | list[dict], fmt: str, out, columns: Sequence[str] = FIELDS) -> None:
+    """CSV (lists as JSON strings) or JSON to a file object; CSV's columns: `columns`, then any other key."""
     if fmt == "json":
         json.dump(rows, out, indent=1)
         out.write("\n")
         return
     import csv
 
-    extra = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in FIELDS]  # swept training settings
-    w = csv.DictWriter(out, fieldnames=[*FIELDS, *extra])
+    extra = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in columns]  # swept training settings
+    w = csv.DictWriter(out, fieldnames=[*columns, *extra])
     w.writeheader()
     for r in rows:
         w.writerow({k: json.dumps(v) if isinstance(v, list) else ("" if v is None else v) for k, v in r.items()})
