@@ -5,7 +5,8 @@
 # experiment, one worker per core (taskset: XLA sizes its thread pool from the affinity mask):
 # core 0 takes squeeze_ratio then helps with bypass, core 1 takes pct3x3 then bypass. Killed or
 # interrupted, the same command continues: finished trials are kept, a dead worker's trial is retried.
-# Then it exports every trial, writes a report page per study and draws the figures.
+# Then it exports every trial and every design (its seeds' mean and 95 % interval), writes a report page per
+# study and draws the figures.
 #
 #   bash experiments/fashion_mnist/run.sh            # from the repository root, after bash setup.sh
 #   bash experiments/fashion_mnist/run.sh --results  # only the exports, reports, claims, tables and figures
@@ -32,6 +33,7 @@ python3 "$here/intervals.py" "$store" > "$here/intervals.md"
 
 for s in squeeze_ratio pct3x3 bypass; do
     sqzdse sweep export --storage "$store" --study "$s" --format csv -o "$here/$s.csv"
+    sqzdse sweep export --storage "$store" --study "$s" --summary -o "$here/${s}_designs.csv"
     sqzdse report "$store" --study "$s" -o "$here/report_$s.md"
 done
 for s in squeeze_ratio pct3x3 bypass; do sqzdse claims "$store" --study "$s"; done > "$here/claims.txt"
