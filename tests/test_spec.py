@@ -249,3 +249,39 @@ def test_training_settings_are_sweep_axes_validated_like_metaparameters():
         bad["train"].pop("batch_size")
         with pytest.raises(SP.SpecError, match=re.escape(message)):
             SP.parse_spec(bad)
+
+
+def test_a_study_stored_before_a_key_existed_agrees_at_the_keys_default(tmp_path):
+    import optuna
+
+    url = f"sqlite:///{tmp_path}/old.db"
+    S.open_study(spec(), url)
+    study = optuna.load_study(study_name="tiny", storage=ST.open_storage(url))
+    stored = study.user_attrs["spec"]
+    del stored["prune_margin"]  # what a study made before prune_margin existed holds
+    study.set_user_attr("spec", stored)
+    S.open_study(spec(), url)  # the file at the key's default: the same sweep (the study now records the key)
+    raw = json.loads(json.dumps(TINY_SPEC))
+    raw["study"]["prune_margin"] = 2.0
+    with pytest.raises(SP.SpecError, match=r"study.prune_margin: 1.0 → 2.0"):
+        S.open_study(SP.parse_spec(raw), url)
+
+
+@pytest.mark.parametrize(
+    "study, message",
+    [
+        ({"pruner": "pareto"}, "'pareto' needs objectives with an accuracy and a size"),
+        ({"pruner": "pareto", "objectives": ["val_top1", "compressed_bytes"]}, "known before training"),
+        ({"pruner": "median", "objectives": ["val_top1", "bytes"]}, "a multi-objective study takes 'pareto'"),
+        ({"pruner": "pareto", "objectives": ["val_top1", "bytes"], "prune_margin": -1}, "a number in [0, 100)"),
+    ],
+)
+def test_pruners_fit_the_objectives(study, message):
+    raw = json.loads(json.dumps(TINY_SPEC))
+    raw["study"].update(study)
+    with pytest.raises(SP.SpecError) as e:
+        SP.parse_spec(raw)
+    assert message in str(e.value)
+    raw["study"].update(objectives=["val_top1", "macs"], pruner="pareto", prune_margin=1.5)
+    parsed = SP.parse_spec(raw)
+    assert parsed.size_objective() == "macs" and parsed.prune_margin == 1.5

@@ -28,6 +28,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 import warnings
@@ -90,6 +91,7 @@ def _pruner(spec: SweepSpec):
         "none": optuna.pruners.NopPruner(),
         "median": optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
         "hyperband": optuna.pruners.HyperbandPruner(min_resource=1),
+        "pareto": optuna.pruners.NopPruner(),  # Optuna's pruners take one objective: the engine asks _should_prune
     }[spec.pruner]
 
 
@@ -372,7 +374,7 @@ def _run_trial(spec: SweepSpec, trial, dataset, runs_dir: str, progress: bool):
     one = (lambda xs: xs[0]) if len(runs) == 1 else list  # one seed: plain values, as "seed" is
     trial.set_user_attr("key", one([trial_key(cfg, tc) for _, tc, _ in runs]))
     trial.set_user_attr("workdir", one([workdir for _, _, workdir in runs]))
-    results, reused, reported = [], [], set()
+    results, reused, reported = [], [], {}
     try:
         for seed, tc, workdir in runs:
             r, by = _train_seed(spec, trial, cfg, tc, workdir, dataset, progress, first=seed == seeds[0],
@@ -386,6 +388,7 @@ def _run_trial(spec: SweepSpec, trial, dataset, runs_dir: str, progress: bool):
     except optuna.TrialPruned as e:
         trial.set_user_attr("status", "pruned")
         trial.set_user_attr("reason", str(e))
+        trial.set_user_attr("curve", [reported[k] for k in sorted(reported)])  # the epochs it ran
         return TrialState.PRUNED, None
     except Exception as e:  # a broken trial is a recorded failure, never a dead sweep; a broken machine is neither
         if is_fault(e):
@@ -419,7 +422,7 @@ def _record_point(spec: SweepSpec, trial, cfg: C.SqueezeNetConfig, seeds: list[i
 
 
 def _train_seed(spec: SweepSpec, trial, cfg, tc, workdir: str, dataset, progress: bool, *, first: bool,
-                pruned: bool, reported: set) -> tuple[dict, str | None]:  # fmt: skip
+                pruned: bool, reported: dict) -> tuple[dict, str | None]:  # fmt: skip
     """Train (or reuse) one seed's run; returns (its summary, who trained it before or None). The first seed's
     epochs are the trial's learning curve; with `pruned`, the pruner may stop it after an epoch."""
     import optuna
@@ -433,7 +436,7 @@ def _train_seed(spec: SweepSpec, trial, cfg, tc, workdir: str, dataset, progress
     def on_epoch(record):
         if first:  # the learning curve, whatever the pruner: the first seed's, as the "curve" attribute
             _report_curve(trial, [record], reported)
-        if pruned and trial.should_prune():
+        if pruned and _should_prune(spec, trial, record["epoch"], math.ceil(tc.epochs)):
             raise optuna.TrialPruned(f"pruned after epoch {record['epoch']}")
 
     def on_busy(msg):
@@ -452,6 +455,17 @@ def _train_seed(spec: SweepSpec, trial, cfg, tc, workdir: str, dataset, progress
 
         r["compressed_bytes"] = compressed_size(cfg, result.state.params, **spec.compress)
     return r, by
+
+
+def _should_prune(spec: SweepSpec, trial, epoch: int, last_epoch: int) -> bool:
+    """Optuna's pruner of a single-objective study, or the pareto pruner (``sqzdse.sweep.pruning``) of a
+    multi-objective one, which reads every trial's value at this epoch from the storage."""
+    if spec.pruner != "pareto":
+        return trial.should_prune()
+    from sqzdse.sweep.pruning import ParetoPruner
+
+    pruner = ParetoPruner(margin=spec.prune_margin, size=spec.size_objective())
+    return pruner.should_prune(trial.study, trial, epoch, last_epoch)
 
 
 def _record_result(spec: SweepSpec, trial, results: list[dict], cost: dict) -> list[float]:
@@ -482,12 +496,13 @@ def _record_curve(trial, result: dict) -> None:
     trial.set_user_attr("epoch_seconds", [h["seconds"] + h.get("eval_seconds", 0.0) for h in history])
 
 
-def _report_curve(trial, history: list[dict], reported: set) -> None:
-    """Each epoch's val_top1 as the trial's intermediate value at step = epoch, once per epoch."""
+def _report_curve(trial, history: list[dict], reported: dict) -> None:
+    """Each epoch's val_top1 as the trial's intermediate value at step = epoch, once per epoch (`reported`: epoch ->
+    value, what was reported so far)."""
     for h in history:
         if h["epoch"] not in reported and h.get("val_top1") is not None:
             report(trial, h["val_top1"], h["epoch"])
-            reported.add(h["epoch"])
+            reported[h["epoch"]] = h["val_top1"]
 
 
 def _origin(summary: dict) -> str:

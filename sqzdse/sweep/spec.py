@@ -24,7 +24,7 @@ from sqzdse.train.recipe import CHOICES, SWEEPABLE, TRAIN_HELP, TrainConfig, def
 
 INT_PARAMS = ("base_e", "incr_e", "freq", "batch_size", "iter_size")  # the integer axes of [space]
 SAMPLERS = ("grid", "random", "tpe", "nsga2")
-PRUNERS = ("none", "median", "hyperband")
+PRUNERS = ("none", "median", "hyperband", "pareto")  # pareto: multi-objective (sqzdse.sweep.pruning)
 # objective -> direction
 OBJECTIVES = {"val_top1": "maximize", "val_top5": "maximize", "bytes": "minimize", "params": "minimize",
               "macs": "minimize", "compressed_bytes": "minimize"}  # fmt: skip
@@ -118,6 +118,7 @@ class SweepSpec:
     sampler: str = "grid"
     objectives: tuple[str, ...] = ("val_top1",)
     pruner: str = "none"
+    prune_margin: float = 1.0  # points of accuracy by which smaller trials must beat one at a rung (pareto)
     n_trials: int | None = None  # for adaptive samplers; a grid's size is the grid's
     seeds: tuple[int, ...] = (0,)
     max_bytes: int | None = None  # accuracy under a size budget: larger models are not trained
@@ -130,6 +131,12 @@ class SweepSpec:
     @property
     def directions(self) -> list[str]:
         return [OBJECTIVES[o] for o in self.objectives]
+
+    def size_objective(self) -> str | None:
+        """The size objective the pareto pruner compares trials by: the first known before training, with an
+        accuracy objective beside it; None without both."""
+        sizes = [o for o in self.objectives if o in ("bytes", "params", "macs")]
+        return sizes[0] if sizes and any(o.startswith("val_") for o in self.objectives) else None
 
     @property
     def seed_dim(self) -> Dim:
@@ -198,7 +205,10 @@ STUDY_KEYS = {  # [study] key -> what it means; types and defaults are SweepSpec
     "name": "the study's name in its storage (required)",
     "sampler": f"how trials are chosen: {', '.join(SAMPLERS)}",
     "objectives": f"what is optimised, in order: {', '.join(OBJECTIVES)}",
-    "pruner": f"early stopping of single-objective, single-seed trials: {', '.join(PRUNERS)}",
+    "pruner": f"early stopping of single-seed trials: {', '.join(PRUNERS)} (pareto: accuracy and a size objective; "
+    "the others: one objective)",
+    "prune_margin": "pareto: accuracy points by which trials of at most a trial's size must beat it at an epoch to "
+    "stop it (about two runs' seed spread)",
     "n_trials": "trials an adaptive sampler runs (a grid runs its points)",
     "seeds": "a number of seeds or a list of them; a grid axis: every point trained with each",
     "max_bytes": "trials larger than this (float32 bytes) are recorded as pruned, not trained",
@@ -291,6 +301,11 @@ def parse_spec(raw: dict, source: str = "", max_points: int | None = GRID_LIMIT)
             _fail("study.seeds", f"{seeds!r}: a number of seeds (1 to {HARD_LIMIT:,}) or a list of integer "
                   "seeds >= 0")  # fmt: skip
         kw["seeds"] = tuple(_distinct("study.seeds", seeds))
+    if "prune_margin" in study:
+        v = study.pop("prune_margin")
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v < 100:
+            _fail("study.prune_margin", f"{v!r}: accuracy points, a number in [0, 100)")
+        kw["prune_margin"] = float(v)
     for key in ("n_trials", "max_bytes", "heartbeat_interval", "grace_period", "max_retry"):
         if key in study:
             v = study.pop(key)
@@ -342,8 +357,11 @@ def parse_spec(raw: dict, source: str = "", max_points: int | None = GRID_LIMIT)
                   "ranges' steps, or run it anyway with sqzdse sweep run --yes")  # fmt: skip
     elif spec.n_trials is None:
         _fail("study.n_trials", f"required with sampler {spec.sampler!r}")
-    if len(spec.objectives) > 1 and spec.pruner != "none":
-        _fail("study.pruner", "pruning needs a single objective")
+    if spec.pruner == "pareto" and spec.size_objective() is None:
+        _fail("study.pruner", "'pareto' needs objectives with an accuracy and a size known before training "
+              "(bytes, params or macs), e.g. [\"val_top1\", \"bytes\"]")  # fmt: skip
+    if len(spec.objectives) > 1 and spec.pruner not in ("none", "pareto"):
+        _fail("study.pruner", f"{spec.pruner!r} needs a single objective; a multi-objective study takes 'pareto'")
     if spec.grace_period < 2 * spec.heartbeat_interval + HEARTBEAT_MARGIN:
         _fail("study.grace_period", f"{spec.grace_period} s must be >= 2 x study.heartbeat_interval "
               f"({spec.heartbeat_interval} s) + {HEARTBEAT_MARGIN} s = "
@@ -476,6 +494,9 @@ def check_agreement(study, spec: SweepSpec, shown_url: str, trials, held: set, w
         for k in sorted(old.keys() | new.keys())
         if old.get(k, UNSET) != new.get(k, UNSET)
         and k not in RESULT_NEUTRAL
+        and not (
+            k not in old and new[k] == _study_defaults().get(k, UNSET)
+        )  # a key newer than the study, at its default
         and not (grid_grew and (k.startswith("space.") or k == "study.seeds"))
     ]
     gone = sorted(held - wanted) if spec.sampler == "grid" else []
@@ -488,6 +509,11 @@ def check_agreement(study, spec: SweepSpec, shown_url: str, trials, held: set, w
 
 
 UNSET = "(unset)"
+
+
+def _study_defaults() -> dict:
+    """{"study.KEY": default} of SweepSpec's [study] fields: what a study stored before the key existed ran with."""
+    return {f"study.{f.name}": f.default for f in dataclasses.fields(SweepSpec) if f.default is not dataclasses.MISSING}
 
 
 def _show(value) -> str:
