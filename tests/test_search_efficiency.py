@@ -24,7 +24,7 @@ def exact_area(points, ref):
     xs = sorted({s for _, s in points} | {ref[1]})
     ys = sorted({a for a, _ in points} | {ref[0]})
     area = 0.0
-    for (x0, x1), (y0, y1) in itertools.product(zip(xs, xs[1:]), zip(ys, ys[1:])):
+    for (x0, x1), (y0, y1) in itertools.product(itertools.pairwise(xs), itertools.pairwise(ys)):
         if any(s <= x0 and a >= y1 for a, s in points):
             area += (x1 - x0) * (y1 - y0)
     return area
@@ -53,7 +53,7 @@ def test_the_grid_charges_every_design_once_and_ends_at_the_full_front():
         full = SE.hypervolume([(e.final, math.log10(e.bytes)) for e in world.values()], ref)
         assert r.trials == len(table.designs) and r.stopped == 0
         assert r.trace[-1] == (pytest.approx(total / unit), pytest.approx(full))
-        assert all(b[0] >= a[0] and b[1] >= a[1] for a, b in zip(r.trace, r.trace[1:]))  # both only grow
+        assert all(b[0] >= a[0] and b[1] >= a[1] for a, b in itertools.pairwise(r.trace))  # both only grow
     # Several workers finish the same compute sooner in (simulated) wall time.
     assert SE.replay(SE._OptunaStrategy("grid", 0, 3, table, None), world, table, 3, total, unit, ref).wall_units < (
         SE.replay(SE._OptunaStrategy("grid", 0, 1, table, None), world, table, 1, total, unit, ref).wall_units
