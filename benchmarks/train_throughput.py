@@ -354,16 +354,6 @@ def run_shape(args, shape: str, forms: list[str]) -> dict:
     return out
 
 
-def cpu_model() -> str:
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=5, help="timed steps per framework per round (default 5)")
@@ -388,6 +378,8 @@ def main(argv=None) -> None:
         print(f"note: {note}", file=sys.stderr)
     else:
         forms += [f"torch-{f}" for f in TORCH_FORMS]
+    from sqzdse.runtime import cpu_model
+
     load = os.getloadavg()
     results = {}
     for shape in args.inputs.split(","):

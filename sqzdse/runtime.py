@@ -34,6 +34,20 @@ CPU_FLAGS = {
 }
 
 
+def cpu_model() -> str:
+    """The CPU's model name as ``lscpu`` gives it (what every speed figure records beside it)."""
+    import platform
+    import subprocess
+
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _flag_names(flags: str) -> set[str]:
     return {tok.lstrip("-").split("=", 1)[0] for tok in shlex.split(flags) if tok.startswith("--")}
 

@@ -156,7 +156,7 @@ def test_frontier_marks_and_names_the_pareto_front(rows):
 def test_plots_against_compressed_size(rows):
     fig3a = [dict(r, compressed_bytes=r["bytes"] // 12) for r in study(rows, "fig3a")]
     fig3a[0]["compressed_bytes"] = None  # a trial the sweep did not compress
-    assert results.size_mib(fig3a[1], "compressed_bytes") == fig3a[1]["bytes"] // 12 / 2**20
+    assert results.size_of(fig3a[1], "compressed_bytes") == fig3a[1]["bytes"] // 12 / 2**20
     ax = design_plots.plot_frontier(fig3a, size="compressed_bytes").axes[0]
     (dots,) = [c for c in ax.collections if c.get_gid() == "trials:fig3a"]
     sizes = defaultdict(list)  # a design's mean over its seeds that have one
@@ -510,3 +510,20 @@ def test_a_sweep_figure_draws_one_line_per_value_of_by(rows, tmp_path):
     write_csv(tmp_path / "x.csv", sr_by_bypass)
     assert main(["plot", "sr", str(tmp_path / "x.csv"), "--by", "bypass", "-o", str(tmp_path / "p.png")]) == 0
     assert (tmp_path / "p.png").stat().st_size > 0
+
+
+def test_latency_is_an_axis_and_machines_are_not_mixed(rows):
+    fig3a = [dict(r, latency_b1_ms=r["params"] / 1e6, latency_cpu="CPU A", latency_threads=1, latency_backend="cpu")
+             for r in study(rows, "fig3a")]  # fmt: skip
+    ax = design_plots.plot_frontier(fig3a, size="latency_b1_ms").axes[0]
+    (step,) = [ln for ln in ax.lines if ln.get_gid() == "front:fig3a"]
+    assert min(step.get_xdata()) == pytest.approx(min(r["params"] for r in fig3a if r["state"] == "COMPLETE") / 1e6)
+    assert "ms per image at batch 1" in ax.get_xlabel() and "latency" in fig3a_title(ax)
+    other = [dict(r, latency_cpu="CPU B") if r["seed"] == 1 else r for r in fig3a]
+    with pytest.raises(ValueError, match="measured on 2 machines .*CPU A, 1 threads, cpu; CPU B"):
+        design_plots.plot_frontier(other, size="latency_b1_ms")
+    design_plots.plot_frontier(other)  # bytes compare across machines
+
+
+def fig3a_title(ax):
+    return ax.figure.texts[0].get_text() if ax.figure.texts else ax.get_title()

@@ -47,6 +47,9 @@ def test_a_sweep_end_to_end(ds, tmp_path):
     start, end = (datetime.datetime.fromisoformat(r[k]) for k in ("started", "finished"))
     assert r["duration_s"] == (end - start).total_seconds() >= r["train_seconds"] > 0
     assert 0 <= r["val_top1"] <= 1 and 0 <= r["test_top1"] <= 1 and len(r["curve"]) == 1
+    # The network's measured inference time on this worker, and where it was measured.
+    assert 0 < r["latency_b1_ms"] < r["latency_b64_ms"] and r["latency_cpu"] and r["latency_backend"] == "cpu"
+    assert r["latency_threads"] == len(os.sched_getaffinity(0))
     # Each epoch's seconds, training and validation: at least the training's (which includes compiling).
     assert len(r["epoch_seconds"]) == 1 and r["epoch_seconds"][0] >= r["train_seconds"] > 0
     assert r["status"] == "completed" and r["version"] and r["compile_seconds"] >= 0
@@ -293,6 +296,11 @@ def test_compressed_bytes_objective(ds, tmp_path):
     # The objective alone brings the default settings; no [compress] and no objective: nothing is compressed.
     del raw["compress"]
     assert SP.parse_spec(raw).compress == SP.COMPRESS_DEFAULTS and spec().compress is None
+    # A measured latency is an objective too.
+    raw["study"].update(name="fast", objectives=["val_top1", "latency_b1_ms"])
+    assert S.run_worker(SP.parse_spec(raw), url, runs_dir=str(tmp_path), dataset=ds) == 1
+    (trial,) = optuna.load_study(study_name="fast", storage=url).trials
+    assert trial.values == [trial.user_attrs["val_top1"], trial.user_attrs["latency_b1_ms"]] and trial.values[1] > 0
 
 
 def test_the_dashboard_sees_metric_names_learning_curves_and_attributes(ds, tmp_path):

@@ -37,9 +37,10 @@ def _add_options(p: argparse.ArgumentParser, options: tuple[str, ...]) -> None:
                        "model-size distribution (Radosavovic et al. 2019)")  # fmt: skip
         p.add_argument("--bins", type=int, default=10, help="with --normalize: log-size bins")
     if "size" in options:
-        p.add_argument("--size", default="bytes", choices=tuple(SIZES), help="model size shown: bytes (float32 "
-                       "weights) or compressed_bytes (the Deep-Compression file of a sweep with a [compress] "
-                       "table)")  # fmt: skip
+        p.add_argument("--size", default="bytes", choices=tuple(SIZES), help="the cost shown: bytes (float32 "
+                       "weights), compressed_bytes (the Deep-Compression file of a sweep with a [compress] table) "
+                       "or latency_b1_ms / latency_b64_ms (measured by each trial on its machine; trials of "
+                       "different machines are refused)")  # fmt: skip
 
 
 def run_plot(args) -> int:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from sqzdse.results import stats
-from sqzdse.results.rows import TrialRow, size_mib
+from sqzdse.results.rows import TrialRow, size_of
 from sqzdse.sweep.schema import DESIGN_KEYS
 
 
@@ -135,7 +135,7 @@ def sweep_points(rows: Sequence[dict], param: str, metric: str, size: str = "byt
     out = []
     for x in sorted(groups):
         acc = np.array([100.0 * r[metric] for r in groups[x]])
-        sizes = [size_mib(r, size) for r in groups[x] if size_mib(r, size) is not None]
+        sizes = [size_of(r, size) for r in groups[x] if size_of(r, size) is not None]
         out.append((x, acc, float(np.mean(sizes)) if sizes else float("nan")))
     return out
 
@@ -156,8 +156,8 @@ class Design:
         return self.trials[0]
 
     def size(self, size: str = "bytes") -> float | None:
-        """Its mean size in MiB (``size_mib``; seeds of one design have the same, compressed files may differ)."""
-        sizes = [s for s in (size_mib(r, size) for r in self.trials) if s is not None]
+        """Its mean size in MiB (``size_of``; seeds of one design have the same, compressed files may differ)."""
+        sizes = [s for s in (size_of(r, size) for r in self.trials) if s is not None]
         return float(np.mean(sizes)) if sizes else None
 
     def curve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:

@@ -18,7 +18,6 @@ from sqzdse.results.analysis import designs, edf, pareto_front, size_weights
 from sqzdse.results.canvas import log_ticks, new_figure, titles
 from sqzdse.results.rows import (
     BY_CHOICES,
-    SIZES,
     check_budgets,
     check_size,
     completed,
@@ -32,7 +31,9 @@ from sqzdse.results.rows import (
     require_varied,
     select,
     selection_note,
-    size_mib,
+    size_label,
+    size_of,
+    size_unit,
     study_names,
     trial_label,
 )
@@ -59,7 +60,7 @@ def plot_frontier(
       annotate: number the front points and name their metaparameters (``trial_label``) in a key beside the
         axes; labels next to the points would overlap wherever the front is dense.
       max_labels: key lines at most (the rest are counted, not named).
-      size: ``bytes`` (float32 weights) or ``compressed_bytes`` (``SIZES``) on the x axis.
+      size: ``bytes`` (float32 weights), ``compressed_bytes`` or a measured latency (``SIZES``) on the x axis.
       where: keep only rows with these values (``sqzdse.results.rows.select``).
 
     Raises:
@@ -85,7 +86,7 @@ def plot_frontier(
     n_kept, skipped_all, fronts, seeded_any = 0, Counter(), [], False
     for i, (name, rows) in enumerate(groups.items()):
         kept, skipped = completed(rows, metric)
-        sized = designs([r for r in kept if size_mib(r, size) is not None], metric)
+        sized = designs([r for r in kept if size_of(r, size) is not None], metric)
         n_sized = sum(len(d.trials) for d in sized)
         skipped[f"no {size}"] += len(kept) - n_sized
         skipped_all.update(skipped)
@@ -122,7 +123,7 @@ def plot_frontier(
     ax.set_xscale("log")
     ax.margins(x=0.08, y=0.1)
     log_ticks(ax)
-    ax.set_xlabel(f"model size (MiB of {SIZES[size]}, log scale)")
+    ax.set_xlabel(size_label(size, "log scale"))
     ax.set_ylabel(metric_label(metric))
     ax.grid(alpha=0.3, which="both")
     _legend_below(fig, ax.get_legend_handles_labels()[0], ncols=min(4, 2 * len(fronts)))
@@ -131,13 +132,14 @@ def plot_frontier(
         note += "; a point: a design's mean over its seeds, bars: its 95 % bootstrap interval"
     if selected:
         note += "\n" + selected
-    titles(fig, ax, f"Accuracy vs model size: {study_names([{'study': s} for s in groups])}", note, width=90)
+    versus = "latency" if size.startswith("latency_") else "model size"
+    titles(fig, ax, f"Accuracy vs {versus}: {study_names([{'study': s} for s in groups])}", note, width=90)
     if annotate:
-        _front_key(fig, ax, kax, fronts, metric, max_labels)
+        _front_key(fig, ax, kax, fronts, metric, max_labels, size_unit(size))
     return fig
 
 
-def _front_key(fig, ax, kax, fronts, metric: str, max_labels: int) -> None:
+def _front_key(fig, ax, kax, fronts, metric: str, max_labels: int, unit: str) -> None:
     """Number the front points on `ax`; list number, metaparameters, size and accuracy on `kax`."""
     line_pt, n, lines, at = 10.5, 0, [], Counter()
     for name, color, pts in fronts:
@@ -159,7 +161,7 @@ def _front_key(fig, ax, kax, fronts, metric: str, max_labels: int) -> None:
                 fontweight="bold",
                 gid=f"num:{name}:{row.get('number')}",
             )
-            text = f"{n:>2} {trial_label(row)}  {x:.2f} MiB {y:.1f}%"
+            text = f"{n:>2} {trial_label(row)}  {x:.2f} {unit} {y:.1f}%"
             lines.append((text, color, "normal", f"label:{name}:{row.get('number')}"))
     shown = lines[:max_labels]
     if len(lines) > max_labels:
@@ -205,7 +207,7 @@ def plot_edf(
     kept, skipped, selected = plotted(rows, metric, where)
     if normalize:
         require_size(kept, size)
-        sized = [r for r in kept if size_mib(r, size) is not None]
+        sized = [r for r in kept if size_of(r, size) is not None]
         skipped[f"no {size}"] += len(kept) - len(sized)
         kept = sized
         if not kept:
@@ -219,7 +221,7 @@ def plot_edf(
     errors = {k: np.array([100.0 * (1.0 - r[metric]) for r in groups[k]]) for k in keys}
     weights = {k: None for k in keys}
     if normalize:
-        sizes = [size_mib(r, size) for k in keys for r in groups[k]]
+        sizes = [size_of(r, size) for k in keys for r in groups[k]]
         names = [group_name(by, k) for k in keys for _ in groups[k]]
         w = size_weights(sizes, names, bins=bins)
         split = np.cumsum([len(groups[k]) for k in keys])[:-1]

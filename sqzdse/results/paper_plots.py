@@ -33,7 +33,9 @@ from sqzdse.results.rows import (
     require_size,
     require_varied,
     short_number,
-    size_mib,
+    size_label,
+    size_of,
+    size_unit,
     study_names,
     varying,
     where_text,
@@ -112,21 +114,21 @@ def plot_sweep(
         if series is None:
             c_acc, c_size = "C0", "C1"
             acc_label = f"this run: {metric}, mean over trials, bars: its 95 % bootstrap interval"
-            size_label = "this run: mean model size (MiB, right axis)"
+            right = f"this run: mean {SIZES[size][0]} ({size_unit(size)}, right axis)"
         else:  # one colour per line: accuracy solid, its size dashed
             c_acc = c_size = f"C{i % 10}"
             acc_label = f"{group_name(series, key)}: {metric} (bars: 95 % interval)"
-            size_label = f"{group_name(series, key)}: size (MiB, right axis)"
+            right = f"{group_name(series, key)}: {SIZES[size][0]} ({size_unit(size)}, right axis)"
         ax.errorbar(xs, means, yerr=[lo, hi], fmt="o-", color=c_acc, capsize=4, lw=1.6, ms=6, label=acc_label,
                     gid="accuracy" if series is None else f"accuracy:{key}")  # fmt: skip
         ax2.plot(xs, sizes, "s--", color=c_size, ms=5, lw=1.2, alpha=1.0 if series is None else 0.55,
-                 label=size_label, gid="size" if series is None else f"size:{key}")  # fmt: skip
+                 label=right, gid="size" if series is None else f"size:{key}")  # fmt: skip
     xs = np.array(sorted(xs_all))
     seeds = sorted(seeds)
     ax.set_ylabel(metric_label(metric), color="C0" if series is None else "k")
     ax.tick_params(axis="y", colors="C0" if series is None else "k")
     ax.grid(alpha=0.3)
-    ax2.set_ylabel(f"model size (MiB of {SIZES[size]})", color="C1" if series is None else "k")
+    ax2.set_ylabel(size_label(size), color="C1" if series is None else "k")
     ax2.tick_params(axis="y", colors="C1" if series is None else "k")
     ax2.set_ylim(bottom=0, top=max(all_sizes, default=1.0) * 1.15)
     ax.set_xticks(xs, [short_number(x) for x in xs])
@@ -252,19 +254,19 @@ def plot_bypass(
             fontsize=8,
             color=f"C{i}",
         )
-        sizes = sorted({round(s, 2) for s in (size_mib(r, size) for r in g) if s is not None})
+        sizes = sorted({round(s, 2) for s in (size_of(r, size) for r in g) if s is not None})
         size_text = (
             "size ?"
             if not sizes
-            else f"{sizes[0]:.2f} MiB"
+            else f"{sizes[0]:.2f} {size_unit(size)}"
             if len(sizes) == 1
-            else f"{sizes[0]:.2f}-{sizes[-1]:.2f} MiB"
+            else f"{sizes[0]:.2f}-{sizes[-1]:.2f} {size_unit(size)}"
         )
         ticks.append(f"{bypass_name(b)}\n{size_text}\n{len(acc)} trial{'s' if len(acc) != 1 else ''}")
     ax.set_xticks(range(len(groups)), ticks)
     ax.set_xlim(-0.7, len(groups) - 0.3)
     ax.set_ylabel(metric_label(metric))
-    ax.set_xlabel(f"bypass (the macroarchitecture of Section 6); model size of {SIZES[size]}")
+    ax.set_xlabel(f"bypass (the macroarchitecture of Section 6); {size_label(size)}")
     ax.grid(alpha=0.3, axis="y")
     note = count_note(len(kept), skipped) + "; diamond: mean, bars: its 95 % bootstrap interval, dots: one trial each"
     if selected:

@@ -35,7 +35,7 @@ from sqzdse.results.rows import (
     group_by_study,
     require_completed,
     select,
-    size_mib,
+    size_of,
     study_specs,
     trial_label,
     varying,
@@ -113,7 +113,7 @@ def trial_table(rows: Sequence[dict], metric: str) -> tuple[list[str], list[list
             "train s", "reason"]  # fmt: skip
     body = []
     for i, r in enumerate(ranked):
-        size = size_mib(r)
+        size = size_of(r)
         reason = r.get("reason") or ""
         body.append([
             *([str(r.get("study"))] if many else []),
@@ -145,7 +145,7 @@ def pareto_table(rows: Sequence[dict], metric: str) -> tuple[list[str], list[lis
     body = []
     for name, group in group_by_study(rows).items():
         kept, _ = completed(group, metric)
-        found = designs([r for r in kept if size_mib(r) is not None], metric)
+        found = designs([r for r in kept if size_of(r) is not None], metric)
         front = pareto_front([(d.interval.estimate, d.size()) for d in found])
         for k in front:
             d = found[k]
@@ -287,7 +287,7 @@ def _summary(rows: Sequence[dict], kept: Sequence[dict], metric: str, where: Map
     if budget:
         parts.append(f"trained: {budget}")  # it names the dataset
     best = max(kept, key=lambda r: r[metric])
-    size = size_mib(best)
+    size = size_of(best)
     parts.append(
         f"best by {metric}: trial {best.get('number')}"
         + (f" of {best.get('study')}" if len({r.get("study") for r in rows}) > 1 else "")

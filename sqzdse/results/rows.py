@@ -31,8 +31,13 @@ METRICS = ("val_top1", "val_top5", "test_top1", "test_top5")
 BY_CHOICES = ("study", *DESIGN_KEYS, "seed")  # what rows can be grouped by
 PAPER_PROVENANCE = ("text", "derived")  # the only paper numbers a figure may show (reference/README.md)
 MIB = 2**20
-# size column -> what its MiB are of (axis labels)
-SIZES = {"bytes": "float32 weights", "compressed_bytes": "the compressed file"}
+# size column -> (what it is, the unit figures and tables show it in, stored units per shown unit)
+SIZES = {
+    "bytes": ("model size", "MiB of float32 weights", MIB),
+    "compressed_bytes": ("model size", "MiB of the compressed file", MIB),
+    "latency_b1_ms": ("latency", "ms per image at batch 1", 1.0),  # sqzdse.deploy.latency
+    "latency_b64_ms": ("latency", "ms per batch of 64", 1.0),
+}
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 log = logging.getLogger(__name__)
 
@@ -287,14 +292,26 @@ def check_size(size: str) -> None:
         raise InputError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
 
 
-def size_mib(row: dict, size: str = "bytes") -> float | None:
-    """Model size in MiB: of float32 weights (``bytes``; 4 x ``params`` where an export lacks bytes), or of the
-    compressed file (``compressed_bytes``; None where the sweep did not compress)."""
+def size_of(row: dict, size: str = "bytes") -> float | None:
+    """A trial's size in its shown unit (``SIZES``): MiB of float32 weights (``bytes``; 4 x ``params`` where an
+    export lacks bytes) or of the compressed file (``compressed_bytes``; None where the sweep did not compress), or
+    its measured latency in ms (None for a trial from before sqzdse measured it)."""
     check_size(size)
     b = row.get(size)
     if b is None and size == "bytes" and row.get("params") is not None:
         b = 4 * row["params"]
-    return None if b is None else b / MIB
+    return None if b is None else b / SIZES[size][2]
+
+
+def size_label(size: str, note: str = "") -> str:
+    """An axis label: 'model size (MiB of float32 weights, log scale)' for note 'log scale'."""
+    what, unit, _ = SIZES[size]
+    return f"{what} ({unit}{', ' + note if note else ''})"
+
+
+def size_unit(size: str) -> str:
+    """'MiB' or 'ms'."""
+    return SIZES[size][1].split()[0]
 
 
 def select(rows: Sequence[dict], where: Mapping | None) -> list[dict]:
@@ -403,12 +420,18 @@ def require_size(rows: Sequence[dict], size: str) -> None:
     """A MissingSizeError when none of `rows` has `size` (e.g. ``compressed_bytes`` of a sweep that did not
     compress): its axis would be drawn empty."""
     check_size(size)
-    if rows and all(size_mib(r, size) is None for r in rows):
+    if rows and all(size_of(r, size) is None for r in rows):
         raise MissingSizeError(
-            f"size={size}: none of the {len(rows)} trials of {study_names(rows)} has {size} ({SIZES[size]}); "
+            f"size={size}: none of the {len(rows)} trials of {study_names(rows)} has {size} ({size_label(size)}); "
             + ("a sweep records it with a [compress] table; " if size == "compressed_bytes" else "")
             + "choose another size (bytes: float32 weights)"
         )
+    machines = sorted({f"{r.get('latency_cpu')}, {r.get('latency_threads')} threads, {r.get('latency_backend')}"
+                       for r in rows if size.startswith("latency_") and size_of(r, size) is not None})  # fmt: skip
+    if len(machines) > 1:
+        raise ResultsError(f"size={size}: the trials' latencies were measured on {len(machines)} machines "
+                           f"({'; '.join(machines)}), which do not compare; draw each machine's studies alone "
+                           "(--study), or compare their bytes or MACs instead")  # fmt: skip
 
 
 def require_varied(rows: Sequence[dict], column: str, what: str) -> None:

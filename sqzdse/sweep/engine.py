@@ -450,6 +450,10 @@ def _train_seed(spec: SweepSpec, trial, cfg, tc, workdir: str, dataset, progress
     by = _origin(r) if result.reused else None
     if by:
         log.info(f"[{spec.name}] trial {trial.number}: finished before by {by}: not trained again")
+    if first and r["status"] == "completed":  # the first seed's network, timed on this worker's cores
+        from sqzdse.deploy import latency
+
+        r.update(latency.measure(cfg, (result.graphdef, result.state.params)))
     if spec.compress and r["status"] == "completed":
         from sqzdse.compress.pipeline import compressed_size
 
@@ -473,6 +477,7 @@ def _record_result(spec: SweepSpec, trial, results: list[dict], cost: dict) -> l
     agg = {k: float(np.mean([r[k] for r in results])) for k in ("val_top1", "val_top5", "test_top1", "test_top5")}
     if spec.compress:  # seeds compress to slightly different sizes: their mean
         agg["compressed_bytes"] = int(round(np.mean([r["compressed_bytes"] for r in results])))
+    agg.update({k: v for k, v in results[0].items() if k.startswith("latency_")})  # the first seed's, as the curve
     for k, v in agg.items():
         trial.set_user_attr(k, v)
     _record_curve(trial, results[0])

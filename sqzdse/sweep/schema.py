@@ -25,14 +25,16 @@ _TRAIN = typing.get_type_hints(TrainConfig)
 #   curve: the val top-1 after each epoch; epoch_seconds: each epoch's seconds of training (the first one's with
 #   compiling) and validation, the first seed's as the curve; seed: a list when an adaptive sampler's trial trains
 #   several; started / finished: the trial's start and end in the storage (ISO 8601, UTC as Optuna records them);
-#   duration_s: the seconds between them (a reused run's are those of its lookup).
+#   duration_s: the seconds between them (a reused run's are those of its lookup); latency_*: the first seed's
+#   network's inference time on the machine that trained it, and that machine (sqzdse.deploy.latency).
 TrialRow = TypedDict("TrialRow", {
     "study": Required[str], "number": Required[int], "state": Required[str],
     **{k: Required[_META[k] | None] for k in METAPARAMETERS},
     **{k: Required[t | None] for k, t in dict(
         seed=int | list[int], params=int, bytes=int, compressed_bytes=int, macs=int, val_top1=float, val_top5=float,
         test_top1=float, test_top5=float, curve=list[float], epoch_seconds=list[float], train_seconds=float,
-        compile_seconds=float, images_per_s=float, status=str, reason=str, dataset=str, budget=str, version=str,
+        compile_seconds=float, images_per_s=float, latency_b1_ms=float, latency_b64_ms=float, latency_cpu=str,
+        latency_threads=int, latency_backend=str, status=str, reason=str, dataset=str, budget=str, version=str,
         key=str, workdir=str, reused_from=str, started=str, finished=str, duration_s=float).items()},
     **{k: _TRAIN[k] | None for k in SWEEPABLE},
 }, total=False)  # fmt: skip

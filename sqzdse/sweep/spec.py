@@ -27,7 +27,8 @@ SAMPLERS = ("grid", "random", "tpe", "nsga2")
 PRUNERS = ("none", "median", "hyperband", "pareto")  # pareto: multi-objective (sqzdse.sweep.pruning)
 # objective -> direction
 OBJECTIVES = {"val_top1": "maximize", "val_top5": "maximize", "bytes": "minimize", "params": "minimize",
-              "macs": "minimize", "compressed_bytes": "minimize"}  # fmt: skip
+              "macs": "minimize", "compressed_bytes": "minimize", "latency_b1_ms": "minimize",
+              "latency_b64_ms": "minimize"}  # fmt: skip  # fmt: skip
 # [compress]: how a trial's compressed_bytes is measured (sqzdse.compress.pipeline.compressed_size, no fine-tuning).
 COMPRESS_DEFAULTS = {"bits": 6, "density": "released", "huffman": True}
 TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
