@@ -42,8 +42,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.append(str(ROOT))  # an installed sqzdse, or one on PYTHONPATH, takes precedence
 
+from sqzdse.results.rows import load_rows  # noqa: E402
 from sqzdse.sweep.pruning import ParetoPruner, seed_margin  # noqa: E402
-from sqzdse.sweep.tabular import DEFAULT, Table  # noqa: E402
+from sqzdse.sweep.tabular import DEFAULT, Table, seed_pairs  # noqa: E402
 
 SAMPLERS = ("grid", "random", "tpe", "nsga2")
 STRATEGIES = (*SAMPLERS, *(f"{s}+pareto" for s in SAMPLERS), "moasha")
@@ -332,13 +333,19 @@ def main(argv=None) -> None:
     p.add_argument("--reps", type=int, default=20, help="repetitions (worlds and sampler seeds; default 20)")
     p.add_argument("--workers", type=int, default=4, help="asynchronous workers simulated (default 4)")
     p.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated subset")
+    p.add_argument(
+        "--seeds",
+        type=lambda v: [int(x) for x in v.split(",")],
+        help="comma-separated seeds the worlds draw from (default: all the table has)",
+    )
     p.add_argument("--margin", type=float, help="the pareto pruner's margin (default: the table's seed noise)")
     p.add_argument("-o", "--output", default=str(ROOT / "benchmarks" / "results" / "search_efficiency.json"))
     p.add_argument("--figure", default=str(ROOT / "benchmarks" / "results" / "search_efficiency.png"))
     args = p.parse_args(argv)
-    table = Table.load(args.table)
+    rows = load_rows(args.table, study="tabular")
+    table = Table.from_rows(rows, seeds=args.seeds)
     rungs = ParetoPruner().rungs(table.epochs)
-    margins = {e: seed_margin(table.seed_pairs(e)) for e in rungs}
+    margins = {e: seed_margin(seed_pairs(rows, e)) for e in rungs}  # every design trained at two seeds so far
     margin = args.margin if args.margin is not None else max(margins.values())
     strategies = [s for s in args.strategies.split(",") if s]
     bad = [s for s in strategies if s not in STRATEGIES]
@@ -347,6 +354,7 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     result = run(table, args.reps, args.workers, strategies, margin)
     result.update(reps=args.reps, workers=args.workers, seed_margin_by_rung=margins, table=args.table,
+                  margin_pairs=len(seed_pairs(rows, rungs[-1])),
                   designs=len(table.designs), seeds=table.seeds, epochs=table.epochs,
                   date=datetime.date.today().isoformat(), python=platform.python_version(),
                   seconds=round(time.perf_counter() - t0, 1))  # fmt: skip

@@ -32,6 +32,10 @@ def test_a_table_from_rows_and_its_lookups():
     assert table.unit_seconds() == pytest.approx(6.375)  # the mean of 6.25 and 6.5
     pairs = table.seed_pairs(4)
     assert len(pairs) == 8 and all(b - a == pytest.approx(0.5) for a, b in pairs)
+    # From rows while the second seed trains: the designs that have both.
+    assert sorted(TB.seed_pairs(rows, 4)) == sorted(pairs)
+    partial = TB.seed_pairs([r for r in rows if r["number"] != 1], 4)  # one design lacks seed 1
+    assert len(partial) == 7 and set(partial) < set(pairs)
 
 
 def test_an_incomplete_table_is_refused():
@@ -46,6 +50,8 @@ def test_an_incomplete_table_is_refused():
         TB.Table.from_rows([dict(r, epoch_seconds=None) for r in rows])
     with pytest.raises(InputError, match="one seed"):
         TB.Table.from_rows(table_rows(seeds=(0,))).seed_pairs(1)
+    # A table of the seeds that are complete, while the others train.
+    assert TB.Table.from_rows([r for r in rows if r["number"] != 1], seeds=[0]).seeds == [0]
 
 
 def test_optuna_samplers_run_against_the_table():

@@ -60,12 +60,15 @@ class Table:
     entries: dict  # (design, seed) -> Entry
 
     @classmethod
-    def from_rows(cls, rows: Sequence[dict], axes: Sequence[str] = AXES) -> Table:
-        """From trial rows (``sqzdse.results.rows.load_rows``): the completed ones with a curve and its seconds;
-        every design of the axes' product must be there at the same seeds and epochs, or the table is refused."""
+    def from_rows(cls, rows: Sequence[dict], axes: Sequence[str] = AXES, seeds: Sequence[int] | None = None) -> Table:
+        """From trial rows (``sqzdse.results.rows.load_rows``): the completed ones with a curve and its seconds (of
+        `seeds` only, when given); every design of the axes' product must be there at the same seeds and epochs, or
+        the table is refused."""
         entries = {}
         for r in rows:
             if r.get("state") != "COMPLETE" or not r.get("curve") or not r.get("epoch_seconds"):
+                continue
+            if seeds is not None and r.get("seed") not in seeds:
                 continue
             design = tuple(r[a] for a in axes)
             entries[(design, int(r["seed"]))] = Entry(
@@ -87,11 +90,11 @@ class Table:
         return cls(tuple(axes), values, entries)
 
     @classmethod
-    def load(cls, source: str = DEFAULT, study: str = "tabular") -> Table:
+    def load(cls, source: str = DEFAULT, study: str = "tabular", seeds: Sequence[int] | None = None) -> Table:
         """From an export (CSV or JSON) or a storage URL of the table's sweep."""
         from sqzdse.results.rows import load_rows
 
-        return cls.from_rows(load_rows(source, study=study))
+        return cls.from_rows(load_rows(source, study=study), seeds=seeds)
 
     @property
     def designs(self) -> list[tuple]:
@@ -135,3 +138,13 @@ class Table:
             raise InputError("the table has one seed: its noise cannot be told")
         a, b = self.seeds[:2]
         return [(self.entry(d, a).curve[epoch - 1], self.entry(d, b).curve[epoch - 1]) for d in self.designs]
+
+
+def seed_pairs(rows: Sequence[dict], epoch: int, axes: Sequence[str] = AXES) -> list[tuple[float, float]]:
+    """``Table.seed_pairs`` of trial rows whose designs are not all trained at two seeds yet: the designs that are
+    (their two lowest seeds)."""
+    by = {}
+    for r in rows:
+        if r.get("state") == "COMPLETE" and r.get("curve") and len(r["curve"]) >= epoch:
+            by.setdefault(tuple(r[a] for a in axes), {})[int(r["seed"])] = 100.0 * r["curve"][epoch - 1]
+    return [(runs[a], runs[b]) for runs in by.values() if len(runs) >= 2 for a, b in [sorted(runs)[:2]]]
