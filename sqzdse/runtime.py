@@ -48,6 +48,32 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (/proc/cpuinfo's first ``flags`` line; empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+# Native bfloat16 matrix instructions: AVX-512 BF16 (Intel Cooper Lake and later, AMD Zen 4/5) or AMX.
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def bf16_note(flags: set[str] | None = None) -> str | None:
+    """Why --dtype bfloat16 will not pay on this CPU, or None where it has native bf16 matrix instructions (or is
+    not x86, where XLA's own kernels decide). benchmarks/README.md has the measurements."""
+    flags = cpu_flags() if flags is None else flags
+    if not flags or ("avx2" not in flags and "avx" not in flags) or any(f in flags for f in BF16_FLAGS):
+        return None
+    return (f"this CPU ({cpu_model()}) has no native bfloat16 matrix instructions ({' or '.join(BF16_FLAGS)}): "
+            "--dtype bfloat16 converts every operand and trains slower than float32 here")  # fmt: skip
+
+
 def _flag_names(flags: str) -> set[str]:
     return {tok.lstrip("-").split("=", 1)[0] for tok in shlex.split(flags) if tok.startswith("--")}
 

@@ -318,3 +318,18 @@ def test_images_per_second_leave_compilation_out(run_dir):
     summary = json.loads(Path(run_dir, "summary.json").read_text())
     (h,) = summary["history"]
     assert summary["compile_seconds"] > 0 and h["images_per_s"] > h["step"] * 16 / h["seconds"]
+
+
+def test_bfloat16_on_a_cpu_without_bf16_instructions_says_so(monkeypatch):
+    from builders import tiny, logged
+
+    from sqzdse import runtime
+
+    tc = T.TrainConfig(batch_size=16, epochs=1, dtype="bfloat16")
+    for flags, warned in (({"avx2", "fma"}, True), ({"avx2", "avx512f", "avx512_bf16"}, False)):
+        monkeypatch.setattr(runtime, "cpu_flags", lambda flags=flags: flags)
+        T._warn_bf16.cache_clear()
+        with logged() as lines:
+            T.create_train_state(tiny(), tc, 10, 10)
+        assert any("no native bfloat16 matrix instructions" in line for line in lines) == warned, lines
+    T._warn_bf16.cache_clear()

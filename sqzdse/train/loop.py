@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import functools
 import itertools
+import logging
 import math
 import os
 import time
@@ -90,6 +91,16 @@ def apply_mask(params, mask):
     return jax.tree.map(lambda p, m: jnp.where(m, p, jnp.zeros_like(p)), params, mask)
 
 
+@functools.cache
+def _warn_bf16() -> None:
+    """Once per process: bfloat16 on a CPU without native bf16 matrix instructions (``runtime.bf16_note``)."""
+    from sqzdse.runtime import bf16_note
+
+    note = bf16_note() if jax.default_backend() == "cpu" else None
+    if note:
+        logging.getLogger(__name__).warning(note)
+
+
 def create_train_state(
     cfg: C.SqueezeNetConfig, tc: TrainConfig, total_steps: int, steps_per_epoch: int, *, init_params=None, mask=None
 ):
@@ -99,6 +110,8 @@ def create_train_state(
     mask: pruning mask (see ``apply_mask``) applied to the initial parameters.
     """
     dtype = jnp.bfloat16 if tc.dtype == "bfloat16" else None
+    if dtype is not None:
+        _warn_bf16()
     _, (graphdef, abstract) = initialiser(cfg, tc.init, dtype)
     dtypes = tuple(a.dtype for a in jax.tree.leaves(abstract))
     if init_params is None:
