@@ -321,7 +321,7 @@ def test_images_per_second_leave_compilation_out(run_dir):
 
 
 def test_bfloat16_on_a_cpu_without_bf16_instructions_says_so(monkeypatch):
-    from builders import tiny, logged
+    from builders import logged, tiny
 
     from sqzdse import runtime
 
