@@ -2,9 +2,11 @@
 
     python benchmarks/train_throughput.py                       # 28x28x1 and 32x32x3, batch 128, 2 threads
     python benchmarks/train_throughput.py --inputs 28x28x1 --no-torch --steps 10
+    python benchmarks/train_throughput.py --inputs 28x28x1 --widths 32 --threads 1   # what a sweep worker trains
 
 The network is ``squeezenet_small`` with the paper's defaults (base_e=128, incr_e=128,
-freq=2, pct3x3=0.5, sr=0.125); training is SGD momentum 0.9 + weight decay on
+freq=2, pct3x3=0.5, sr=0.125), or the shipped sweeps' widths with ``--widths 32``;
+training is SGD momentum 0.9 + weight decay on
 softmax cross-entropy, with dropout. The PyTorch peer is the same network written
 with torch.nn (conv1, Fire modules concatenating expand1x1 and expand3x3, ceil-mode
 max pools, dropout, conv10, ReLU, global average pool), run as float32 NCHW,
@@ -56,7 +58,7 @@ def peak_rss_mib() -> float:
 class JaxWorker:
     """sqzdse.train.loop's jitted train and eval steps on random images."""
 
-    def __init__(self, shape, batch: int, dtype: str, threads: int):
+    def __init__(self, shape, batch: int, dtype: str, threads: int, widths: int):
         from sqzdse import runtime
 
         self.flags = runtime.configure_cpu(threads)
@@ -65,7 +67,7 @@ class JaxWorker:
         from sqzdse.model.config import squeezenet_small
         from sqzdse.train import loop as T
 
-        cfg = squeezenet_small(input_shape=shape)
+        cfg = squeezenet_small(input_shape=shape, base_e=widths, incr_e=widths)
         tc = T.TrainConfig(
             optimizer="sgd",
             lr=LR,
@@ -170,7 +172,7 @@ def torch_squeezenet(cfg):
 class TorchWorker:
     """The torch.nn peer: float32 NCHW, float32 channels-last, or bfloat16 autocast (channels-last)."""
 
-    def __init__(self, shape, batch: int, form: str, threads: int):
+    def __init__(self, shape, batch: int, form: str, threads: int, widths: int):
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
         import torch
 
@@ -180,7 +182,8 @@ class TorchWorker:
         torch.manual_seed(0)
         self.torch, self.form = torch, form
         self.fmt = torch.contiguous_format if form == "float32" else torch.channels_last
-        self.model = torch_squeezenet(squeezenet_small(input_shape=shape)).to(memory_format=self.fmt)
+        cfg = squeezenet_small(input_shape=shape, base_e=widths, incr_e=widths)
+        self.model = torch_squeezenet(cfg).to(memory_format=self.fmt)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
         self.loss = torch.nn.CrossEntropyLoss()
         h, w, c = shape
@@ -232,9 +235,9 @@ def worker_main(args) -> None:
     """Serve commands on stdin ("train N", "eval N", "quit"), one JSON line per answer on stdout."""
     shape = parse_shape(args.inputs)
     if args.worker == "jax":
-        w = JaxWorker(shape, args.batch, args.dtype, args.threads)
+        w = JaxWorker(shape, args.batch, args.dtype, args.threads, args.widths)
     else:
-        w = TorchWorker(shape, args.batch, args.worker.removeprefix("torch-"), args.threads)
+        w = TorchWorker(shape, args.batch, args.worker.removeprefix("torch-"), args.threads, args.widths)
     for _ in range(args.warmup):
         w.train()
         w.eval()
@@ -307,7 +310,7 @@ def summarize(rounds: list[list[float]], batch: int) -> dict:
 
 def run_shape(args, shape: str, forms: list[str]) -> dict:
     base = [sys.executable, __file__, "--inputs", shape, "--batch", str(args.batch), "--threads", str(args.threads)]
-    base += ["--warmup", str(args.warmup), "--dtype", args.dtype]
+    base += ["--warmup", str(args.warmup), "--dtype", args.dtype, "--widths", str(args.widths)]
     procs, info = [], {}
     for f in forms:  # one at a time, so that no compile time is measured on shared cores
         procs.append(Proc(f, base + ["--worker", f]))
@@ -361,7 +364,8 @@ def main(argv=None) -> None:
     p.add_argument("--warmup", type=int, default=2, help="untimed steps after compiling (default 2)")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--inputs", default="28x28x1,32x32x3", help="comma-separated HxWxC (default 28x28x1,32x32x3)")
-    p.add_argument("--threads", type=int, default=2, help="cores for each framework (default 2)")
+    p.add_argument("--threads", type=int, default=2, help="cores for each framework (default 2; 1: as a sweep worker)")
+    p.add_argument("--widths", type=int, default=128, help="base_e = incr_e (default 128; the shipped sweeps: 32)")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="JAX compute dtype")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -378,7 +382,7 @@ def main(argv=None) -> None:
         print(f"note: {note}", file=sys.stderr)
     else:
         forms += [f"torch-{f}" for f in TORCH_FORMS]
-    from sqzdse.runtime import cpu_model
+    from sqzdse.runtime import BF16_FLAGS, cpu_flags, cpu_model
 
     load = os.getloadavg()
     results = {}
@@ -386,7 +390,13 @@ def main(argv=None) -> None:
         parse_shape(shape)
         results[shape] = run_shape(args, shape, forms)
     report = dict(
-        machine=dict(cpu=cpu_model(), cpus=os.cpu_count(), python=platform.python_version(), torch=torch_available()),
+        machine=dict(
+            cpu=cpu_model(),
+            cpus=os.cpu_count(),
+            python=platform.python_version(),
+            torch=torch_available(),
+            flags=sorted(cpu_flags() & {"avx2", "fma", "avx512f", "avx512_vnni", *BF16_FLAGS}),
+        ),
         settings=dict(
             batch=args.batch,
             threads=args.threads,
@@ -394,7 +404,7 @@ def main(argv=None) -> None:
             rounds=args.rounds,
             warmup=args.warmup,
             jax_dtype=args.dtype,
-            network="squeezenet_small (base_e=128, incr_e=128, freq=2, pct3x3=0.5, sr=0.125)",
+            network=f"squeezenet_small (base_e={args.widths}, incr_e={args.widths}, freq=2, pct3x3=0.5, sr=0.125)",
         ),
         loadavg_before=[round(v, 2) for v in load],
         loadavg_after=[round(v, 2) for v in os.getloadavg()],
