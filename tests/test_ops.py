@@ -322,3 +322,46 @@ def test_cli_pins_itself_to_sqzdse_cpus():
     env["SQZDSE_CPUS"] = "nonsense"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert "sqzdse: error: CPU list 'nonsense'" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "preset", ["squeezenet_v1_0", "squeezenet_v1_1", "squeezenet_simple_bypass", "squeezenet_complex_bypass",
+               "squeezenet_small"],
+)  # fmt: skip
+def test_the_gemm_and_xla_op_sets_agree_on_every_preset(preset, monkeypatch):
+    """XLA's convolution and pooling (what GPUs and TPUs run) and the CPU's GEMMs: the same forward pass and
+    gradients, to float tolerance, on every preset's structure (stem, pools, bypass), at small widths and inputs."""
+    from sqzdse.model import config as C
+    from sqzdse.model.network import initial_params
+
+    size = 28 if preset == "squeezenet_small" else 64
+    cfg = C.from_preset(preset, base_e=16, incr_e=16, num_classes=10, input_shape=(size, size, 3))
+    graphdef, params = initial_params(cfg, 0, init="msra")
+    x = jax.random.normal(jax.random.key(1), (4, size, size, 3))
+
+    def loss(p):
+        return jnp.sum(nnx.merge(graphdef, p)(x) ** 2)
+
+    got = {}
+    for path in ("gemm", "xla"):
+        monkeypatch.setenv(ops.OPS_ENV, path)
+        assert ops.op_path() == path
+        logits = jax.jit(lambda p: nnx.merge(graphdef, p)(x))(params)
+        got[path] = (logits, jax.jit(jax.grad(loss))(params))
+    (la, ga), (lb, gb) = got["gemm"], got["xla"]
+    assert float(jnp.abs(la).max()) > 0
+    np.testing.assert_allclose(la, lb, rtol=2e-4, atol=2e-5 * float(jnp.abs(la).max()))
+    for a, b in zip(jax.tree.leaves(ga), jax.tree.leaves(gb), strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-4 * float(jnp.abs(a).max()) + 1e-12)
+
+
+def test_the_op_set_follows_the_backend_unless_chosen(monkeypatch):
+    monkeypatch.delenv(ops.OPS_ENV, raising=False)
+    assert ops.op_path() == "gemm"  # CPU
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert ops.op_path() == "xla"
+    monkeypatch.setenv(ops.OPS_ENV, "gemm")
+    assert ops.op_path() == "gemm"
+    monkeypatch.setenv(ops.OPS_ENV, "cudnn")
+    with pytest.raises(ValueError, match="SQZDSE_OPS='cudnn': one of auto, gemm, xla"):
+        ops.op_path()

@@ -18,7 +18,6 @@ from flax import nnx
 
 from sqzdse.model import ops
 from sqzdse.model.config import SqueezeNetConfig
-from sqzdse.model.ops import max_pool_ceil
 from sqzdse.model.plan import FireSpec, layer_plan
 
 # Caffe's "xavier" filler is uniform in +-sqrt(3 / fan_in) (filler.hpp, default FAN_IN).
@@ -74,7 +73,7 @@ class Fire(nnx.Module):
             y = y + ops.conv(self.bypass1x1, x)
         elif self.identity:
             y = y + x  # SqueezeNet-Residual: Eltwise SUM of the Fire's input and its concat
-        return max_pool_ceil(y) if self.pool and bypass else y
+        return ops.max_pool(y) if self.pool and bypass else y
 
 
 class SqueezeNet(nnx.Module):

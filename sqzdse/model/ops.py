@@ -30,6 +30,12 @@ Why (benchmarks/README.md has the measurements, 2 cores, batch 128):
   XLA makes the product a transposed-operand dot that it then runs in fp32 on unrounded
   operands (``_row_major``).
 
+Elsewhere (GPU, TPU) XLA's own convolution and pooling are faster than hand-written GEMMs: ``op_path`` picks
+``"gemm"`` (the above) on CPU and ``"xla"`` (``lax.conv_general_dilated`` and ``lax.reduce_window`` on the same CHWN
+tensors, whose layout XLA's GPU and TPU layout assignment re-chooses for its kernels) on other backends;
+``$SQZDSE_OPS`` (``gemm``, ``xla`` or ``auto``) chooses for every network a process traces. Both give the same
+forward pass and gradients to float tolerance (``tests/test_ops.py``).
+
 The network keeps NHWC at its edges: ``to_chwn`` on the input, ``.T`` on the
 pooled (classes, N) scores. Kernels stay HWIO, so parameters and Caffe weights
 are unchanged.
@@ -38,6 +44,7 @@ are unchanged.
 from __future__ import annotations
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -48,6 +55,19 @@ from sqzdse.model.plan import POOL_KERNEL, POOL_STRIDE, conv_out, pool_out
 
 # The winner-index scatter below is written for 3x3/2 windows (every pool in both prototxts).
 assert (POOL_KERNEL, POOL_STRIDE) == (3, 2)
+
+
+OP_PATHS = ("auto", "gemm", "xla")
+OPS_ENV = "SQZDSE_OPS"
+
+
+def op_path() -> str:
+    """The op set networks trace with now: ``$SQZDSE_OPS``, whose default ``auto`` is ``gemm`` on CPU and ``xla``
+    on any other backend."""
+    chosen = os.environ.get(OPS_ENV, "auto") or "auto"
+    if chosen not in OP_PATHS:
+        raise ValueError(f"{OPS_ENV}={chosen!r}: one of {', '.join(OP_PATHS)}")
+    return chosen if chosen != "auto" else "gemm" if jax.default_backend() == "cpu" else "xla"
 
 
 def fence(x):
@@ -320,7 +340,13 @@ def conv2d(
       (Cout, Ho, Wo, N).
     """
     stride, padding = _pair(stride), _padding(padding)
-    y = _conv(x, kernel, stride, padding, jnp.dtype(compute_dtype or x.dtype).name)  # hashable
+    if op_path() == "xla":
+        compute = compute_dtype or x.dtype
+        y = lax.conv_general_dilated(x.astype(compute), kernel.astype(compute), stride, padding,
+                                     dimension_numbers=("CHWN", "HWIO", "CHWN"),
+                                     preferred_element_type=jnp.float32).astype(x.dtype)  # fmt: skip
+    else:
+        y = _conv(x, kernel, stride, padding, jnp.dtype(compute_dtype or x.dtype).name)  # hashable
     if bias is not None:
         y = y + bias[:, None, None, None]
     return y
@@ -342,6 +368,11 @@ def conv(layer, x: jax.Array, *, add_bias: bool = True) -> jax.Array:
     return conv2d(x, layer.kernel[...], bias, stride=layer.strides, padding=layer.padding, compute_dtype=layer.dtype)
 
 
+def max_pool(x: jax.Array) -> jax.Array:
+    """The 3x3/2 ceil-mode max pool of the op set in use: ``max_pool_ceil`` (gemm) or XLA's ``reduce_window``."""
+    return max_pool_ceil(x) if op_path() == "gemm" else max_pool_ceil_reference(x)
+
+
 def bias_relu_pool(ys: list[jax.Array], biases: list[jax.Array], pool: bool) -> jax.Array:
     """``max_pool(concat(relu(y + b) for y, b))``, pooled first: ys are CHWN outputs of ``conv(..., add_bias=False)``.
 
@@ -354,6 +385,6 @@ def bias_relu_pool(ys: list[jax.Array], biases: list[jax.Array], pool: bool) -> 
     ``y + b`` makes two different values of one window equal (both are then maxima).
     """
     if pool:
-        ys = [max_pool_ceil(y) for y in ys]
+        ys = [max_pool(y) for y in ys]
     outs = [jax.nn.relu(y + b[:, None, None, None]) for y, b in zip(ys, biases, strict=True)]
     return outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=0)
