@@ -270,18 +270,19 @@ def train_batches(ds, tc: TrainConfig, epoch: int, start: int, stop: int):
 
 
 def train_epoch(train_step, state: TrainState, batches: Iterable, tc: TrainConfig, *, bar=None, const=None,
-                on_update: Callable | None = None, **postfix) -> tuple[TrainState, dict, int]:  # fmt: skip
+                on_update: Callable | None = None, shard=None, **postfix) -> tuple[TrainState, dict, int]:  # fmt: skip
     """`train_step` over `batches`; returns (state, the mean of each metric, updates done).
 
     batches: (images, labels) of batch_size x iter_size examples, reshaped to micro-batches here. A NaN or
     infinite loss raises Diverged. bar: a ``sqzdse.train.progress.Progress``, shown `postfix` beside the loss;
     const: passed to every step (``make_train_step``); on_update(state): after every update (checkpoints, signals).
+    shard: ``data_parallel``'s batch sharding: each micro-batch split across the devices.
     """
     seen, sums = 0, None
     for x, y in batches:
         x = x.reshape(tc.iter_size, tc.batch_size, *x.shape[1:])
         y = y.reshape(tc.iter_size, tc.batch_size)
-        state, m = train_step(state, x, y, const)
+        state, m = train_step(state, *_split((x, y), shard, axis=1), const)
         loss = float(m["loss"])  # a host sync per update; an update is >= 100 ms of work here
         if not math.isfinite(loss):
             raise Diverged(f"training loss became {loss} at update {int(state.step)}", state)
@@ -324,8 +325,38 @@ def make_eval_step(graphdef) -> Callable:
     return jax.jit(eval_step)
 
 
-def evaluate(eval_step, params, batches, batch_size: int) -> dict:
-    """Mean loss / top-1 / top-5 over an iterator of (images, labels); the last batch is padded."""
+def data_parallel(tc: TrainConfig):
+    """(batch sharding, replicated sharding) over the ``tc.devices`` local devices, or None for one: each batch split
+    along its examples, the parameters and optimizer state on every device (GSPMD partitions the jitted steps)."""
+    local = jax.local_devices()
+    n = len(local) if tc.devices == 0 else tc.devices
+    if n == 1:
+        return None
+    if n > len(local):
+        raise C.ConfigError(f"devices={n}: this process sees {len(local)} {jax.default_backend()} device(s)")
+    if tc.batch_size % n:
+        raise C.ConfigError(f"batch_size={tc.batch_size} does not split evenly over {n} devices")
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    mesh = Mesh(np.array(local[:n]), ("data",))
+    return NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
+
+
+def _split(arrays, sharding, axis: int = 0):
+    """Host arrays onto the devices, split along `axis` (None: as they are)."""
+    if sharding is None:
+        return arrays
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    spec = NamedSharding(sharding.mesh, P(*([None] * axis), "data"))
+    return tuple(jax.device_put(a, spec) for a in arrays)
+
+
+def evaluate(eval_step, params, batches, batch_size: int, shard=None) -> dict:
+    """Mean loss / top-1 / top-5 over an iterator of (images, labels); the last batch is padded. shard: the batch
+    sharding of ``data_parallel``, or None."""
     totals = None
     for x, y in batches:
         n = len(y)
@@ -334,7 +365,7 @@ def evaluate(eval_step, params, batches, batch_size: int) -> dict:
         if n < batch_size:
             x = np.concatenate([x, np.zeros((batch_size - n, *x.shape[1:]), x.dtype)])
             y = np.concatenate([y, np.zeros(batch_size - n, y.dtype)])
-        out = eval_step(params, x, y, mask)
+        out = eval_step(params, *_split((x, y, mask), shard))
         totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
     if totals is None:
         return {}
@@ -464,6 +495,10 @@ def _train_and_evaluate(cfg, tc, workdir, dataset, on_epoch, progress, init_para
         finished = ckpt.finished_summary(workdir, int(state.step))
         if finished is not None:
             return RunResult.from_summary(finished, reused=True, graphdef=graphdef, state=state)
+    dp = data_parallel(tc)
+    shard = None if dp is None else dp[0]
+    if dp is not None:  # after the restore: the checkpoint is read as it was written, then replicated
+        state = jax.device_put(state, dp[1])
     train_step = make_train_step(graphdef, tc, mask)
     eval_step = make_eval_step(graphdef)
     start = int(state.step)
@@ -487,12 +522,12 @@ def _train_and_evaluate(cfg, tc, workdir, dataset, on_epoch, progress, init_para
                 t_epoch, compiled_before = time.perf_counter(), compiled[0]
                 with train_batches(ds, tc, epoch, int(state.step) - first, steps) as batches:  # resume mid-epoch
                     state, train_m, seen = train_epoch(train_step, state, batches, tc, bar=bar, on_update=on_update,
-                                                       epoch=epoch + 1)  # fmt: skip
+                                                       shard=shard, epoch=epoch + 1)  # fmt: skip
                 epoch_s = time.perf_counter() - t_epoch
                 busy_s = epoch_s - (compiled[0] - compiled_before)  # the images/s leave out compiling
                 t_eval = time.perf_counter()
                 val = evaluate(eval_step, state.params, ds.batches("val", micro, seed=0, train=False,
-                                                                   limit=tc.eval_limit), micro)  # fmt: skip
+                                                                   limit=tc.eval_limit), micro, shard)  # fmt: skip
                 record = dict(
                     epoch=epoch + 1, step=int(state.step), lr=train_m.pop("lr", None),
                     train_loss=train_m.get("loss"), train_top1=train_m.get("top1"),
@@ -510,7 +545,7 @@ def _train_and_evaluate(cfg, tc, workdir, dataset, on_epoch, progress, init_para
             status, reason, state = "diverged", str(e), e.state
         if status == "completed":
             test = evaluate(eval_step, state.params, ds.batches("test", micro, seed=0, train=False,
-                                                                limit=tc.eval_limit), micro)  # fmt: skip
+                                                                limit=tc.eval_limit), micro, shard)  # fmt: skip
     cost = cost_summary(cfg)
     last = history[-1] if history else {}
     result = RunResult(

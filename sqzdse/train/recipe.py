@@ -44,6 +44,7 @@ TRAIN_HELP = {
     "init": "caffe: the prototxts' fillers; msra: He for conv1 and the Fire modules",
     "dtype": "compute dtype (parameters stay float32)",
     "checkpoint_every": "also checkpoint every N updates (0: at each epoch's end only)",
+    "devices": "local devices each batch is split across, parameters replicated (data parallel); 0: all",
 }
 
 
@@ -69,9 +70,10 @@ class TrainConfig:
     init: str = "caffe"  # "caffe": the prototxts' fillers (xavier; gaussian 0.01 on conv10); "msra": He before conv10
     dtype: str = "float32"  # compute dtype ("bfloat16" keeps float32 parameters)
     checkpoint_every: int = 0  # also checkpoint every N updates (0: at epoch ends only)
+    devices: int = 1  # local devices each batch is split across, parameters replicated (data parallel); 0: all
 
     def __post_init__(self):
-        for name, lo in (("batch_size", 1), ("iter_size", 1), ("checkpoint_every", 0), ("seed", 0)):
+        for name, lo in (("batch_size", 1), ("iter_size", 1), ("checkpoint_every", 0), ("seed", 0), ("devices", 0)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise C.ConfigError(f"{name}={v!r}: must be an integer >= {lo}")
@@ -101,7 +103,7 @@ class TrainConfig:
 
 # TrainConfig fields that do not change a run's result: a resumed run ends exactly as an uninterrupted one
 # (tested), so where it checkpoints is bookkeeping. Every other field, the seed included, is part of what a run is.
-RESULT_NEUTRAL = ("checkpoint_every",)
+RESULT_NEUTRAL = ("checkpoint_every", "devices")  # a run resumes under other values; its results are the same
 
 
 def run_identity(cfg: C.SqueezeNetConfig, tc: TrainConfig) -> dict:
