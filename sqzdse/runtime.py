@@ -111,8 +111,37 @@ def keep_freed_memory() -> bool:
     return all(mallopt(param, value) == 1 for param, value in settings)
 
 
+def visible_gpus() -> list[int]:
+    """The NVIDIA GPUs this process may use, without starting JAX: ``$CUDA_VISIBLE_DEVICES`` where set, else what
+    ``nvidia-smi -L`` lists; none on a machine without them."""
+    import subprocess
+
+    if "CUDA_VISIBLE_DEVICES" in os.environ:
+        return [int(v) for v in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if v.strip().isdigit()]
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [i for i, line in enumerate(line for line in out.splitlines() if line.startswith("GPU "))]
+
+
+def worker_devices(workers: int) -> list[dict]:
+    """Each of `workers` sweep workers' environment for its share of the machine: its own cores (``$SQZDSE_CPUS``)
+    and, on a machine with GPUs, its own GPUs (``$CUDA_VISIBLE_DEVICES``, split as the cores are). Workers that
+    must share a GPU allocate its memory as they need it instead of taking most of it at start."""
+    gpus = visible_gpus()
+    envs = [{"SQZDSE_CPUS": ",".join(map(str, c))} for c in worker_cpus(workers)]
+    if gpus:
+        for env, share in zip(envs, worker_cpus(workers, gpus), strict=True):
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, share))
+            if workers > len(gpus):
+                env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+    return envs
+
+
 def worker_cpus(workers: int, cpus: list[int] | None = None) -> list[list[int]]:
-    """Split the CPUs this process may use into `workers` contiguous, disjoint sets (one per worker).
+    """Split the CPUs this process may use (or the ids given) into `workers` contiguous, disjoint sets (one per
+    worker).
 
     With more workers than CPUs, workers share CPUs round-robin (one CPU each).
     """

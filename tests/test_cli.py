@@ -287,3 +287,23 @@ def test_export_summary_is_one_row_per_design_with_its_seeds_interval(tmp_path, 
     assert (float(three["val_top1_low"]), float(three["val_top1_high"])) == pytest.approx((ci.low, ci.high))
     assert float(three["val_top1_low"]) < float(three["val_top1"]) < float(three["val_top1_high"])
     assert float(three["test_top1"]) == pytest.approx(np.mean(accs[0.25]) - 0.01)
+
+
+def test_workers_on_a_gpu_machine_get_their_own_gpus(monkeypatch):
+    from sqzdse import runtime
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
+    envs = runtime.worker_devices(2)
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0,1", "2,3"]
+    assert [e["SQZDSE_CPUS"] for e in envs] == [",".join(map(str, c)) for c in runtime.worker_cpus(2)]
+    assert not any("XLA_PYTHON_CLIENT_PREALLOCATE" in e for e in envs)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5")  # three workers, one GPU: shared, memory on demand
+    envs = runtime.worker_devices(3)
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["5"] * 3
+    assert all(e["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false" for e in envs)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # none visible: cores only
+    assert all(set(e) == {"SQZDSE_CPUS"} for e in runtime.worker_devices(2))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(
+        a, 0, stdout="GPU 0: NVIDIA H100 (UUID: x)\nGPU 1: NVIDIA H100 (UUID: y)\n"))  # fmt: skip
+    assert runtime.visible_gpus() == [0, 1]

@@ -75,7 +75,7 @@ def _dry_run(spec, url: str) -> int:
 
 def _spawn_workers(args, url: str) -> int:
     """N worker processes on this machine, each one JAX thread pool, sharing the storage."""
-    from sqzdse.runtime import worker_cpus
+    from sqzdse.runtime import worker_devices
 
     argv = [sys.executable, "-m", "sqzdse.cli", "sweep", "run", args.file, "--runs-dir", args.runs_dir, "--workers",
             "1", "--no-progress"]  # fmt: skip
@@ -83,10 +83,9 @@ def _spawn_workers(args, url: str) -> int:
         argv += ["--max-trials", str(args.max_trials)]
     if args.yes:
         argv.append("--yes")
-    # One disjoint set of cores per worker; the storage goes by the environment, so a password in its URL stays
-    # out of `ps`.
-    envs = [{**os.environ, "SQZDSE_CPUS": ",".join(map(str, cpus)), STORAGE_ENV: url}
-            for cpus in worker_cpus(args.workers)]  # fmt: skip
+    # One disjoint set of cores (and GPUs) per worker; the storage goes by the environment, so a password in its URL
+    # stays out of `ps`.
+    envs = [{**os.environ, **share, STORAGE_ENV: url} for share in worker_devices(args.workers)]
     return run_pool([(argv, env) for env in envs])
 
 
