@@ -10,7 +10,7 @@ from sqzdse import api
 from sqzdse.api import init_model
 from sqzdse.model import config as C
 from sqzdse.model.cost import abstract_model, layer_table, param_counts
-from sqzdse.model.network import max_pool_ceil
+from sqzdse.model.ops import max_pool_ceil
 from sqzdse.model.plan import layer_plan
 
 OUR_ROW = {"pool10": "avgpool10"}  # Caffe blob -> our table row where the names differ

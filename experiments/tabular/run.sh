@@ -4,7 +4,7 @@
 # Trains every network of the space into one SQLite storage kept with this experiment, one worker per
 # core (taskset: XLA sizes its thread pool from the affinity mask; both workers take trials of the same
 # grid). Killed or interrupted, the same command continues: finished trials are kept, a dead worker's
-# trial is retried. Then it exports the table (table.csv) and draws its front.
+# trial is retried. Then it exports the table (table.csv), summarises it (summary.md) and draws its front.
 #
 #   bash experiments/tabular/run.sh            # from the repository root, after bash setup.sh
 #   bash experiments/tabular/run.sh --results  # only the table and the figure
@@ -22,4 +22,5 @@ if [ "${1:-}" != "--results" ]; then
     echo "sweep: $(( $(date +%s) - start )) s wall"
 fi
 sqzdse sweep export --storage "$store" --study tabular --format csv -o "$here/table.csv"
+python3 "$here/summary.py" "$here/table.csv" > "$here/summary.md"
 sqzdse plot frontier "$store" --study tabular -o "$here/frontier.png"
