@@ -48,10 +48,10 @@ from sqzdse.sweep.tabular import DEFAULT, Table, seed_pairs  # noqa: E402
 
 SAMPLERS = ("grid", "random", "tpe", "nsga2")
 STRATEGIES = (*SAMPLERS, *(f"{s}+pareto" for s in SAMPLERS), "moasha")
-BUDGETS = (0.25, 1 / 3, 0.5, 0.75, 1.0)
+BUDGETS = (0.25, 1 / 3, 0.5, 0.75, 1.0)  # shares of the grid's total compute the summary is read at
 # A replay stops after this many trials per design: a sampler that keeps asking for trained designs (free, as a
 # sweep reuses their runs) would otherwise never spend its budget.
-MAX_TRIALS = 3  # shares of the grid's total compute the summary is read at
+MAX_TRIALS = 3
 
 
 # --------------------------------------------------------------------------- hypervolume

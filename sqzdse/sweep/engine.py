@@ -74,7 +74,10 @@ def _sampler(spec: SweepSpec, seed: int = 0):
     if spec.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if spec.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, constraints_func=constraints, multivariate=True)
+        # constant_liar: workers sharing a storage see each other's running trials as bad, so that they
+        # do not all ask for the same point (what benchmarks/search_efficiency.py replays with 4 workers)
+        return optuna.samplers.TPESampler(seed=seed, constraints_func=constraints, multivariate=True,
+                                          constant_liar=True)  # fmt: skip
     if spec.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints)
     return optuna.samplers.RandomSampler(seed=seed)  # grid: every trial is enqueued, nothing is sampled
