@@ -1,13 +1,16 @@
 """What several test modules build: the tiny network and synthetic data of the training tests, the tiny sweep
-file, random Caffe weights. One place, so that test modules never import each other."""
+file, random Caffe weights, Fashion-MNIST in the files Debian ships. One place, so that test modules never import
+each other."""
 
 import contextlib
+import gzip
 import json
 import logging
 import time
 
 import numpy as np
 
+from sqzdse.data import datasets
 from sqzdse.data import pipeline as D
 from sqzdse.model import config as C
 from sqzdse.model.plan import caffe_layer_shapes
@@ -122,3 +125,25 @@ SEED_POINTS = [(0.25, 0), (0.25, 1), (0.25, 2)]
 
 def completed_points(rows):
     return sorted((r["sr"], r["seed"]) for r in rows if r["state"] == "COMPLETE")
+
+
+def write_idx(path, array: np.ndarray) -> None:
+    """LeCun's idx format, gzipped as Debian ships it: magic 0x0008<ndim>, big-endian dims."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def fashion_files(directory, n_train=60, n_test=20, seed=0):
+    """Random 28x28 images and labels in Debian's dataset-fashion-mnist files, written to ``directory``."""
+    rng = np.random.default_rng(seed)
+    arrays = (
+        rng.integers(0, 256, (n_train, 28, 28), np.uint8),
+        rng.integers(0, 10, n_train, np.uint8),
+        rng.integers(0, 256, (n_test, 28, 28), np.uint8),
+        rng.integers(0, 10, n_test, np.uint8),
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, array in zip(datasets.IDX_FILES, arrays, strict=True):
+        write_idx(directory / name, array)
+    return arrays

@@ -6,7 +6,6 @@ formats of Debian's Fashion-MNIST, CIFAR-10's binary archive, Imagenette and Ima
 
 import dataclasses
 import functools
-import gzip
 import http.server
 import io
 import tarfile
@@ -15,33 +14,14 @@ import time
 
 import numpy as np
 import pytest
+from builders import fashion_files
 from PIL import Image
 
 from sqzdse.data import datasets, tfds_prep
 from sqzdse.data import pipeline as data
+from sqzdse.errors import InputError
 
 IDX = datasets.IDX_FILES
-
-
-def _write_idx(path, array: np.ndarray) -> None:
-    """LeCun's idx format, gzipped as Debian ships it: magic 0x0008<ndim>, big-endian dims."""
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
-
-
-def _fashion_files(directory, n_train=60, n_test=20, seed=0):
-    rng = np.random.default_rng(seed)
-    arrays = (
-        rng.integers(0, 256, (n_train, 28, 28), np.uint8),
-        rng.integers(0, 10, n_train, np.uint8),
-        rng.integers(0, 256, (n_test, 28, 28), np.uint8),
-        rng.integers(0, 10, n_test, np.uint8),
-    )
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, array in zip(IDX, arrays, strict=True):
-        _write_idx(directory / name, array)
-    return arrays
 
 
 def _rows(images: np.ndarray) -> set[bytes]:
@@ -70,7 +50,7 @@ def _add(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
 def fashion(tmp_path_factory):
     """Tiny Debian-format Fashion-MNIST, prepared once for the module."""
     root = tmp_path_factory.mktemp("fashion")
-    arrays = _fashion_files(root / "debian")
+    arrays = fashion_files(root / "debian")
     path = data.prepare_debian_fashion_mnist(str(root / "tfds"), debian_dir=str(root / "debian"))
     return root / "tfds", arrays, path
 
@@ -100,7 +80,7 @@ def test_debian_fashion_mnist_prepares_and_loads(fashion):
 
 
 def test_load_finds_debian_files_through_env_and_caches(tmp_path, monkeypatch):
-    _fashion_files(tmp_path / "debian", n_train=30, n_test=10)
+    fashion_files(tmp_path / "debian", n_train=30, n_test=10)
     monkeypatch.setenv("SQZDSE_DEBIAN_FASHION_MNIST", str(tmp_path / "debian"))
     first = data.load("fashion_mnist", data_dir=str(tmp_path / "tfds"), download=False)
     assert (first.info.num_train, first.info.num_val, first.info.num_test) == (27, 3, 10)
@@ -117,7 +97,7 @@ def test_load_finds_debian_files_through_env_and_caches(tmp_path, monkeypatch):
 def test_download_path_without_tensorflow(tmp_path, monkeypatch):
     """tfds's download manager fetches the sources (here from a local server), we parse them."""
     served = tmp_path / "served"
-    x_train = _fashion_files(served, n_train=20, n_test=5)[0]
+    x_train = fashion_files(served, n_train=20, n_test=5)[0]
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -340,3 +320,9 @@ def test_bad_arguments():
         ds.batches("train", 0, seed=0, train=True)
     with pytest.raises(ValueError, match="labels"):
         data.from_arrays("noise", (x, y + 5), (x, y), num_classes=10)
+
+
+def test_a_data_directory_that_is_a_file_is_one_clear_error(tmp_path):
+    (tmp_path / "tfds").write_text("")
+    with pytest.raises(InputError, match="is a file, not a folder"):
+        data.load("fashion_mnist", data_dir=str(tmp_path / "tfds"), download=False)

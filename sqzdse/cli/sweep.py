@@ -33,8 +33,7 @@ def cmd_sweep_run(args) -> int:
     if args.workers > 1:
         return _spawn_workers(args, url)
     n = S.run_worker(spec, url, runs_dir=args.runs_dir, max_trials=args.max_trials, progress=not args.no_progress)
-    st = S.status(url, spec.name)
-    print(f"{spec.name}: ran {n} trials here; storage {redact(url)} holds {st.trials} ({st.states_text()})")
+    print(f"{spec.name}: ran {n} trials here; storage {redact(url)} holds {_status(url, spec.name)}")
     return 0
 
 
@@ -128,6 +127,48 @@ def run_pool(commands: list[tuple[list[str], dict]]) -> int:
               "again for the next `sqzdse sweep run`", file=sys.stderr)  # fmt: skip
         return 128 + received[0]
     return max(codes)
+
+
+def cmd_sweep_submit(args) -> int:
+    from sqzdse.sweep import engine as S
+    from sqzdse.sweep.cluster import JobArray, submit
+
+    # A bad file, an unreachable storage or a study made from another file fails here, once, not in every job.
+    spec = load_spec(args.file, max_points=None if args.yes else GRID_LIMIT)
+    url = storage_url(args.storage, spec)
+    if args.cluster == "slurm":
+        from sqzdse.sweep.cluster import check_shared
+
+        check_shared(url)
+    S.open_study(spec, url)
+    array = JobArray(jobs=args.jobs, workers=args.workers, cpus=args.cpus, gpus=args.gpus, minutes=args.time,
+                     partition=args.partition, mem_gb=args.mem, parallel=args.parallel)  # fmt: skip
+    jobs = submit(args.file, url, array, cluster=args.cluster, folder=args.folder, runs_dir=args.runs_dir,
+                  yes=args.yes, name=f"sqzdse-{spec.name}")  # fmt: skip
+    print(f"{spec.name}: submitted {len(jobs)} {args.cluster} jobs of {args.workers} worker(s) on {redact(url)} "
+          f"(job {jobs[0].job_id.split('_')[0]}; logs in {args.folder}); follow with: sqzdse sweep status "
+          f"{args.file} --storage URL")  # fmt: skip
+    if not args.wait:
+        return 0
+    failed = 0
+    for job in jobs:
+        try:
+            job.result()
+        except Exception:  # submitit re-raises the job's error with its whole log: one line per job here
+            failed += 1
+            said = [line for line in (job.stderr() or "").splitlines() if line.startswith("sqzdse:")]
+            print(f"job {job.job_id}: failed{': ' + said[-1] if said else ''} (log: {job.paths.stderr})",
+                  file=sys.stderr)  # fmt: skip
+    st = _status(url, spec.name)
+    print(f"{spec.name}: {len(jobs) - failed} of {len(jobs)} jobs ended cleanly; storage holds {st}")
+    return 1 if failed else 0
+
+
+def _status(url: str, name: str) -> str:
+    from sqzdse.sweep import engine as S
+
+    st = S.status(url, name)
+    return f"{st.trials} trials ({st.states_text()})"
 
 
 def keys_table(markdown: bool) -> str:
@@ -244,8 +285,8 @@ def export_format(fmt: str | None, output: str | None) -> str:
 
 
 def add_commands(sub) -> None:
-    sw = sub.add_parser("sweep", help="Optuna sweeps over the design space: run, status, export, delete",
-                        description="Optuna sweeps over the design space: run, status, export, delete.")  # fmt: skip
+    what = "Optuna sweeps over the design space: run, submit, status, export, delete"
+    sw = sub.add_parser("sweep", help=what, description=what + ".")
     sws = sw.add_subparsers(dest="sweep_command", required=True)
     run = command(
         sws,
@@ -268,6 +309,33 @@ def add_commands(sub) -> None:
                      "time (from trials measured on the storage); train nothing, create nothing")  # fmt: skip
     run.add_argument("--yes", action="store_true", help=f"run a grid of more than {GRID_LIMIT:,} points")
     run.set_defaults(func=cmd_sweep_run)
+    sub_ = command(
+        sws,
+        "submit",
+        help="run a sweep's workers as a cluster job array (SLURM through submitit; 'local' on this machine)",
+        description="Submit --jobs jobs, each running `sqzdse sweep run FILE --workers W` on its node, all on one "
+        "--storage (PostgreSQL for SLURM: every node must reach it). A job at its time limit or preempted stops its "
+        "workers after a checkpoint and is requeued; trials of a job that died are retried by the others. Needs "
+        "submitit (pip install 'sqzdse[cluster]'). docs/sweeps.md#a-cluster.",
+    )
+    sub_.add_argument("file", help="sweep file (TOML)")
+    sub_.add_argument("--storage", help=f"Optuna storage URL (default: ${STORAGE_ENV}, else the file's default)")
+    sub_.add_argument("--jobs", type=int, required=True, help="jobs in the array")
+    sub_.add_argument("--workers", type=int, default=1, help="sweep workers per job, each on its own share of the "
+                      "job's cores or GPUs (default 1)")  # fmt: skip
+    sub_.add_argument("--cpus", type=int, help="cores per job (SLURM --cpus-per-task)")
+    sub_.add_argument("--gpus", type=int, default=0, help="GPUs per job (SLURM --gpus-per-node; default 0)")
+    sub_.add_argument("--time", type=int, default=24 * 60, help="time limit per job in minutes (default 1440)")
+    sub_.add_argument("--partition", help="SLURM partition")
+    sub_.add_argument("--mem", type=float, help="memory per job in GB")
+    sub_.add_argument("--parallel", type=int, help="at most this many jobs at once (SLURM --array=...%%N)")
+    sub_.add_argument("--cluster", choices=("slurm", "local"), default="slurm",
+                      help="slurm (sbatch), or local: the same jobs as processes here (default slurm)")  # fmt: skip
+    sub_.add_argument("--folder", default="runs/submitit", help="submitit's job scripts and logs")
+    sub_.add_argument("--runs-dir", default="runs", help="trial workdirs (on a file system every node shares)")
+    sub_.add_argument("--wait", action="store_true", help="wait for every job and report how each ended")
+    sub_.add_argument("--yes", action="store_true", help=f"run a grid of more than {GRID_LIMIT:,} points")
+    sub_.set_defaults(func=cmd_sweep_submit)
     for name, func, helptext in (("status", cmd_sweep_status, "progress of a sweep: trials per state, the best"),
                                  ("export", cmd_sweep_export, "one row per trial as CSV or JSON"),
                                  ("delete", cmd_sweep_delete, "remove a study and all its trials from the storage, "

@@ -99,6 +99,9 @@ def load(
     """
     spec = dataset_spec(name)
     data_dir = os.path.abspath(os.path.expanduser(data_dir or DEFAULT_DATA_DIR))
+    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise InputError(f"data directory {data_dir} is a file, not a folder (--data-dir, $SQZDSE_DATA_DIR, "
+                         "$TFDS_DATA_DIR)")  # fmt: skip
     if spec.family == "small":
         arrays = tfds_prep.read_cache(spec, data_dir)
         if arrays is None:
