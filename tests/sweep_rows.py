@@ -1,4 +1,5 @@
-"""A small sweep's exported rows, built by hand, shared by test_results, test_analysis and test_plots."""
+"""A small sweep's exported rows, built by hand, shared by test_results, test_analysis and test_plots; a small
+tabular benchmark's rows (test_tabular, test_search_efficiency)."""
 
 import csv
 import itertools
@@ -94,3 +95,16 @@ def make_rows():
 def brute_front(points):
     p = [tuple(map(float, q)) for q in points]
     return {i for i, (a, s) in enumerate(p) if not any(a2 >= a and s2 <= s and (a2 > a or s2 < s) for a2, s2 in p)}
+
+
+# A tabular benchmark of 8 designs x 2 seeds, 4 epochs: accuracy rises with SR, pct3x3, complex bypass and seed.
+TABLE_SRS, TABLE_PCTS, TABLE_BYPASSES = (0.25, 0.5), (0.25, 0.75), ("none", "complex")
+
+
+def table_rows(seeds=(0, 1)):
+    rows, n = [], 0
+    for (sr, pct, bypass), seed in itertools.product(itertools.product(TABLE_SRS, TABLE_PCTS, TABLE_BYPASSES), seeds):
+        acc = 0.8 + 0.1 * sr + 0.02 * pct + (0.01 if bypass == "complex" else 0) + 0.005 * seed
+        rows.append(make_row("tabular", n, sr, pct, bypass, seed, acc, epoch_seconds=[3.0, 1.0, 1.0, 1.0 + sr]))
+        n += 1
+    return rows

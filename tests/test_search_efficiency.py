@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_tabular import table_rows
+from sweep_rows import table_rows
 
 from sqzdse.sweep.pruning import ParetoPruner
 from sqzdse.sweep.tabular import Table

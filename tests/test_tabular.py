@@ -1,23 +1,10 @@
 """The tabular benchmark: read from trial rows, refused when incomplete, an objective Optuna samplers run against."""
 
-import itertools
-
 import pytest
-from sweep_rows import make_row
+from sweep_rows import make_row, table_rows
 
 from sqzdse.errors import InputError
 from sqzdse.sweep import tabular as TB
-
-SRS, PCTS, BYPASSES = (0.25, 0.5), (0.25, 0.75), ("none", "complex")
-
-
-def table_rows(seeds=(0, 1)):
-    rows, n = [], 0
-    for (sr, pct, bypass), seed in itertools.product(itertools.product(SRS, PCTS, BYPASSES), seeds):
-        acc = 0.8 + 0.1 * sr + 0.02 * pct + (0.01 if bypass == "complex" else 0) + 0.005 * seed
-        rows.append(make_row("tabular", n, sr, pct, bypass, seed, acc, epoch_seconds=[3.0, 1.0, 1.0, 1.0 + sr]))
-        n += 1
-    return rows
 
 
 def test_a_table_from_rows_and_its_lookups():
