@@ -42,6 +42,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.append(str(ROOT))  # an installed sqzdse, or one on PYTHONPATH, takes precedence
 
+from sqzdse.results.analysis import hypervolume  # noqa: E402
 from sqzdse.results.rows import load_rows  # noqa: E402
 from sqzdse.sweep.pruning import ParetoPruner, seed_margin  # noqa: E402
 from sqzdse.sweep.tabular import DEFAULT, Table, seed_pairs  # noqa: E402
@@ -52,25 +53,6 @@ BUDGETS = (0.25, 1 / 3, 0.5, 0.75, 1.0)  # shares of the grid's total compute th
 # A replay stops after this many trials per design: a sampler that keeps asking for trained designs (free, as a
 # sweep reuses their runs) would otherwise never spend its budget.
 MAX_TRIALS = 3
-
-
-# --------------------------------------------------------------------------- hypervolume
-
-
-def hypervolume(points, ref: tuple[float, float]) -> float:
-    """Area dominated by (accuracy, log size) points (max, min) up to `ref` = (accuracy, log size)."""
-    pts = sorted((s, a) for a, s in points if a > ref[0] and s < ref[1])
-    area, best = 0.0, ref[0]
-    front = []
-    for s, a in pts:  # size ascending: a point counts where it beats every smaller one
-        if a > best:
-            front.append((s, a))
-            best = a
-    prev = ref[0]
-    for s, a in front:
-        area += (a - prev) * (ref[1] - s)
-        prev = a
-    return area
 
 
 # --------------------------------------------------------------------------- one replay
@@ -219,11 +201,6 @@ def replay(strategy, world: dict, table: Table, workers: int, budget_s: float, u
 # --------------------------------------------------------------------------- the protocol
 
 
-def reference_point(table: Table) -> tuple[float, float]:
-    entries = table.entries.values()
-    return min(e.final for e in entries) - 1.0, math.log10(max(e.bytes for e in entries)) + 0.05
-
-
 def hv_at(trace, units: float) -> float:
     """The hypervolume a trace had reached when `units` of compute were charged."""
     got = [h for c, h in trace if c <= units + 1e-12]
@@ -240,7 +217,7 @@ def run(table: Table, reps: int, workers: int, strategies, margin: float) -> dic
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     unit = table.unit_seconds()
-    ref = reference_point(table)
+    ref = table.reference_point()
     grid_units = sum(np.mean([table.entry(d, s).seconds for s in table.seeds]) for d in table.designs) / unit
     per = {s: [] for s in strategies}
     for rep in range(reps):

@@ -71,7 +71,8 @@ def bf16_note(flags: set[str] | None = None) -> str | None:
     if not flags or ("avx2" not in flags and "avx" not in flags) or any(f in flags for f in BF16_FLAGS):
         return None
     return (f"this CPU ({cpu_model()}) has no native bfloat16 matrix instructions ({' or '.join(BF16_FLAGS)}): "
-            "--dtype bfloat16 converts every operand and trains slower than float32 here")  # fmt: skip
+            "--dtype bfloat16 converts every operand in software and gains little or nothing over float32 here "
+            "(benchmarks/README.md)")  # fmt: skip
 
 
 def _flag_names(flags: str) -> set[str]:

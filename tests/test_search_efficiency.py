@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from sweep_rows import table_rows
 
+from sqzdse.results.analysis import hypervolume
 from sqzdse.sweep.pruning import ParetoPruner
 from sqzdse.sweep.tabular import Table
 
@@ -35,8 +36,8 @@ def test_hypervolume_is_the_dominated_area(seed):
     rng = np.random.default_rng(seed)
     pts = [(float(a), float(s)) for a, s in zip(rng.uniform(60, 90, 12), rng.uniform(4, 6, 12), strict=True)]
     ref = (55.0, 6.5)
-    assert SE.hypervolume(pts, ref) == pytest.approx(exact_area(pts, ref))
-    assert SE.hypervolume([(50.0, 5.0), (80.0, 7.0)], ref) == 0.0  # beyond the reference point: nothing
+    assert hypervolume(pts, ref) == pytest.approx(exact_area(pts, ref))
+    assert hypervolume([(50.0, 5.0), (80.0, 7.0)], ref) == 0.0  # beyond the reference point: nothing
 
 
 def world_of(table, seed=0):
@@ -45,12 +46,12 @@ def world_of(table, seed=0):
 
 def test_the_grid_charges_every_design_once_and_ends_at_the_full_front():
     table = Table.from_rows(table_rows())
-    world, ref, unit = world_of(table), SE.reference_point(table), table.unit_seconds()
+    world, ref, unit = world_of(table), table.reference_point(), table.unit_seconds()
     total = sum(e.seconds for e in world.values())
     for workers in (1, 3):
         grid = SE._OptunaStrategy("grid", 0, workers, table, None)
         r = SE.replay(grid, world, table, workers, total, unit, ref)
-        full = SE.hypervolume([(e.final, math.log10(e.bytes)) for e in world.values()], ref)
+        full = hypervolume([(e.final, math.log10(e.bytes)) for e in world.values()], ref)
         assert r.trials == len(table.designs) and r.stopped == 0
         assert r.trace[-1] == (pytest.approx(total / unit), pytest.approx(full))
         assert all(b[0] >= a[0] and b[1] >= a[1] for a, b in itertools.pairwise(r.trace))  # both only grow
@@ -62,7 +63,7 @@ def test_the_grid_charges_every_design_once_and_ends_at_the_full_front():
 
 def test_a_stopped_trial_is_charged_its_epochs_and_a_repeat_only_what_it_adds():
     table = Table.from_rows(table_rows())
-    world, ref, unit = world_of(table), SE.reference_point(table), table.unit_seconds()
+    world, ref, unit = world_of(table), table.reference_point(), table.unit_seconds()
     total = sum(e.seconds for e in world.values())
     pruned = SE._OptunaStrategy("grid", 0, 1, table, ParetoPruner(margin=0.0, min_peers=2))
     r = SE.replay(pruned, world, table, 1, total, unit, ref)
@@ -81,7 +82,7 @@ def test_a_stopped_trial_is_charged_its_epochs_and_a_repeat_only_what_it_adds():
 def test_moasha_is_driven_through_its_scheduler():
     pytest.importorskip("syne_tune")  # the benchmark's outside peer: pip install -e '.[bench]'
     table = Table.from_rows(table_rows())
-    world, ref, unit = world_of(table), SE.reference_point(table), table.unit_seconds()
+    world, ref, unit = world_of(table), table.reference_point(), table.unit_seconds()
     total = sum(e.seconds for e in world.values())
     r = SE.replay(SE._MOASHAStrategy(seed=0, table=table), world, table, 2, total, unit, ref)
     assert r.trials > 0 and len(r.trace) > 1 and r.trace[-1][0] <= total / unit + 1e-9

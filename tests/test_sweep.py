@@ -371,3 +371,16 @@ def test_a_sweep_over_the_learning_rate(ds, tmp_path, capsys):
 
     assert main(["plot", "edf", url, "--by", "lr", "-o", str(tmp_path / "edf.png")]) == 0
     assert main(["plot", "frontier", url, "--where", "lr=0.02", "-o", str(tmp_path / "f.png")]) == 0
+
+
+def test_workers_of_an_adaptive_study_draw_different_points(tmp_path):
+    """Each worker seeds its own sampler: with one seed, two workers of a random or TPE study would draw the same
+    points, each training what the other already trains."""
+    url = f"sqlite:///{tmp_path}/s.db"
+    for name in ("random", "tpe"):
+        s = spec(space={"sr": {"low": 0.125, "high": 1.0}}, sampler=name, n_trials=4, name=name)
+        draws = []
+        for _ in range(2):  # two workers opening the study
+            study = S.open_study(s, url)
+            draws.append([s.space[0].suggest(study.ask()) for _ in range(3)])
+        assert draws[0] != draws[1], name

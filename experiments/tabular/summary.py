@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 
+from sqzdse.errors import InputError
 from sqzdse.results.rows import load_rows
 from sqzdse.sweep.pruning import ParetoPruner, seed_margin
 from sqzdse.sweep.tabular import Table, seed_pairs
@@ -15,11 +16,16 @@ from sqzdse.sweep.tabular import Table, seed_pairs
 
 def main(source: str, seeds=None) -> None:
     rows = load_rows(source, study="tabular")
+    if seeds is None:  # the seeds every design has finished (the others still train)
+        seeds = [s for s in sorted({r["seed"] for r in rows}) if _complete(rows, s)]
     table = Table.from_rows(rows, seeds=seeds)
     entries = list(table.entries.values())
     finals = np.array([e.final for e in entries])
     seconds = np.array([e.seconds for e in entries])
     print(f"# The tabular benchmark ({source})\n")
+    for seed in sorted({r["seed"] for r in rows} - set(table.seeds)):
+        done = {tuple(r[a] for a in table.axes) for r in rows if r["seed"] == seed and r["state"] == "COMPLETE"}
+        print(f"- seed {seed}: {len(done)} of {len(table.designs)} designs so far (not in the table yet)")
     print(
         f"- {len(table.designs)} designs ({' x '.join(f'{len(v)} {a}' for a, v in table.values.items())}), "
         f"seeds {', '.join(map(str, table.seeds))}, {table.epochs} epochs each: {len(entries)} trainings"
@@ -50,6 +56,14 @@ def main(source: str, seeds=None) -> None:
                 f"| {sr} | {pct} | {'vanilla' if bypass == 'none' else bypass} | {e.bytes:,} | {e.final:.1f} | "
                 f"{e.test_top1:.1f} |"
             )
+
+
+def _complete(rows, seed) -> bool:
+    try:
+        Table.from_rows(rows, seeds=[seed])
+    except InputError:
+        return False
+    return True
 
 
 if __name__ == "__main__":

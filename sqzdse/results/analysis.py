@@ -46,6 +46,23 @@ def pareto_front(points) -> list[int]:
     return front
 
 
+def hypervolume(points, ref: tuple[float, float]) -> float:
+    """The area that (accuracy, size) points dominate (accuracy maximised, size minimised) up to `ref` = (accuracy,
+    size): the hypervolume of their front. Sizes as given (the replays and the frontier study pass log10 bytes)."""
+    pts = sorted((s, a) for a, s in points if a > ref[0] and s < ref[1])
+    area, best = 0.0, ref[0]
+    front = []
+    for s, a in pts:  # size ascending: a point counts where it beats every smaller one
+        if a > best:
+            front.append((s, a))
+            best = a
+    prev = ref[0]
+    for s, a in front:
+        area += (a - prev) * (ref[1] - s)
+        prev = a
+    return area
+
+
 def edf(errors, weights=None) -> tuple[np.ndarray, np.ndarray]:
     """The error EDF of Radosavovic et al. 2019 (eq. 1): F(e) = sum_i w_i 1[e_i < e], weights 1/n by default.
 

@@ -30,6 +30,7 @@ import json
 import logging
 import math
 import os
+import secrets
 import time
 import warnings
 from collections.abc import Sequence
@@ -67,8 +68,12 @@ from sqzdse.train.recipe import SWEEPABLE, TrainConfig, run_identity, run_key
 log = logging.getLogger(__name__)  # progress lines at INFO; `sqzdse` shows them on stderr (sqzdse.cli.show_logs)
 
 
-def _sampler(spec: SweepSpec, seed: int = 0):
+def _sampler(spec: SweepSpec, seed: int | None = None):
+    """The study's sampler in this worker. Seeded per worker (``seed`` None: from the OS): workers with one seed
+    would draw the same random points, each training what another already trains."""
     import optuna
+
+    seed = secrets.randbits(31) if seed is None else seed
 
     constraints = _constraints if spec.max_bytes else None
     if spec.sampler == "random":

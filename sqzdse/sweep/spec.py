@@ -24,6 +24,9 @@ from sqzdse.train.recipe import CHOICES, SWEEPABLE, TRAIN_HELP, TrainConfig, def
 
 INT_PARAMS = ("base_e", "incr_e", "freq", "batch_size", "iter_size")  # the integer axes of [space]
 SAMPLERS = ("grid", "random", "tpe", "nsga2")
+# A file that names no sampler: a grid, unless it has several objectives. Then TPE, which needed the least compute
+# to reach the full grid's front of the tabular benchmark (benchmarks/README.md#search-efficiency).
+MULTI_OBJECTIVE_SAMPLER = "tpe"
 PRUNERS = ("none", "median", "hyperband", "pareto")  # pareto: multi-objective (sqzdse.sweep.pruning)
 # objective -> direction
 OBJECTIVES = {"val_top1": "maximize", "val_top5": "maximize", "bytes": "minimize", "params": "minimize",
@@ -204,7 +207,8 @@ def _check_type(key: str, value, hint) -> None:
 
 STUDY_KEYS = {  # [study] key -> what it means; types and defaults are SweepSpec's
     "name": "the study's name in its storage (required)",
-    "sampler": f"how trials are chosen: {', '.join(SAMPLERS)}",
+    "sampler": f"how trials are chosen: {', '.join(SAMPLERS)} (unset: grid; with several objectives "
+    f"{MULTI_OBJECTIVE_SAMPLER}, which then needs n_trials)",
     "objectives": f"what is optimised, in order: {', '.join(OBJECTIVES)}",
     "pruner": f"early stopping of single-seed trials: {', '.join(PRUNERS)} (pareto: accuracy and a size objective; "
     "the others: one objective)",
@@ -284,6 +288,7 @@ def parse_spec(raw: dict, source: str = "", max_points: int | None = GRID_LIMIT)
     if not isinstance(name, str) or not name:
         _fail("study.name", "required, a non-empty string")
     kw: dict[str, Any] = {}
+    study_given = set(study)
     for key, kind in (("sampler", SAMPLERS), ("pruner", PRUNERS)):
         if key in study:
             if study[key] not in kind:
@@ -327,6 +332,8 @@ def parse_spec(raw: dict, source: str = "", max_points: int | None = GRID_LIMIT)
     if "bypass" in model:  # "vanilla" is "none": one point, one study, however the file spells it
         model["bypass"] = C.canonical_bypass(model["bypass"])
 
+    if "sampler" not in kw and len(kw.get("objectives", ())) > 1:
+        kw["sampler"] = MULTI_OBJECTIVE_SAMPLER
     sampler = kw.get("sampler", "grid")
     space = []
     for key, value in raw.get("space", {}).items():
@@ -357,7 +364,9 @@ def parse_spec(raw: dict, source: str = "", max_points: int | None = GRID_LIMIT)
             _fail("space", f"the grid has {size:,} points ({axes}), over the limit of {max_points:,}; check the "
                   "ranges' steps, or run it anyway with sqzdse sweep run --yes")  # fmt: skip
     elif spec.n_trials is None:
-        _fail("study.n_trials", f"required with sampler {spec.sampler!r}")
+        default = " (the default for several objectives; sampler = \"grid\" trains every point)" if (
+            "sampler" not in study_given) else ""  # fmt: skip
+        _fail("study.n_trials", f"required with sampler {spec.sampler!r}{default}")
     if spec.pruner == "pareto" and spec.size_objective() is None:
         _fail("study.pruner", "'pareto' needs objectives with an accuracy and a size known before training "
               "(bytes, params or macs), e.g. [\"val_top1\", \"bytes\"]")  # fmt: skip

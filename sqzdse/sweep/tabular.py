@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import os
 from collections.abc import Sequence
 
@@ -114,6 +115,12 @@ class Table:
     def unit_seconds(self) -> float:
         """One full training, the compute unit of a replay: the mean over the table's entries."""
         return float(np.mean([e.seconds for e in self.entries.values()]))
+
+    def reference_point(self) -> tuple[float, float]:
+        """The fixed reference point of a replay's hypervolume, (accuracy %, log10 bytes): 1 point below the table's
+        worst final accuracy, 0.05 above the log of its largest model."""
+        entries = self.entries.values()
+        return min(e.final for e in entries) - 1.0, math.log10(max(e.bytes for e in entries)) + 0.05
 
     def suggest(self, trial) -> tuple:
         """The design an Optuna trial picks: one categorical parameter per axis."""
