@@ -17,13 +17,13 @@ from sqzdse.sweep.tabular import Table, seed_pairs
 def main(source: str, seeds=None) -> None:
     rows = load_rows(source, study="tabular")
     if seeds is None:  # the seeds every design has finished (the others still train)
-        seeds = [s for s in sorted({r["seed"] for r in rows}) if _complete(rows, s)]
+        seeds = [s for s in _seeds(rows) if _complete(rows, s)]
     table = Table.from_rows(rows, seeds=seeds)
     entries = list(table.entries.values())
     finals = np.array([e.final for e in entries])
     seconds = np.array([e.seconds for e in entries])
     print(f"# The tabular benchmark ({source})\n")
-    for seed in sorted({r["seed"] for r in rows} - set(table.seeds)):
+    for seed in sorted(set(_seeds(rows)) - set(table.seeds)):
         done = {tuple(r[a] for a in table.axes) for r in rows if r["seed"] == seed and r["state"] == "COMPLETE"}
         print(f"- seed {seed}: {len(done)} of {len(table.designs)} designs so far (not in the table yet)")
     print(
@@ -56,6 +56,10 @@ def main(source: str, seeds=None) -> None:
                 f"| {sr} | {pct} | {'vanilla' if bypass == 'none' else bypass} | {e.bytes:,} | {e.final:.1f} | "
                 f"{e.test_top1:.1f} |"
             )
+
+
+def _seeds(rows) -> list[int]:
+    return sorted({r["seed"] for r in rows if r["seed"] is not None})  # a failed trial may have none
 
 
 def _complete(rows, seed) -> bool:
