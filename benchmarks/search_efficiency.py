@@ -12,7 +12,8 @@ when its last one ends, and its epochs end at the simulated times their seconds 
 Each repetition draws a world: every design gets one of the table's seeds at random (its run is the one that
 repetition sees), and every strategy gets its own sampler seed. The strategies: a grid (every design once, in a
 random order, enqueued as sqzdse's sweep engine enqueues a grid), Optuna's random, TPE
-(multivariate, ``constant_liar`` with several workers) and NSGA-II (population 12) samplers, each alone and with
+(multivariate, ``constant_liar``) and NSGA-II (population 12) samplers as the sweep engine makes them
+(``sqzdse.sweep.engine.sampler``), each alone and with
 sqzdse's ``pareto`` pruner (``sqzdse.sweep.pruning``, its margin the table's seed noise); and Syne Tune's
 ``MOASHA`` (random suggestions, stopped by non-dominated sorting with an ε-net, the same rungs 1, 2, 4 of 8).
 
@@ -44,6 +45,7 @@ sys.path.append(str(ROOT))  # an installed sqzdse, or one on PYTHONPATH, takes p
 
 from sqzdse.results.analysis import hypervolume  # noqa: E402
 from sqzdse.results.rows import load_rows  # noqa: E402
+from sqzdse.sweep.engine import sampler  # noqa: E402
 from sqzdse.sweep.pruning import ParetoPruner, seed_margin  # noqa: E402
 from sqzdse.sweep.tabular import DEFAULT, Table, seed_pairs  # noqa: E402
 
@@ -70,23 +72,13 @@ class Replay:
     runs: list = dataclasses.field(default_factory=list)  # (design, epochs it ran) per trial, as they ended
 
 
-def _sampler(name: str, seed: int, workers: int, table: Table):
-    import optuna
-
-    if name in ("grid", "random"):  # a grid enqueues its designs (as sqzdse's sweep engine does): nothing sampled
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=workers > 1)
-    return optuna.samplers.NSGAIISampler(seed=seed, population_size=12)
-
-
 class _OptunaStrategy:
     def __init__(self, name: str, seed: int, workers: int, table: Table, pruner: ParetoPruner | None):
         import optuna
 
         self.table, self.pruner = table, pruner
         self.study = optuna.create_study(directions=["maximize", "minimize"],
-                                         sampler=_sampler(name, seed, workers, table))  # fmt: skip
+                                         sampler=sampler(name, seed))  # fmt: skip
         self.grid, self.asked = name == "grid", 0
         if self.grid:  # every design once, in an order of its own per repetition
             order = np.random.default_rng(seed).permutation(len(table.designs))

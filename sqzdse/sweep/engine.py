@@ -68,24 +68,25 @@ from sqzdse.train.recipe import SWEEPABLE, TrainConfig, run_identity, run_key
 log = logging.getLogger(__name__)  # progress lines at INFO; `sqzdse` shows them on stderr (sqzdse.cli.show_logs)
 
 
-def _sampler(spec: SweepSpec, seed: int | None = None):
-    """The study's sampler in this worker. Seeded per worker (``seed`` None: from the OS): workers with one seed
-    would draw the same random points, each training what another already trains."""
+NSGA2_POPULATION = 12  # what benchmarks/search_efficiency.py measured; Optuna's 50 would be random search for 50 trials
+
+
+def sampler(name: str, seed: int | None = None, constraints_func=None):
+    """The Optuna sampler a study of sampler `name` runs, in one place for the sweep engine and the replays of
+    benchmarks/search_efficiency.py. Seeded per worker (``seed`` None: from the OS): workers with one seed would
+    draw the same random points, each training what another already trains. TPE is multivariate, with
+    ``constant_liar`` (workers sharing a storage count each other's running trials as bad, so that they do not all
+    ask for the same point); a grid enqueues every trial, so nothing is sampled."""
     import optuna
 
     seed = secrets.randbits(31) if seed is None else seed
-
-    constraints = _constraints if spec.max_bytes else None
-    if spec.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if spec.sampler == "tpe":
-        # constant_liar: workers sharing a storage see each other's running trials as bad, so that they
-        # do not all ask for the same point (what benchmarks/search_efficiency.py replays with 4 workers)
-        return optuna.samplers.TPESampler(seed=seed, constraints_func=constraints, multivariate=True,
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, constraints_func=constraints_func, multivariate=True,
                                           constant_liar=True)  # fmt: skip
-    if spec.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints)
-    return optuna.samplers.RandomSampler(seed=seed)  # grid: every trial is enqueued, nothing is sampled
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints_func,
+                                             population_size=NSGA2_POPULATION)  # fmt: skip
+    return optuna.samplers.RandomSampler(seed=seed)  # random, and a grid
 
 
 def _constraints(trial) -> list[float]:
@@ -113,7 +114,12 @@ def open_study(spec: SweepSpec, storage_url: str):
     import optuna
 
     storage = open_storage(storage_url, spec, create=True)
-    kw = dict(study_name=spec.name, storage=storage, sampler=_sampler(spec), pruner=_pruner(spec))
+    kw = dict(
+        study_name=spec.name,
+        storage=storage,
+        sampler=sampler(spec.sampler, constraints_func=_constraints if spec.max_bytes else None),
+        pruner=_pruner(spec),
+    )
     with study_lock(storage, storage_url, spec.name):
         try:
             study = optuna.create_study(directions=spec.directions, **kw)
