@@ -214,6 +214,26 @@ def configure_cpu(threads: int | None = None, *, cpus: list[int] | None = None, 
 
 # --------------------------------------------------------------------------- signals
 
+
+def join_processes(coordinator: str | None = None, processes: int | None = None, process_id: int | None = None):
+    """Join a training run of several processes (``jax.distributed``: one per host, or per set of devices), before
+    any JAX computation. Every process trains on the devices of all of them: each batch is split across them, and
+    process 0 alone holds the workdir (``sqzdse.train.loop``). Unset values come from a cluster's environment (SLURM,
+    Open MPI) or ``$JAX_COORDINATOR_ADDRESS``; a run that cannot form is one line, not a traceback."""
+    import jax
+
+    if processes is not None and processes < 1 or process_id is not None and process_id < 0:
+        raise InputError(f"--processes {processes} --process-id {process_id}: processes >= 1, 0 <= id < processes")
+    if processes is not None and process_id is not None and process_id >= processes:
+        raise InputError(f"--process-id {process_id}: must be below --processes {processes}")
+    try:
+        jax.distributed.initialize(coordinator_address=coordinator, num_processes=processes, process_id=process_id)
+    except (ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"cannot join a run of several processes (coordinator {coordinator or 'unset'}): "
+                         f"{first[:200]}") from None  # fmt: skip
+
+
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _pending: list[int] = []  # signals received while deferred, oldest first
 _deferring = [0]  # nesting depth of deferred_signals
@@ -275,6 +295,13 @@ def check_signals(where: str) -> None:
         raise Interrupted(signum, f"{signal.Signals(signum).name} {where}")
 
 
-def signal_pending() -> bool:
-    """Whether a deferred SIGINT/SIGTERM waits to be acted on."""
-    return bool(_pending)
+def signal_pending() -> int:
+    """The deferred SIGINT/SIGTERM that waits to be acted on (its number), or 0."""
+    return _pending[0] if _pending else 0
+
+
+def note_signal(signum: int) -> None:
+    """Act on `signum` as if it had arrived here: another process of a multi-process run received it, and every
+    process stops at the same update."""
+    if not _pending:
+        _pending.append(signum)

@@ -68,6 +68,10 @@ def _train(args) -> int:
     from sqzdse.data import pipeline as D
     from sqzdse.train.loop import train_and_evaluate
 
+    if args.coordinator or args.processes or args.process_id is not None:
+        from sqzdse.runtime import join_processes
+
+        join_processes(args.coordinator, args.processes, args.process_id)
     ds = D.load(args.dataset, data_dir=args.data_dir, val_size=args.val_size, download=not args.no_download)
     fit = {}  # no preset or stem named: a small input gets the small stem (checked with it, not with v1.0's)
     if args.preset is None and args.stem is None and ds.info.family == "small":
@@ -112,5 +116,10 @@ def add_commands(sub) -> None:
     tr.add_argument("--workdir", help="where metrics, summary and checkpoints go (resumes a run found there)")
     tr.add_argument("--no-progress", action="store_true", help="no progress bar")
     tr.add_argument("--json", action="store_true", help="print the summary as JSON")
+    mp = tr.add_argument_group("one run over several processes or hosts (jax.distributed; docs/training.md)")
+    mp.add_argument("--coordinator", help="HOST:PORT of process 0, which every process reaches (unset with "
+                    "--processes: from the cluster's environment, e.g. SLURM's)")  # fmt: skip
+    mp.add_argument("--processes", type=int, help="processes in the run, each started with the same command")
+    mp.add_argument("--process-id", type=int, help="this process's index, 0 to --processes - 1 (0 writes the workdir)")
     add_dsd_arguments(tr)
     tr.set_defaults(func=cmd_train)

@@ -101,8 +101,16 @@ def checkpoint_manager(workdir: str, reading: bool = False):
 
     if not reading:  # a saving run installs the filter (once: addFilter skips a filter it holds); imports do not
         logging.getLogger("absl").addFilter(_not_our_own_wait)
-    options = ocp.CheckpointManagerOptions(max_to_keep=None if reading else CHECKPOINTS_KEPT, create=not reading)
-    return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")), options=options)
+    import jax
+
+    directory, create, kw = os.path.abspath(os.path.join(workdir, "checkpoints")), not reading, {}
+    if jax.process_count() > 1:  # a multi-process run: only process 0 writes or reads the workdir, without barriers
+        kw["multiprocessing_options"] = ocp.options.MultiprocessingOptions(primary_host=0, active_processes={0})
+        if create:  # orbax leaves the folder to its caller then
+            os.makedirs(directory, exist_ok=True)
+        create = False
+    options = ocp.CheckpointManagerOptions(max_to_keep=None if reading else CHECKPOINTS_KEPT, create=create, **kw)
+    return ocp.CheckpointManager(directory, options=options)
 
 
 def _files(step_dir: str) -> list[str]:
@@ -190,6 +198,10 @@ def save(manager, state) -> None:
     step = int(state.step)
     if step in manager.all_steps():  # an epoch ending right at a --checkpoint-every step: saved already
         return
+    import jax
+
+    if jax.process_count() > 1:  # the replicated arrays span every process's devices: save process 0's copy
+        state = jax.device_get(state)
     manager.save(step, args=ocp.args.StandardSave(state))
     manager.wait_until_finished()
     _write_checksums(os.path.join(str(manager.directory), str(step)))

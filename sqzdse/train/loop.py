@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import functools
 import itertools
+import json
 import logging
 import math
 import os
@@ -35,7 +36,7 @@ from sqzdse.errors import SqzdseError
 from sqzdse.model import config as C
 from sqzdse.model.cost import summary as cost_summary
 from sqzdse.model.network import initial_params, initialiser
-from sqzdse.runtime import check_signals, deferred_signals, signal_pending
+from sqzdse.runtime import check_signals, deferred_signals, note_signal, signal_pending
 from sqzdse.train import checkpoints as ckpt
 from sqzdse.train.progress import Progress
 from sqzdse.train.recipe import TrainConfig, update_counts
@@ -327,20 +328,34 @@ def make_eval_step(graphdef) -> Callable:
 
 def data_parallel(tc: TrainConfig):
     """(batch sharding, replicated sharding) over the ``tc.devices`` local devices, or None for one: each batch split
-    along its examples, the parameters and optimizer state on every device (GSPMD partitions the jitted steps)."""
-    local = jax.local_devices()
-    n = len(local) if tc.devices == 0 else tc.devices
+    along its examples, the parameters and optimizer state on every device (GSPMD partitions the jitted steps).
+    In a multi-process run (``sqzdse.runtime.join_processes``) the mesh is every process's devices."""
+    multi = jax.process_count() > 1
+    devices = jax.devices() if multi else jax.local_devices()
+    n = len(devices) if tc.devices == 0 else tc.devices
+    if multi and n != len(devices):
+        raise C.ConfigError(f"devices={tc.devices}: a run of {jax.process_count()} processes trains on all their "
+                            f"{len(devices)} devices; give devices=0")  # fmt: skip
     if n == 1:
         return None
-    if n > len(local):
-        raise C.ConfigError(f"devices={n}: this process sees {len(local)} {jax.default_backend()} device(s)")
+    if n > len(devices):
+        raise C.ConfigError(f"devices={n}: this process sees {len(devices)} {jax.default_backend()} device(s)")
     if tc.batch_size % n:
         raise C.ConfigError(f"batch_size={tc.batch_size} does not split evenly over {n} devices")
     from jax.sharding import Mesh, NamedSharding
     from jax.sharding import PartitionSpec as P
 
-    mesh = Mesh(np.array(local[:n]), ("data",))
+    mesh = Mesh(np.array(devices[:n]), ("data",))
     return NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
+
+
+def _put(x, sharding):
+    """A host array onto `sharding`'s devices. Every process of a multi-process run holds the same whole array (the
+    same batches, the same state) and places the parts its own devices hold."""
+    if jax.process_count() == 1:
+        return jax.device_put(x, sharding)
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
 
 def _split(arrays, sharding, axis: int = 0):
@@ -351,7 +366,7 @@ def _split(arrays, sharding, axis: int = 0):
     from jax.sharding import PartitionSpec as P
 
     spec = NamedSharding(sharding.mesh, P(*([None] * axis), "data"))
-    return tuple(jax.device_put(a, spec) for a in arrays)
+    return tuple(_put(a, spec) for a in arrays)
 
 
 def evaluate(eval_step, params, batches, batch_size: int, shard=None) -> dict:
@@ -468,6 +483,8 @@ def train_and_evaluate(
     that holds this run finished is not trained again: its summary comes back as written, with ``reused``.
     SIGINT/SIGTERM stop the run at the next update: it checkpoints (with a workdir) and raises Interrupted.
     """
+    if jax.process_index() > 0:  # a multi-process run: process 0 holds the workdir, the others follow it
+        workdir, progress = None, False
     lock = ckpt.workdir_lock(workdir, on_busy) if workdir else contextlib.nullcontext()
     with deferred_signals(), lock:
         return _train_and_evaluate(cfg, tc, workdir, dataset, on_epoch, progress, init_params, mask, origin)
@@ -487,18 +504,20 @@ def _train_and_evaluate(cfg, tc, workdir, dataset, on_epoch, progress, init_para
     n_epochs = math.ceil(total_updates / updates_per_epoch)
 
     graphdef, state = create_train_state(cfg, tc, total_updates, updates_per_epoch, init_params=init_params, mask=mask)
-    manager = None
+    manager, finished = None, None
     if workdir:
         ckpt.claim_workdir(workdir, cfg, tc)
         manager = ckpt.checkpoint_manager(workdir)
         state = ckpt.restore(manager, state, workdir)
         finished = ckpt.finished_summary(workdir, int(state.step))
-        if finished is not None:
-            return RunResult.from_summary(finished, reused=True, graphdef=graphdef, state=state)
+    if jax.process_count() > 1:  # every process resumes where process 0's checkpoint stands
+        state, finished = _from_process_0(state, finished)
+    if finished is not None:
+        return RunResult.from_summary(finished, reused=True, graphdef=graphdef, state=state)
     dp = data_parallel(tc)
     shard = None if dp is None else dp[0]
     if dp is not None:  # after the restore: the checkpoint is read as it was written, then replicated
-        state = jax.device_put(state, dp[1])
+        state = jax.tree.map(lambda x: _put(x, dp[1]), state)
     train_step = make_train_step(graphdef, tc, mask)
     eval_step = make_eval_step(graphdef)
     start = int(state.step)
@@ -507,7 +526,7 @@ def _train_and_evaluate(cfg, tc, workdir, dataset, on_epoch, progress, init_para
     def on_update(state):
         if manager is not None and tc.checkpoint_every and int(state.step) % tc.checkpoint_every == 0:
             ckpt.save(manager, state)
-        if signal_pending():
+        if _signalled():
             _stop(manager, state, total_updates)
 
     micro = tc.batch_size
@@ -578,9 +597,35 @@ def _train_and_evaluate(cfg, tc, workdir, dataset, on_epoch, progress, init_para
     return result
 
 
+def _from_process_0(state: TrainState, summary: dict | None) -> tuple[TrainState, dict | None]:
+    """Process 0's state (restored from its checkpoint) and finished run's summary, in every process."""
+    from jax.experimental import multihost_utils as mh
+
+    state = mh.broadcast_one_to_all(jax.tree.map(np.asarray, state))
+    text = np.frombuffer(json.dumps(summary).encode(), np.uint8) if jax.process_index() == 0 else np.zeros(0, np.uint8)
+    n = int(mh.broadcast_one_to_all(np.int64(len(text))))
+    buf = np.zeros(n, np.uint8)
+    buf[: len(text)] = text
+    return jax.tree.map(np.asarray, state), json.loads(bytes(np.asarray(mh.broadcast_one_to_all(buf))))
+
+
+def _signalled() -> bool:
+    """Whether a deferred SIGINT/SIGTERM arrived; in a multi-process run, at any process (all stop at one update)."""
+    if jax.process_count() == 1:
+        return bool(signal_pending())
+    from jax.experimental import multihost_utils as mh
+
+    got = np.asarray(mh.process_allgather(np.int32(signal_pending())))
+    if got.any():
+        note_signal(int(got[got != 0][0]))
+    return bool(got.any())
+
+
 def _stop(manager, state: TrainState, total: int) -> None:
     """A deferred signal arrived: checkpoint (with a workdir) and raise Interrupted."""
     step = int(state.step)
+    if manager is None and jax.process_index() > 0:
+        check_signals(f"at update {step} of {total}: process 0 saves the checkpoint")
     if manager is None:
         check_signals(f"at update {step} of {total}: no workdir, nothing saved")
     ckpt.save(manager, state)
