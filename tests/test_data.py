@@ -131,18 +131,24 @@ def test_cifar10_archive_in_manual_dir(tmp_path):
     assert _rows(ds._splits["test"].examples.images) == _rows(images[5:])
 
 
-def test_imagenette_streams_caffe_style(tmp_path):
-    wnids = ["n01440764", "n02102040"]
-    colours = {"n01440764": (200, 100, 50), "n02102040": (10, 220, 130)}
-    manual = tmp_path / "downloads" / "manual"
+IMAGENETTE = {"n01440764": (200, 100, 50), "n02102040": (10, 220, 130)}  # two classes, one colour each
+
+
+def _imagenette(root):
+    """Tiny Imagenette in its archive's layout: 4 training and 2 validation JPEGs of each of two classes."""
+    manual = root / "downloads" / "manual"
     manual.mkdir(parents=True)
     with tarfile.open(manual / "imagenette2-320.tgz", "w:gz") as tar:
         for split, count in (("train", 4), ("val", 2)):
-            for wnid in wnids:
+            for wnid, colour in IMAGENETTE.items():
                 for i in range(count):
-                    _add(tar, f"imagenette2-320/{split}/{wnid}/{wnid}_{split}{i}.JPEG", _jpeg(colours[wnid]))
+                    _add(tar, f"imagenette2-320/{split}/{wnid}/{wnid}_{split}{i}.JPEG", _jpeg(colour))
+    return data.load("imagenette", data_dir=str(root), val_size=2, download=False)
 
-    ds = data.load("imagenette", data_dir=str(tmp_path), val_size=2, download=False)
+
+def test_imagenette_streams_caffe_style(tmp_path):
+    wnids, colours = list(IMAGENETTE), IMAGENETTE
+    ds = _imagenette(tmp_path)
     assert ds.info == data.DatasetInfo("imagenette", 10, (227, 227, 3), "imagenet", 6, 2, 4)
     x, y = _all(ds, "test", batch_size=3)
     assert x.shape == (4, 227, 227, 3) and x.dtype == np.float32 and y.dtype == np.int32
@@ -153,6 +159,25 @@ def test_imagenette_streams_caffe_style(tmp_path):
         np.testing.assert_allclose(image.mean(axis=(0, 1)), (b - 104, g - 117, r - 123), atol=3)
     xt, _ = _all(ds, "train", batch_size=3, train=True)
     assert xt.shape == (6, 227, 227, 3)
+
+
+def test_a_resumed_epoch_decodes_only_the_batches_it_trains_on(tmp_path, monkeypatch):
+    ds = _imagenette(tmp_path)
+    whole = list(ds.batches("train", 2, seed=3, epoch=1, train=True, prefetch=0))
+    decoded = []
+    crop = data.caffe_crop
+    monkeypatch.setattr(data, "caffe_crop", lambda *a: decoded.append(1) or crop(*a))
+    resumed = list(ds.batches("train", 2, seed=3, epoch=1, train=True, prefetch=0, start=2))
+    assert len(resumed) == len(whole) - 2 and len(decoded) == 2 * len(resumed)  # the first two: not decoded
+    for (x, y), (xw, yw) in zip(resumed, whole[2:], strict=True):  # the same crops and mirrors as from the start
+        np.testing.assert_array_equal(x, xw)
+        np.testing.assert_array_equal(y, yw)
+    small = data.from_arrays("fashion_mnist", _noise(12, (28, 28, 1)), _noise(4, (28, 28, 1)), num_classes=12)
+    full = list(small.batches("train", 3, seed=1, epoch=2, train=True, prefetch=0))
+    for (x, y), (xw, yw) in zip(small.batches("train", 3, seed=1, epoch=2, train=True, prefetch=0, start=1), full[1:],
+                                strict=True):  # fmt: skip
+        np.testing.assert_array_equal(x, xw)
+        np.testing.assert_array_equal(y, yw)
 
 
 def test_imagenet2012_tars_in_manual_dir(tmp_path):

@@ -292,6 +292,7 @@ class Dataset:
         drop_remainder: bool | None = None,
         limit: int | None = None,
         prefetch: int = 2,
+        start: int = 0,
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yields (images float32 NHWC normalised, labels int32) batches of `split`.
 
@@ -304,6 +305,8 @@ class Dataset:
           drop_remainder: drop the last partial batch; defaults to `train`.
           limit: use only the first `limit` examples of the split.
           prefetch: batches kept ready by a background thread; 0 computes them inline.
+          start: begin at this batch of the epoch (a resumed run's): the batches before it are neither read nor
+            decoded, and the ones after are those a pass from the first batch yields.
         """
         index = self._index(split, limit)
         if batch_size < 1:
@@ -311,7 +314,9 @@ class Dataset:
         if seed < 0 or epoch < 0:
             raise ValueError(f"seed and epoch must be >= 0, got {seed}, {epoch}")
         drop = train if drop_remainder is None else drop_remainder
-        batches = self._batches(self._splits[split].examples, index, batch_size, seed, epoch, train, drop)
+        if start < 0:
+            raise ValueError(f"start must be >= 0, got {start}")
+        batches = self._batches(self._splits[split].examples, index, batch_size, seed, epoch, train, drop, start)
         return _prefetch(batches, prefetch) if prefetch > 0 else batches
 
     def steps_per_epoch(
@@ -343,7 +348,7 @@ class Dataset:
             index = index[:limit]
         return index
 
-    def _batches(self, examples, index, batch_size, seed, epoch, train, drop):
+    def _batches(self, examples, index, batch_size, seed, epoch, train, drop, skip=0):
         perm_seed, aug_seed = np.random.SeedSequence([seed, epoch]).spawn(2)
         if train:
             index = index[np.random.default_rng(perm_seed).permutation(len(index))]
@@ -352,24 +357,27 @@ class Dataset:
         mean = np.asarray(self._spec.mean, np.float32)
         inv_std = 1.0 / np.asarray(self._spec.std, np.float32)
 
-        if self.info.family == "small":
-            for start in range(0, stop, batch_size):
+        if self.info.family == "small":  # in memory: a skipped batch costs a gather, and keeps its draws
+            for b, start in enumerate(range(0, stop, batch_size)):
                 images, labels = examples.read(index[start : start + batch_size])
                 if train:
                     images = _pad_crop_flip(images, SMALL_PAD, self._spec.flip, aug_rng)
-                yield (images - mean) * inv_std, labels
+                if b >= skip:
+                    yield (images - mean) * inv_std, labels
         else:
             # Threads suffice: PIL releases the GIL while decoding and resizing.
             with concurrent.futures.ThreadPoolExecutor(min(16, os.cpu_count() or 1)) as pool:
-                for start in range(0, stop, batch_size):
-                    images, labels = examples.read(index[start : start + batch_size])
-                    n = len(labels)
+                for b, start in enumerate(range(0, stop, batch_size)):
+                    n = min(batch_size, stop - start)
                     if train:  # Caffe: offsets uniform in [0, 256 - 227], mirror 1/2
                         offsets = aug_rng.integers(0, CAFFE_RESIZE - CAFFE_CROP + 1, (n, 2))
                         mirror = (aug_rng.random(n) < 0.5) & self._spec.flip
                     else:  # centre crop
                         offsets = np.full((n, 2), CAFFE_CENTRE)
                         mirror = np.zeros(n, bool)
+                    if b < skip:  # drawn, as the batch would be, but neither read nor decoded
+                        continue
+                    images, labels = examples.read(index[start : start + batch_size])
                     crops = np.stack(list(pool.map(caffe_crop, images, offsets, mirror)))
                     yield (crops - mean) * inv_std, labels
 

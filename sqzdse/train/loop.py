@@ -263,9 +263,9 @@ def make_train_step(graphdef, tc: TrainConfig, mask=None, *, to_params: Callable
 def train_batches(ds, tc: TrainConfig, epoch: int, start: int, stop: int):
     """Updates `start` to `stop` of epoch `epoch`'s shuffled training batches, batch_size x iter_size images each."""
     batches = ds.batches("train", tc.batch_size * tc.iter_size, seed=tc.seed, epoch=epoch, train=True,
-                         limit=tc.train_limit)  # fmt: skip
+                         limit=tc.train_limit, start=start)  # fmt: skip
     try:
-        yield itertools.islice(batches, start, stop)
+        yield itertools.islice(batches, stop - start)
     finally:  # stop the prefetching thread now, not at interpreter exit
         getattr(batches, "close", lambda: None)()
 
