@@ -73,7 +73,7 @@ class Replay:
 
 
 class _OptunaStrategy:
-    def __init__(self, name: str, seed: int, workers: int, table: Table, pruner: ParetoPruner | None):
+    def __init__(self, name: str, seed: int, table: Table, pruner: ParetoPruner | None):
         import optuna
 
         self.table, self.pruner = table, pruner
@@ -224,7 +224,7 @@ def run(table: Table, reps: int, workers: int, strategies, margin: float) -> dic
             else:
                 base, _, prune = name.partition("+")
                 pruner = ParetoPruner(margin=margin) if prune else None
-                strategy = _OptunaStrategy(base, rep, workers, table, pruner)
+                strategy = _OptunaStrategy(base, rep, table, pruner)
             r = replay(strategy, world, table, workers, budget_s, unit, ref)
             trace = [(c, h / full) for c, h in r.trace]
             per[name].append(dict(trace=trace, trials=r.trials, stopped=r.stopped, wall_units=r.wall_units,

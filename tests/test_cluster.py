@@ -110,3 +110,14 @@ def test_a_failing_job_is_one_line_with_its_log(tmp_path, monkeypatch, capsys):
     assert main(argv) == 1
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("job ")]
     assert len(err) == 1 and "failed: sqzdse: error:" in err[0] and "_log.err" in err[0], err
+
+
+def test_an_empty_job_array_is_refused_before_the_study_exists(tmp_path, capsys):
+    path, url = tmp_path / "tiny.toml", f"sqlite:///{tmp_path}/s.db"
+    path.write_text(SWEEP)
+    argv = ["sweep", "submit", str(path), "--storage", url, "--jobs", "0", "--cluster", "local", "--folder",
+            str(tmp_path / "jobs")]  # fmt: skip
+    assert main(argv) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--jobs 0" in err[0], err
+    assert not (tmp_path / "s.db").exists() and not (tmp_path / "jobs").exists()

@@ -49,15 +49,15 @@ def test_the_grid_charges_every_design_once_and_ends_at_the_full_front():
     world, ref, unit = world_of(table), table.reference_point(), table.unit_seconds()
     total = sum(e.seconds for e in world.values())
     for workers in (1, 3):
-        grid = SE._OptunaStrategy("grid", 0, workers, table, None)
+        grid = SE._OptunaStrategy("grid", 0, table, None)
         r = SE.replay(grid, world, table, workers, total, unit, ref)
         full = hypervolume([(e.final, math.log10(e.bytes)) for e in world.values()], ref)
         assert r.trials == len(table.designs) and r.stopped == 0
         assert r.trace[-1] == (pytest.approx(total / unit), pytest.approx(full))
         assert all(b[0] >= a[0] and b[1] >= a[1] for a, b in itertools.pairwise(r.trace))  # both only grow
     # Several workers finish the same compute sooner in (simulated) wall time.
-    assert SE.replay(SE._OptunaStrategy("grid", 0, 3, table, None), world, table, 3, total, unit, ref).wall_units < (
-        SE.replay(SE._OptunaStrategy("grid", 0, 1, table, None), world, table, 1, total, unit, ref).wall_units
+    assert SE.replay(SE._OptunaStrategy("grid", 0, table, None), world, table, 3, total, unit, ref).wall_units < (
+        SE.replay(SE._OptunaStrategy("grid", 0, table, None), world, table, 1, total, unit, ref).wall_units
     )
 
 
@@ -65,7 +65,7 @@ def test_a_stopped_trial_is_charged_its_epochs_and_a_repeat_only_what_it_adds():
     table = Table.from_rows(table_rows())
     world, ref, unit = world_of(table), table.reference_point(), table.unit_seconds()
     total = sum(e.seconds for e in world.values())
-    pruned = SE._OptunaStrategy("grid", 0, 1, table, ParetoPruner(margin=0.0, min_peers=2))
+    pruned = SE._OptunaStrategy("grid", 0, table, ParetoPruner(margin=0.0, min_peers=2))
     r = SE.replay(pruned, world, table, 1, total, unit, ref)
     states = [t.state.name for t in pruned.study.trials]
     assert r.stopped == states.count("PRUNED") > 0
@@ -74,7 +74,7 @@ def test_a_stopped_trial_is_charged_its_epochs_and_a_repeat_only_what_it_adds():
     charged = sum(sum(world[d].epoch_seconds[:e]) for d, e in r.runs)
     assert r.units == pytest.approx(charged / unit) and r.units < total / unit
     # Random search asks for designs again: those cost nothing more, so its compute is at most the grid's.
-    rnd = SE._OptunaStrategy("random", 0, 1, table, None)
+    rnd = SE._OptunaStrategy("random", 0, table, None)
     r = SE.replay(rnd, world, table, 1, total, unit, ref)
     assert r.trials > len({d for d, _ in r.runs}) and r.units <= total / unit + 1e-9
 

@@ -136,13 +136,13 @@ def cmd_sweep_submit(args) -> int:
     # A bad file, an unreachable storage or a study made from another file fails here, once, not in every job.
     spec = load_spec(args.file, max_points=None if args.yes else GRID_LIMIT)
     url = storage_url(args.storage, spec)
+    array = JobArray(jobs=args.jobs, workers=args.workers, cpus=args.cpus, gpus=args.gpus, minutes=args.time,
+                     partition=args.partition, mem_gb=args.mem, parallel=args.parallel)  # fmt: skip
     if args.cluster == "slurm":
         from sqzdse.sweep.cluster import check_shared
 
         check_shared(url)
     S.open_study(spec, url)
-    array = JobArray(jobs=args.jobs, workers=args.workers, cpus=args.cpus, gpus=args.gpus, minutes=args.time,
-                     partition=args.partition, mem_gb=args.mem, parallel=args.parallel)  # fmt: skip
     jobs = submit(args.file, url, array, cluster=args.cluster, folder=args.folder, runs_dir=args.runs_dir,
                   yes=args.yes, name=f"sqzdse-{spec.name}")  # fmt: skip
     print(f"{spec.name}: submitted {len(jobs)} {args.cluster} jobs of {args.workers} worker(s) on {redact(url)} "

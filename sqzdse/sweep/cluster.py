@@ -39,6 +39,10 @@ class JobArray:
     mem_gb: float | None = None
     parallel: int | None = None  # at most this many jobs of the array at once (SLURM's %N)
 
+    def __post_init__(self):
+        if self.jobs < 1 or self.workers < 1:
+            raise InputError(f"--jobs {self.jobs} --workers {self.workers}: each must be >= 1")
+
 
 class SweepJob:
     """One job: the sweep worker command on the node it landed on, with that node's environment (its
@@ -88,8 +92,6 @@ def submit(file: str, storage: str, array: JobArray, *, cluster: str = "slurm", 
     """Submit ``array.jobs`` jobs of sweep workers for ``file`` on ``storage``; returns submitit's jobs."""
     if cluster not in CLUSTERS:
         raise InputError(f"--cluster {cluster!r}: one of {', '.join(CLUSTERS)}")
-    if array.jobs < 1 or array.workers < 1:
-        raise InputError(f"--jobs {array.jobs} --workers {array.workers}: each must be >= 1")
     if cluster == "slurm":
         check_shared(storage)
     try:

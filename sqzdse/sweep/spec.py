@@ -288,7 +288,6 @@ def parse_spec(raw: dict, source: str = "", max_points: int | None = GRID_LIMIT)
     if not isinstance(name, str) or not name:
         _fail("study.name", "required, a non-empty string")
     kw: dict[str, Any] = {}
-    study_given = set(study)
     for key, kind in (("sampler", SAMPLERS), ("pruner", PRUNERS)):
         if key in study:
             if study[key] not in kind:
@@ -332,7 +331,8 @@ def parse_spec(raw: dict, source: str = "", max_points: int | None = GRID_LIMIT)
     if "bypass" in model:  # "vanilla" is "none": one point, one study, however the file spells it
         model["bypass"] = C.canonical_bypass(model["bypass"])
 
-    if "sampler" not in kw and len(kw.get("objectives", ())) > 1:
+    defaulted = "sampler" not in kw and len(kw.get("objectives", ())) > 1
+    if defaulted:
         kw["sampler"] = MULTI_OBJECTIVE_SAMPLER
     sampler = kw.get("sampler", "grid")
     space = []
@@ -364,8 +364,7 @@ def parse_spec(raw: dict, source: str = "", max_points: int | None = GRID_LIMIT)
             _fail("space", f"the grid has {size:,} points ({axes}), over the limit of {max_points:,}; check the "
                   "ranges' steps, or run it anyway with sqzdse sweep run --yes")  # fmt: skip
     elif spec.n_trials is None:
-        default = " (the default for several objectives; sampler = \"grid\" trains every point)" if (
-            "sampler" not in study_given) else ""  # fmt: skip
+        default = ' (the default for several objectives; sampler = "grid" trains every point)' if defaulted else ""
         _fail("study.n_trials", f"required with sampler {spec.sampler!r}{default}")
     if spec.pruner == "pareto" and spec.size_objective() is None:
         _fail("study.pruner", "'pareto' needs objectives with an accuracy and a size known before training "

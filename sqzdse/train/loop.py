@@ -624,10 +624,9 @@ def _signalled() -> bool:
 def _stop(manager, state: TrainState, total: int) -> None:
     """A deferred signal arrived: checkpoint (with a workdir) and raise Interrupted."""
     step = int(state.step)
-    if manager is None and jax.process_index() > 0:
-        check_signals(f"at update {step} of {total}: process 0 saves the checkpoint")
     if manager is None:
-        check_signals(f"at update {step} of {total}: no workdir, nothing saved")
+        saved = "process 0 saves the checkpoint" if jax.process_index() > 0 else "no workdir, nothing saved"
+        check_signals(f"at update {step} of {total}: {saved}")
     ckpt.save(manager, state)
     check_signals(f"at update {step} of {total}: checkpoint saved in {manager.directory}; a rerun resumes from it")
 
